@@ -1,0 +1,54 @@
+"""`forensix weights import`: official checkpoint in, forensix safetensors out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .models.checkpoints import (
+    CheckpointError,
+    check_state_dict,
+    convert_deeclip,
+    detect_format,
+    read_state_dict,
+    save_checkpoint,
+)
+from .models.config import ModelConfig
+from .models.factory import create_model
+from .weights import cached_sha256
+
+
+def import_checkpoint(
+    src: Path,
+    dest: Path,
+    *,
+    feature_layers: tuple[int, ...] | None = None,
+    merge_lora: bool = True,
+    threshold: float | None = None,
+) -> ModelConfig:
+    """Convert an official DeeCLIP checkpoint; every key and shape is checked before writing."""
+    src, dest = Path(src), Path(dest)
+    if dest.suffix != ".safetensors":
+        raise CheckpointError(f"{dest}: the output must be a .safetensors file")
+    state = read_state_dict(src)
+    kind = detect_format(state)
+    if kind != "deeclip-official":
+        raise CheckpointError(f"{src}: 'weights import' converts DeeCLIP checkpoints; this one is {kind}")
+    cfg, converted = convert_deeclip(state, feature_layers=feature_layers, merge_lora=merge_lora, source=str(src))
+    if threshold is not None:
+        cfg = replace(cfg, threshold=threshold)
+    with torch.device("meta"):
+        check_state_dict(create_model(cfg, with_lora=not merge_lora), converted, str(src))
+    provenance = {
+        "source_file": src.name,
+        "source_sha256": cached_sha256(src),
+        "source_format": kind,
+        "lora": "merged" if merge_lora else "kept",
+        "trained_on": "as released by the authors (4-class ProGAN, per the paper)",
+        "forensix_version": __version__,
+    }
+    save_checkpoint(dest, cfg, converted, provenance)
+    return cfg

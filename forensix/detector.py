@@ -1,0 +1,161 @@
+"""The Python API: load a detector by manifest name or file, score images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from . import weights as W
+from .imaging import preprocess
+from .models.checkpoints import (
+    CheckpointError,
+    build_and_load,
+    convert_deeclip,
+    convert_univfd,
+    detect_format,
+    is_safetensors,
+    read_checkpoint,
+    read_state_dict,
+)
+from .models.config import ModelConfig
+from .models.lora import merge_lora
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class LoadedWeights:
+    """A model with its config and where it came from."""
+
+    model: nn.Module
+    config: ModelConfig
+    name: str
+    sha256: str  # of the weights file (for two-file models: of the detector's own head/checkpoint)
+    source: str
+    provenance: dict[str, Any]
+
+
+def load_weights_file(path: Path, *, feature_layers: tuple[int, ...] | None = None) -> LoadedWeights:
+    """A model from one file: a forensix .safetensors, or an official DeeCLIP .pth."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    digest = W.cached_sha256(path)
+    if is_safetensors(path):
+        cfg, state, provenance = read_checkpoint(path)
+        name = cfg.name
+    else:
+        state = read_state_dict(path)
+        kind = detect_format(state)
+        if kind == "deeclip-official":
+            cfg, state = convert_deeclip(state, feature_layers=feature_layers, source=str(path))
+            provenance = {"source_file": path.name, "source_sha256": digest, "source_format": kind}
+            name = cfg.name
+        elif kind == "univfd-head":
+            raise CheckpointError(f"{path}: a UnivFD head alone; it needs the CLIP backbone: use --model univfd")
+        else:
+            raise CheckpointError(f"{path}: not a known detector checkpoint (detected: {kind})")
+    model = build_and_load(cfg, state, source=str(path))
+    merge_lora(model)
+    return LoadedWeights(model, cfg, name, digest, str(path), provenance)
+
+
+def load_manifest_model(name: str) -> LoadedWeights:
+    """A model from the weights manifest; raises WeightsMissing if its files are not on disk."""
+    entry = W.get_entry(name)
+    if entry.kind != "detector":
+        raise ValueError(f"{name} is a {entry.kind}, not a detector")
+    paths = W.resolve(name)
+    if entry.format == "deeclip-official":
+        loaded = load_weights_file(paths["checkpoint"])
+    elif entry.format == "univfd":
+        head, clip = read_state_dict(paths["head"]), read_state_dict(paths["backbone"])
+        cfg, state = convert_univfd(head, clip, source=str(paths["backbone"]))
+        digest = W.cached_sha256(paths["head"])
+        model = build_and_load(cfg, state, source=name)
+        provenance = {
+            "source_file": paths["head"].name,
+            "source_sha256": digest,
+            "backbone_file": paths["backbone"].name,
+            "source_format": "univfd",
+        }
+        loaded = LoadedWeights(model, cfg, cfg.name, digest, str(paths["head"]), provenance)
+    else:
+        raise ValueError(f"{name}: format {entry.format!r} is not a detector format")
+    loaded.name = name
+    return loaded
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    return dev
+
+
+class Detector:
+    """Scores images: P(fake) = sigmoid(logit), with the model's own preprocessing.
+
+    On CUDA, ``bf16``/``fp16`` run under autocast (LayerNorm and softmax stay fp32); weights stay
+    fp32 so the same object can be asked for fp32 scores.
+    """
+
+    def __init__(
+        self, loaded: LoadedWeights, device: str = "auto", precision: str = "fp32", threshold: float | None = None
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.device = resolve_device(device)
+        if precision == "fp16" and self.device.type == "cpu":
+            raise ValueError("fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+        self.loaded = loaded
+        self.config = loaded.config if threshold is None else replace(loaded.config, threshold=threshold)
+        self.precision = precision
+        self.model = loaded.model.to(self.device).eval()
+
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold
+
+    @property
+    def name(self) -> str:
+        return f"{self.loaded.name}@{self.loaded.sha256[:12]}" if self.loaded.sha256 else self.loaded.name
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return preprocess(image, self.config.preprocess)
+
+    @torch.inference_mode()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""
+        batch = batch.to(self.device, non_blocking=True)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return self.model(batch).float()
+
+    def score(self, images: Sequence[Image.Image | torch.Tensor]) -> np.ndarray:
+        """P(fake) for PIL images (preprocessed here) or already-preprocessed tensors."""
+        if not len(images):
+            return np.zeros(0, dtype=np.float32)
+        batch = torch.stack([im if isinstance(im, torch.Tensor) else self.preprocess(im) for im in images])
+        return torch.sigmoid(self.logits(batch)).cpu().numpy()
+
+
+def load_detector(
+    model: str = "deeclip",
+    weights: str | Path | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    threshold: float | None = None,
+) -> Detector:
+    """A ready detector from a manifest name (``model``) or a weights file (``weights``)."""
+    loaded = load_weights_file(Path(weights)) if weights is not None else load_manifest_model(model)
+    return Detector(loaded, device=device, precision=precision, threshold=threshold)

@@ -1,0 +1,223 @@
+"""Resumable HTTP(S) downloads with sha256 verification, using only the standard library.
+
+A download goes to ``<dest>.part`` and is moved onto ``dest`` only once it is complete and verified,
+so ``dest`` is never a partial file. An interrupted download leaves the ``.part`` file behind, and
+the next call asks the server for the rest with a ``Range`` request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+CHUNK = 1 << 20
+SCHEMES = ("http", "https", "file")
+
+Progress = Callable[[int, int | None], None]
+
+
+class DownloadError(Exception):
+    """A download failed; the message is one line naming what went wrong, the url and the file."""
+
+
+class ChecksumError(DownloadError):
+    """The downloaded file's sha256 is not the expected one."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 digest of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    timeout: float = 60.0,
+) -> str:
+    """Download url to dest atomically; return the sha256 hex digest of the file."""
+    dest = Path(dest)
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in SCHEMES:
+        raise DownloadError(f"unsupported URL scheme {scheme or '(none)'!r} (only http, https, file): {url} -> {dest}")
+    if dest.is_file():
+        digest = sha256_file(dest)
+        if sha256 is None or digest == sha256.lower():
+            return digest
+
+    part = dest.with_name(dest.name + ".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DownloadError(f"cannot create folder {dest.parent} for {url}: {e}") from e
+    offset = part.stat().st_size if part.is_file() else 0
+    if size is not None and offset > size:
+        _discard(part)
+        offset = 0
+    if size is not None and offset == size:
+        if progress is not None:
+            progress(offset, size)
+    else:
+        _fetch(url, part, offset, size, progress, timeout)
+    return _finish(url, part, dest, sha256, size)
+
+
+def _fetch(url: str, part: Path, offset: int, size: int | None, progress: Progress | None, timeout: float) -> None:
+    """Fetch url into part, appending from offset when the server honours the Range request."""
+    resp = _open(url, part, offset, timeout)
+    if resp is None and offset:
+        # 416 with the .part as long as the file: it is already whole, and verification decides.
+        if progress is not None:
+            progress(offset, offset)
+        return
+    if resp is None:
+        raise DownloadError(f"HTTP 416 Range Not Satisfiable for {url} without a Range request -> {part}")
+
+    with resp:
+        status = resp.status
+        length = _int(resp.headers.get("Content-Length"))
+        if status == 206:
+            start, total = _content_range(resp.headers.get("Content-Range"))
+            if start is not None and start != offset:
+                # Appending would corrupt the file; fetching it whole is the safe answer.
+                resp.close()
+                _discard(part)
+                return _fetch(url, part, 0, size, progress, timeout)
+            if total is None and length is not None:
+                total = offset + length
+        else:
+            # 200 (or a file: URL): the body is the whole file, so any partial file is dropped.
+            offset = 0
+            total = length
+        if size is not None and total is not None and total != size:
+            _discard(part)
+            raise DownloadError(f"server reports {total} bytes for {url}, expected {size} -> {part}")
+
+        done = offset
+        if progress is not None:
+            progress(done, total)
+        try:
+            f = open(part, "ab" if offset else "wb")
+        except OSError as e:
+            raise DownloadError(f"cannot write {part} for {url}: {e}") from e
+        with f:
+            while True:
+                try:
+                    block = resp.read(CHUNK)
+                except http.client.IncompleteRead as e:
+                    # The bytes of the failed read are good; keeping them makes the resume start later.
+                    if e.partial:
+                        _write(f, e.partial, url, part)
+                        done += len(e.partial)
+                    raise _truncated(url, part, done, total, "connection closed mid-transfer") from e
+                except (http.client.HTTPException, OSError) as e:
+                    raise _truncated(url, part, done, total, _reason(e)) from e
+                if not block:
+                    break
+                _write(f, block, url, part)
+                done += len(block)
+                if progress is not None:
+                    progress(done, total)
+    # http.client returns b"" rather than raising when the peer closes before Content-Length arrives.
+    if total is not None and done < total:
+        raise _truncated(url, part, done, total, "connection closed early")
+
+
+def _open(url: str, part: Path, offset: int, timeout: float) -> Any:
+    """Open url (asking for bytes from offset on); the response, or None where the server answered 416."""
+    req = urllib.request.Request(url, headers={"User-Agent": "forensix", "Accept-Encoding": "identity"})
+    if offset:
+        req.add_header("Range", f"bytes={offset}-")
+    try:
+        return urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        e.close()
+        if e.code == 416:
+            _, total = _content_range(e.headers.get("Content-Range") if e.headers else None)
+            if offset and total is not None and total != offset:
+                _discard(part)
+                return _open(url, part, 0, timeout)
+            return None
+        raise DownloadError(f"HTTP {e.code} {e.reason} for {url} -> {part}") from e
+    except urllib.error.URLError as e:
+        raise DownloadError(f"cannot fetch {url} -> {part}: {_reason(e.reason)}") from e
+    except (http.client.HTTPException, OSError, ValueError) as e:
+        raise DownloadError(f"cannot fetch {url} -> {part}: {_reason(e)}") from e
+
+
+def _finish(url: str, part: Path, dest: Path, sha256: str | None, size: int | None) -> str:
+    """Check the finished .part file's size and digest, then move it onto dest."""
+    if not part.is_file():
+        raise DownloadError(f"no data received from {url} -> {part}")
+    actual = part.stat().st_size
+    if size is not None and actual != size:
+        if actual > size:
+            _discard(part)
+        raise DownloadError(f"got {actual} bytes from {url}, expected {size} -> {part}")
+    digest = sha256_file(part)
+    if sha256 is not None and digest != sha256.lower():
+        _discard(part)
+        raise ChecksumError(f"sha256 mismatch for {url} -> {dest}: expected {sha256.lower()}, got {digest}")
+    try:
+        os.replace(part, dest)
+    except OSError as e:
+        raise DownloadError(f"cannot move {part} onto {dest} for {url}: {e}") from e
+    return digest
+
+
+def _truncated(url: str, part: Path, done: int, total: int | None, reason: str) -> DownloadError:
+    of = f" of {total}" if total is not None else ""
+    return DownloadError(
+        f"download of {url} stopped after {done}{of} bytes ({reason}); partial file kept at {part}, re-running resumes"
+    )
+
+
+def _write(f: BinaryIO, block: bytes, url: str, part: Path) -> None:
+    try:
+        f.write(block)
+    except OSError as e:
+        raise DownloadError(f"cannot write {part} for {url}: {e}") from e
+
+
+def _discard(part: Path) -> None:
+    try:
+        part.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(start, total) from 'bytes START-END/TOTAL' or 'bytes */TOTAL'; None where absent or '*'."""
+    m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
+    if not m:
+        return None, None
+    start = int(m.group(1)) if m.group(1) else None
+    total = int(m.group(2)) if m.group(2) != "*" else None
+    return start, total
+
+
+def _reason(e: object) -> str:
+    text = str(e) or type(e).__name__
+    return " ".join(text.split())

@@ -1,0 +1,142 @@
+"""Safe decoding, and per-model preprocessing (decoded image in, normalised tensor out).
+
+Each preprocessing mode reproduces the pixels the reference system fed its model (see
+PreprocessConfig). No JPEG draft mode and no approximate resizes: the model must see the
+reference's pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .models.config import PreprocessConfig
+
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x its warning threshold)
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+
+
+class DecodeError(ValueError):
+    """An input that can't be decoded into an image; the message says why."""
+
+
+@dataclass
+class DecodedImage:
+    image: Image.Image  # RGB, EXIF orientation applied
+    format: str
+    width: int  # as stored, before orientation
+    height: int
+
+
+def sniff_image(head: bytes) -> bool:
+    """Whether the first bytes look like an image format forensix decodes (by magic, not name)."""
+    return (
+        head.startswith(b"\xff\xd8\xff")
+        or head.startswith(b"\x89PNG\r\n\x1a\n")
+        or head.startswith((b"GIF87a", b"GIF89a"))
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        or head.startswith(b"BM")
+        or head.startswith((b"II*\x00", b"MM\x00*"))
+    )
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode bytes fully (first frame), apply EXIF orientation, convert to RGB.
+
+    Truncated or corrupt data raises DecodeError: a half-decoded image is never returned.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            fmt = image.format or "unknown"
+            if fmt not in IMAGE_FORMATS:
+                raise DecodeError(f"unsupported image format {fmt}")
+            width, height = image.size
+            if width * height > max_pixels:
+                raise DecodeError(f"{width}x{height} exceeds the max-pixels limit ({max_pixels})")
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            rgb = to_rgb(image)
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError("not an image in a format forensix reads") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DecodeError(f"cannot decode image: {e}") from None
+    return DecodedImage(rgb, fmt, width, height)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB for every mode; transparency is composited on white rather than dropped to black."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits rather than clipping at 255.
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return Image.fromarray((array * 255.0 / peak).round().clip(0, 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def shortest_edge_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(w, h) with the shorter side = size, the longer one scaled and truncated (as transformers)."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def crop_floor(image: Image.Image, size: int) -> Image.Image:
+    """Center crop with floor offsets, as transformers' CLIPImageProcessor."""
+    w, h = image.size
+    if w < size or h < size:
+        raise ValueError(f"image {w}x{h} is smaller than the {size}px crop")
+    left, top = (w - size) // 2, (h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def preprocess_pil(image: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    """The geometric part: the RGB image of exactly the model's input size."""
+    image = to_rgb(image)
+    resample = _RESAMPLE[cfg.interpolation]
+    if cfg.mode == "resize_crop":
+        image = image.resize(shortest_edge_size(*image.size, cfg.resize), resample=resample)
+        return crop_floor(image, cfg.crop)
+    if cfg.mode == "center_crop":
+        # torchvision's CenterCrop: rounded offsets, zero padding for images smaller than the crop.
+        return TF.center_crop(image, [cfg.crop, cfg.crop])
+    return image.resize((cfg.crop, cfg.crop), resample=resample)
+
+
+def to_tensor(image: Image.Image, cfg: PreprocessConfig) -> torch.Tensor:
+    """uint8 RGB → float32 (3, H, W), scaled to [0, 1] and normalised with the config's mean/std."""
+    array = np.asarray(image, dtype=np.uint8)
+    t = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(cfg.mean).view(3, 1, 1)
+    std = torch.tensor(cfg.std).view(3, 1, 1)
+    return t.sub_(mean).div_(std)
+
+
+def preprocess(image: Image.Image, cfg: PreprocessConfig) -> torch.Tensor:
+    """Decoded image → the model's normalised input tensor (3, crop, crop)."""
+    return to_tensor(preprocess_pil(image, cfg), cfg)

@@ -1,0 +1,137 @@
+"""The CLIP ViT vision tower: open_clip's VisionTransformer with separate q/k/v projections.
+
+open_clip builds OpenAI's layout (QuickGELU, pre-LayerNorm, class token) and fuses q, k and v
+into one ``nn.MultiheadAttention.in_proj_weight``. DeeCLIP puts an independent LoRA on each of
+q, k and v, so each block's attention is replaced by :class:`SplitQKVAttention`, whose three
+``nn.Linear`` are what peft's standard LoRA layer wraps (docs/models.md explains the choice).
+Weights in open_clip/OpenAI layout are split on load by :func:`split_in_proj`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIPVisionCfg, _build_vision_tower
+from torch import nn
+
+from .config import VisionConfig
+
+
+class SplitQKVAttention(nn.Module):
+    """Multi-head self-attention with separate q/k/v Linear layers and PyTorch SDPA.
+
+    Called the way open_clip's ResidualAttentionBlock calls ``nn.MultiheadAttention``
+    (batch first, returns ``(output, None)``), so it drops into open_clip's blocks unchanged.
+    """
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        need_weights: bool = False,
+        attn_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:
+        key = query if key is None else key
+        value = key if value is None else value
+        b, n, c = query.shape
+        h = self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, -1, h, c // h).transpose(1, 2)
+
+        q, k, v = split(self.q_proj(query)), split(self.k_proj(key)), split(self.v_proj(value))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, c)), None
+
+
+class ClipVisionTower(nn.Module):
+    """CLIP ViT vision tower exposing the residual stream after any block.
+
+    ``blocks`` is how many blocks are built and run (the rest of the tower is never built);
+    ``pooled`` keeps ln_post and the projection for the CLIP image embedding.
+    """
+
+    def __init__(self, cfg: VisionConfig, blocks: int | None = None, pooled: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        visual = _build_vision_tower(
+            embed_dim=cfg.output_dim,
+            vision_cfg=CLIPVisionCfg(
+                layers=cfg.layers,
+                width=cfg.width,
+                head_width=cfg.width // cfg.heads,
+                mlp_ratio=cfg.mlp_ratio,
+                patch_size=cfg.patch_size,
+                image_size=cfg.image_size,
+            ),
+            quick_gelu=True,
+        )
+        blocks = cfg.layers if blocks is None else blocks
+        if not 1 <= blocks <= cfg.layers:
+            raise ValueError(f"blocks must be in 1..{cfg.layers}, got {blocks}")
+        if pooled and blocks != cfg.layers:
+            raise ValueError("the pooled embedding needs every block")
+        if not pooled:
+            # Drop the blocks nobody reads, ln_post and the projection: never built, never run.
+            visual.prune_intermediate_layers([blocks - 1], prune_norm=True, prune_head=True)
+        for block in visual.transformer.resblocks:
+            block.attn = SplitQKVAttention(cfg.width, cfg.heads)
+        self.visual = visual
+        self.pooled = pooled
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.visual.transformer.resblocks)
+
+    def hidden_states(self, x: torch.Tensor, indices: tuple[int, ...]) -> list[torch.Tensor]:
+        """Patch tokens (class token dropped) of ``hidden_states[i]`` for each i in ``indices``.
+
+        transformers numbering: ``hidden_states[i]`` is the output of block i-1. Blocks after the
+        last requested one are not run.
+        """
+        last = max(indices)
+        if last > self.num_blocks:
+            raise ValueError(f"hidden state {last} needs {last} blocks, this tower has {self.num_blocks}")
+        v = self.visual
+        h = v._embeds(x)
+        wanted = set(indices)
+        out = {0: h} if 0 in wanted else {}
+        for i, block in enumerate(v.transformer.resblocks[:last], start=1):
+            h = block(h)
+            if i in wanted:
+                out[i] = h
+        return [out[i][:, 1:] for i in indices]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The CLIP image embedding: ln_post on the final class token, then the projection."""
+        if not self.pooled:
+            raise RuntimeError("this tower was built without ln_post and the projection")
+        return self.visual(x)
+
+
+def split_in_proj(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Rewrite open_clip/OpenAI fused attention keys under ``prefix`` into q/k/v Linear keys.
+
+    ``{prefix}transformer.resblocks.N.attn.in_proj_{weight,bias}`` (3W, ...) becomes
+    ``...attn.{q,k,v}_proj.{weight,bias}``; every other key is returned unchanged.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        stem, _, kind = key.rpartition(".attn.in_proj_")
+        if key.startswith(prefix) and stem and kind in ("weight", "bias"):
+            if value.shape[0] % 3:
+                raise ValueError(f"{key}: first dimension {value.shape[0]} is not divisible by 3")
+            for name, part in zip(("q", "k", "v"), value.chunk(3, dim=0)):
+                out[f"{stem}.attn.{name}_proj.{kind}"] = part.clone()
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,395 @@
+"""Reading and writing weights: the authors' checkpoints and forensix's own safetensors format.
+
+Foreign checkpoints are translated by pure functions (``convert_*``: state dict in, forensix config
+and state dict out, every key accounted for), then loaded strictly by :func:`load_weights`, which
+names every missing, unexpected or mis-shaped key. Pickles are only ever read with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .backbone import split_in_proj
+from .config import LoraConfig, ModelConfig, PreprocessConfig, VisionConfig, get_config
+from .factory import create_model
+
+FORMAT_NAME = "forensix"
+FORMAT_VERSION = "1"
+DEECLIP_LAYERS = (1, 3, 5, 8, 10, 13, 15, 17, 19, 21, 22, 23)
+
+
+class CheckpointError(ValueError):
+    """A weights file that can't be used; the message names the file, key and shapes."""
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """Tensors of a .safetensors file, or the object in a torch pickle (read with weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if is_safetensors(path):
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    if not zipfile.is_zipfile(path):
+        # Legacy (pre-1.6) torch pickles are not zip archives and can't be memory-mapped.
+        return _torch_load(path, mmap=False)
+    return _torch_load(path, mmap=True)
+
+
+def _torch_load(path: Path, mmap: bool) -> dict[str, Any]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # torch raises many types for bad files; all mean "not usable"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable weights file ({first})") from e
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    return dict(obj)
+
+
+def is_safetensors(path: Path) -> bool:
+    """safetensors files start with a little-endian u64 header length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < n < path.stat().st_size
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def detect_format(state: Mapping[str, Any]) -> str:
+    """Which kind of checkpoint a loaded state dict is."""
+    keys = set(state)
+    if any(k.startswith("mmfuser.") for k in keys):
+        return "deeclip-official"
+    if keys == {"weight", "bias"}:
+        return "univfd-head"
+    if "model" in keys and "feature_layer" in keys:
+        return "declip-official"
+    if any(k.startswith("visual.") for k in keys):
+        return "openai-clip"
+    return "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# Strict loading
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
+    """Raise CheckpointError naming every missing, unexpected or mis-shaped key."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = []
+    for key in sorted(expected.keys() - state.keys()):
+        problems.append(f"missing key {key} (expected shape {expected[key]})")
+    for key in sorted(state.keys() - expected.keys()):
+        problems.append(f"unexpected key {key} (shape {tuple(state[key].shape)})")
+    for key in sorted(expected.keys() & state.keys()):
+        if tuple(state[key].shape) != expected[key]:
+            problems.append(f"key {key} has shape {tuple(state[key].shape)}, expected {expected[key]}")
+    if problems:
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise CheckpointError(f"{source}: " + "; ".join(problems[:8]) + more)
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights") -> nn.Module:
+    """Check every key and shape, then load (``assign`` so a meta-device model takes the tensors)."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def build_and_load(cfg: ModelConfig, state: Mapping[str, torch.Tensor], source: str = "weights") -> nn.Module:
+    """Build ``cfg`` on the meta device (no wasted initialisation) and load ``state`` into it."""
+    with_lora = any(".lora_A." in k for k in state)
+    with torch.device("meta"):
+        model = create_model(cfg, with_lora=with_lora)
+    load_weights(model, state, source)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# forensix's own format
+
+
+def save_checkpoint(
+    path: Path,
+    cfg: ModelConfig,
+    state: Mapping[str, torch.Tensor],
+    provenance: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a forensix safetensors checkpoint: tensors + config (with threshold) + provenance."""
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": cfg.to_json(),
+        "provenance": json.dumps(dict(provenance or {}), sort_keys=True),
+    }
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def read_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Config, tensors and provenance of a forensix safetensors checkpoint."""
+    path = Path(path)
+    if not is_safetensors(path):
+        raise CheckpointError(f"{path}: not a safetensors file")
+    meta = safetensors_metadata(path)
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: safetensors file without forensix metadata (no 'format' = forensix)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: forensix format version {meta.get('format_version')!r} is not supported")
+    try:
+        cfg = ModelConfig.from_json(meta["config"])
+        provenance = json.loads(meta.get("provenance", "{}"))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad config in metadata ({e})") from e
+    return cfg, read_state_dict(path), provenance
+
+
+# --------------------------------------------------------------------------------------------
+# DeeCLIP official checkpoint (transformers CLIPVisionModel + peft names)
+
+_HF_BLOCK = re.compile(r"encoder\.layers\.(\d+)\.(.+)")
+_HF_BLOCK_PARTS = {
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+    "self_attn.out_proj": "attn.out_proj",
+    "self_attn.q_proj": "attn.q_proj",
+    "self_attn.k_proj": "attn.k_proj",
+    "self_attn.v_proj": "attn.v_proj",
+}
+_HF_STEM = {
+    "embeddings.class_embedding": "class_embedding",
+    "embeddings.patch_embedding.weight": "conv1.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "pre_layrnorm.weight": "ln_pre.weight",
+    "pre_layrnorm.bias": "ln_pre.bias",
+}
+_DEECLIP_VISION_PREFIXES = ("clip_model.base_model.model.vision_model.", "clip_model.base_model.model.")
+
+
+def _strip_module_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Checkpoints saved from DataParallel carry a leading ``module.``."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _shape(state: Mapping[str, torch.Tensor], key: str, source: str) -> tuple[int, ...]:
+    if key not in state:
+        raise CheckpointError(f"{source}: missing key {key}")
+    return tuple(state[key].shape)
+
+
+def _infer_deeclip_config(
+    state: Mapping[str, torch.Tensor],
+    vision_prefix: str,
+    feature_layers: tuple[int, ...] | None,
+    heads: int | None,
+    lora_alpha: float,
+    source: str,
+) -> ModelConfig:
+    p = vision_prefix
+    (width,) = _shape(state, p + "embeddings.class_embedding", source)
+    patch = _shape(state, p + "embeddings.patch_embedding.weight", source)
+    tokens, _ = _shape(state, p + "embeddings.position_embedding.weight", source)
+    grid = math.isqrt(tokens - 1)
+    if grid * grid != tokens - 1:
+        raise CheckpointError(f"{source}: {tokens} position embeddings is not 1 + a square grid")
+    depth = 1 + max(int(m.group(1)) for k in state if (m := _HF_BLOCK.match(k[len(p) :])) and k.startswith(p))
+    hidden, _ = _shape(state, p + "encoder.layers.0.mlp.fc1.weight", source)
+    output_dim, _ = _shape(state, "clip_model.visual_projection.weight", source)
+    fuser_hidden, _ = _shape(state, "mmfuser.mlp.fc1.weight", source)
+    lora_a = p + "encoder.layers.0.self_attn.q_proj.lora_A.default.weight"
+    rank = state[lora_a].shape[0] if lora_a in state else 16
+    if feature_layers is None:
+        if depth != 24:
+            raise CheckpointError(
+                f"{source}: a {depth}-block backbone is not the released ViT-L/14; "
+                "say which hidden states feed the fuser (feature_layers / --feature-layers)"
+            )
+        feature_layers = DEECLIP_LAYERS
+    full = get_config("deeclip-vit-l-14")
+    vision = VisionConfig(
+        width=width,
+        layers=depth,
+        heads=heads or max(1, width // 64),
+        patch_size=patch[-1],
+        image_size=grid * patch[-1],
+        mlp_ratio=hidden / width,
+        output_dim=output_dim,
+    )
+    name = full.name if vision == full.vision and tuple(feature_layers) == full.feature_layers else "deeclip-custom"
+    return ModelConfig(
+        name=name,
+        arch="deeclip",
+        vision=vision,
+        preprocess=PreprocessConfig(),
+        feature_layers=tuple(feature_layers),
+        fuser_hidden=fuser_hidden,
+        lora=LoraConfig(r=rank, alpha=lora_alpha, dropout=0.05),
+    )
+
+
+def convert_deeclip(
+    state: Mapping[str, torch.Tensor],
+    *,
+    feature_layers: tuple[int, ...] | None = None,
+    heads: int | None = None,
+    lora_alpha: float = 32.0,
+    merge_lora: bool = True,
+    source: str = "checkpoint",
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Translate the authors' flat DeeCLIP state dict into a forensix config and state dict.
+
+    The architecture is read from tensor shapes (width, depth, patch, tokens, MLP and fuser widths,
+    LoRA rank; heads = width/64 unless given). LoRA is merged (W0 + alpha/r * B @ A) or kept under
+    peft's names. Keys the model never uses (blocks after the deepest feature, post_layernorm,
+    position_ids) are dropped deliberately; any other key that has no place is an error.
+    """
+    state = _strip_module_prefix(state)
+    prefix = next((p for p in _DEECLIP_VISION_PREFIXES if p + "embeddings.class_embedding" in state), None)
+    if prefix is None:
+        raise CheckpointError(
+            f"{source}: not a DeeCLIP checkpoint (no clip_model.base_model.model.vision_model.embeddings.*)"
+        )
+    cfg = _infer_deeclip_config(state, prefix, feature_layers, heads, lora_alpha, source)
+    blocks = cfg.blocks_needed
+    vis = "backbone.visual."
+    out: dict[str, torch.Tensor] = {}
+    lora: dict[str, dict[str, torch.Tensor]] = {}
+    unknown = []
+    for key, value in state.items():
+        if key.startswith(prefix):
+            rest = key[len(prefix) :]
+            if rest in _HF_STEM:
+                out[vis + _HF_STEM[rest]] = value
+            elif rest == "embeddings.position_ids" or rest.startswith("post_layernorm."):
+                continue  # buffer / unused by DeeCLIP
+            elif m := _HF_BLOCK.fullmatch(rest):
+                index, tail = int(m.group(1)), m.group(2)
+                part = next((p for p in _HF_BLOCK_PARTS if tail.startswith(p + ".")), None)
+                if part is None:
+                    unknown.append(key)
+                    continue
+                if index >= blocks:
+                    continue  # a block whose output DeeCLIP never reads
+                leaf = tail[len(part) + 1 :].replace("base_layer.", "")
+                target = f"{vis}transformer.resblocks.{index}.{_HF_BLOCK_PARTS[part]}"
+                if leaf in ("lora_A.default.weight", "lora_B.default.weight"):
+                    lora.setdefault(target, {})[leaf[5]] = value
+                elif leaf in ("weight", "bias"):
+                    out[f"{target}.{leaf}"] = value
+                else:
+                    unknown.append(key)
+            else:
+                unknown.append(key)
+        elif key.startswith("clip_model.visual_projection."):
+            out["proj." + key.rpartition(".")[2]] = value
+        elif key.startswith("clip_model.fc."):
+            out["fc." + key.rpartition(".")[2]] = value
+        elif key.startswith("mmfuser."):
+            out["fuser." + key[len("mmfuser.") :]] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(f"{source}: unexpected keys {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
+
+    for target, ab in sorted(lora.items()):
+        if set(ab) != {"A", "B"}:
+            missing = "lora_B" if "A" in ab else "lora_A"
+            raise CheckpointError(f"{source}: {target} has a LoRA adapter without {missing}")
+        a, b = ab["A"], ab["B"]
+        weight = out.get(f"{target}.weight")
+        if weight is None:
+            raise CheckpointError(f"{source}: {target} has LoRA but no base weight")
+        if a.shape[1] != weight.shape[1] or b.shape[0] != weight.shape[0] or a.shape[0] != b.shape[1]:
+            raise CheckpointError(
+                f"{source}: LoRA shapes A {tuple(a.shape)} B {tuple(b.shape)} do not fit "
+                f"{target}.weight {tuple(weight.shape)}"
+            )
+        if merge_lora:
+            scale = lora_alpha / a.shape[0]
+            out[f"{target}.weight"] = (weight.double() + scale * (b.double() @ a.double())).to(weight.dtype)
+        else:
+            out[f"{target}.base_layer.weight"] = out.pop(f"{target}.weight")
+            out[f"{target}.base_layer.bias"] = out.pop(f"{target}.bias")
+            out[f"{target}.lora_A.default.weight"] = a
+            out[f"{target}.lora_B.default.weight"] = b
+    return cfg, out
+
+
+# --------------------------------------------------------------------------------------------
+# UnivFD: fc_weights.pth head + OpenAI CLIP backbone (open_clip / OpenAI layout)
+
+
+def _infer_openai_vision(state: Mapping[str, torch.Tensor], heads: int | None, source: str) -> VisionConfig:
+    (width,) = _shape(state, "visual.class_embedding", source)
+    patch = _shape(state, "visual.conv1.weight", source)
+    tokens, _ = _shape(state, "visual.positional_embedding", source)
+    grid = math.isqrt(tokens - 1)
+    if grid * grid != tokens - 1:
+        raise CheckpointError(f"{source}: {tokens} position embeddings is not 1 + a square grid")
+    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"visual\.transformer\.resblocks\.(\d+)\.", k)))
+    hidden, _ = _shape(state, "visual.transformer.resblocks.0.mlp.c_fc.weight", source)
+    _, output_dim = _shape(state, "visual.proj", source)
+    return VisionConfig(
+        width=width,
+        layers=depth,
+        heads=heads or max(1, width // 64),
+        patch_size=patch[-1],
+        image_size=grid * patch[-1],
+        mlp_ratio=hidden / width,
+        output_dim=output_dim,
+    )
+
+
+def convert_univfd(
+    head: Mapping[str, torch.Tensor],
+    clip: Mapping[str, torch.Tensor],
+    *,
+    heads: int | None = None,
+    source: str = "checkpoint",
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """UnivFD from its released head ``{'weight': (1, D), 'bias': (1,)}`` and an OpenAI CLIP.
+
+    ``clip`` is a full CLIP state dict in OpenAI / open_clip layout (``visual.*``; text keys are
+    ignored). Fused attention projections are split into q/k/v.
+    """
+    if set(head) != {"weight", "bias"}:
+        raise CheckpointError(f"{source}: UnivFD head must hold exactly 'weight' and 'bias', found {sorted(head)}")
+    clip = _strip_module_prefix(clip)
+    vision = _infer_openai_vision(clip, heads, source)
+    full = get_config("univfd-vit-l-14")
+    cfg = replace(full, name=full.name if vision == full.vision else "univfd-custom", vision=vision)
+    visual = {k: v for k, v in clip.items() if k.startswith("visual.")}
+    if "visual.attnpool.c_proj.weight" in visual or "visual.layer1.0.conv1.weight" in visual:
+        raise CheckpointError(f"{source}: a ResNet CLIP; UnivFD needs a ViT backbone")
+    out = {"backbone." + k: v for k, v in split_in_proj(visual, "visual.").items()}
+    out["fc.weight"], out["fc.bias"] = head["weight"], head["bias"]
+    return cfg, out
