@@ -168,6 +168,9 @@ def weights_import(
         str | None, typer.Option(help="Hidden states feeding the fuser, e.g. 1,2,3 (default: the paper's).")
     ] = None,
     keep_lora: Annotated[bool, typer.Option(help="Keep LoRA unmerged (to fine-tune further).")] = False,
+    lora_alpha: Annotated[
+        float, typer.Option(help="LoRA alpha the file was trained with (not stored in it; the release used 32).")
+    ] = 32.0,
     threshold: Annotated[float | None, typer.Option(help="Decision threshold to store.")] = None,
 ) -> None:
     """Convert an official checkpoint into forensix's safetensors format."""
@@ -175,7 +178,12 @@ def weights_import(
 
     with fatal_errors():
         cfg = import_checkpoint(
-            file, out_path, feature_layers=_parse_layers(feature_layers), merge_lora=not keep_lora, threshold=threshold
+            file,
+            out_path,
+            feature_layers=_parse_layers(feature_layers),
+            merge_lora=not keep_lora,
+            lora_alpha=lora_alpha,
+            threshold=threshold,
         )
         err.print(f"wrote {out_path} ({cfg.name}, threshold {cfg.threshold})", highlight=False)
 

@@ -27,6 +27,7 @@ def import_checkpoint(
     *,
     feature_layers: tuple[int, ...] | None = None,
     merge_lora: bool = True,
+    lora_alpha: float = 32.0,
     threshold: float | None = None,
 ) -> ModelConfig:
     """Convert an official DeeCLIP checkpoint; every key and shape is checked before writing."""
@@ -37,7 +38,9 @@ def import_checkpoint(
     kind = detect_format(state)
     if kind != "deeclip-official":
         raise CheckpointError(f"{src}: 'weights import' converts DeeCLIP checkpoints; this one is {kind}")
-    cfg, converted = convert_deeclip(state, feature_layers=feature_layers, merge_lora=merge_lora, source=str(src))
+    cfg, converted = convert_deeclip(
+        state, feature_layers=feature_layers, merge_lora=merge_lora, lora_alpha=lora_alpha, source=str(src)
+    )
     if threshold is not None:
         cfg = replace(cfg, threshold=threshold)
     with torch.device("meta"):

@@ -247,3 +247,17 @@ def test_full_size_vit_l14_official_layout_scores_like_the_reference(tmp_path, i
     with torch.no_grad():
         got = model(x)
     assert (expected - got).abs().max().item() <= TOL
+
+
+def test_multi_head_attention_splits_heads_like_the_reference(images):
+    """Four heads of width 16: head splitting in SplitQKVAttention vs transformers' CLIPAttention."""
+    torch.manual_seed(2)
+    ref = RefDeeCLIP(
+        width=64, layers=3, heads=4, patch=14, image=224, proj=48, feature_layers=[1, 2], rank=4, alpha=8.0
+    ).eval()
+    cfg, converted = convert_deeclip(ref.official_state_dict(), feature_layers=(1, 2), heads=4, lora_alpha=8.0)
+    assert cfg.vision.heads == 4
+    model = build_and_load(cfg, converted)
+    x = _batch(images[:3])
+    with torch.no_grad():
+        assert (ref(x) - model(x)).abs().max().item() <= TOL
