@@ -206,6 +206,41 @@ def _shape(state: Mapping[str, torch.Tensor], key: str, source: str) -> tuple[in
     return tuple(state[key].shape)
 
 
+def _vision_from_shapes(
+    state: Mapping[str, torch.Tensor],
+    *,
+    cls: str,
+    patch: str,
+    pos: str,
+    block: str,
+    mlp: str,
+    output_dim: int,
+    heads: int | None,
+    source: str,
+) -> VisionConfig:
+    """A ViT's size read from its tensors; ``block`` is a regex whose group 1 is the block index.
+
+    heads = width / 64 unless given, as in every OpenAI CLIP.
+    """
+    (width,) = _shape(state, cls, source)
+    patch_size = _shape(state, patch, source)[-1]
+    tokens, _ = _shape(state, pos, source)
+    grid = math.isqrt(tokens - 1)
+    if grid * grid != tokens - 1:
+        raise CheckpointError(f"{source}: {tokens} position embeddings is not 1 + a square grid")
+    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(block, k)))
+    hidden, _ = _shape(state, mlp, source)
+    return VisionConfig(
+        width=width,
+        layers=depth,
+        heads=heads or max(1, width // 64),
+        patch_size=patch_size,
+        image_size=grid * patch_size,
+        mlp_ratio=hidden / width,
+        output_dim=output_dim,
+    )
+
+
 def _infer_deeclip_config(
     state: Mapping[str, torch.Tensor],
     vision_prefix: str,
@@ -215,35 +250,29 @@ def _infer_deeclip_config(
     source: str,
 ) -> ModelConfig:
     p = vision_prefix
-    (width,) = _shape(state, p + "embeddings.class_embedding", source)
-    patch = _shape(state, p + "embeddings.patch_embedding.weight", source)
-    tokens, _ = _shape(state, p + "embeddings.position_embedding.weight", source)
-    grid = math.isqrt(tokens - 1)
-    if grid * grid != tokens - 1:
-        raise CheckpointError(f"{source}: {tokens} position embeddings is not 1 + a square grid")
-    depth = 1 + max(int(m.group(1)) for k in state if (m := _HF_BLOCK.match(k[len(p) :])) and k.startswith(p))
-    hidden, _ = _shape(state, p + "encoder.layers.0.mlp.fc1.weight", source)
     output_dim, _ = _shape(state, "clip_model.visual_projection.weight", source)
     fuser_hidden, _ = _shape(state, "mmfuser.mlp.fc1.weight", source)
     lora_a = p + "encoder.layers.0.self_attn.q_proj.lora_A.default.weight"
     rank = state[lora_a].shape[0] if lora_a in state else 16
+    full = get_config("deeclip-vit-l-14")
+    vision = _vision_from_shapes(
+        state,
+        cls=p + "embeddings.class_embedding",
+        patch=p + "embeddings.patch_embedding.weight",
+        pos=p + "embeddings.position_embedding.weight",
+        block=re.escape(p) + r"encoder\.layers\.(\d+)\.",
+        mlp=p + "encoder.layers.0.mlp.fc1.weight",
+        output_dim=output_dim,
+        heads=heads,
+        source=source,
+    )
     if feature_layers is None:
-        if depth != 24:
+        if vision.layers != 24:
             raise CheckpointError(
-                f"{source}: a {depth}-block backbone is not the released ViT-L/14; "
+                f"{source}: a {vision.layers}-block backbone is not the released ViT-L/14; "
                 "say which hidden states feed the fuser (feature_layers / --feature-layers)"
             )
         feature_layers = DEECLIP_LAYERS
-    full = get_config("deeclip-vit-l-14")
-    vision = VisionConfig(
-        width=width,
-        layers=depth,
-        heads=heads or max(1, width // 64),
-        patch_size=patch[-1],
-        image_size=grid * patch[-1],
-        mlp_ratio=hidden / width,
-        output_dim=output_dim,
-    )
     name = full.name if vision == full.vision and tuple(feature_layers) == full.feature_layers else "deeclip-custom"
     return ModelConfig(
         name=name,
@@ -349,23 +378,16 @@ def convert_deeclip(
 
 
 def _infer_openai_vision(state: Mapping[str, torch.Tensor], heads: int | None, source: str) -> VisionConfig:
-    (width,) = _shape(state, "visual.class_embedding", source)
-    patch = _shape(state, "visual.conv1.weight", source)
-    tokens, _ = _shape(state, "visual.positional_embedding", source)
-    grid = math.isqrt(tokens - 1)
-    if grid * grid != tokens - 1:
-        raise CheckpointError(f"{source}: {tokens} position embeddings is not 1 + a square grid")
-    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"visual\.transformer\.resblocks\.(\d+)\.", k)))
-    hidden, _ = _shape(state, "visual.transformer.resblocks.0.mlp.c_fc.weight", source)
-    _, output_dim = _shape(state, "visual.proj", source)
-    return VisionConfig(
-        width=width,
-        layers=depth,
-        heads=heads or max(1, width // 64),
-        patch_size=patch[-1],
-        image_size=grid * patch[-1],
-        mlp_ratio=hidden / width,
-        output_dim=output_dim,
+    return _vision_from_shapes(
+        state,
+        cls="visual.class_embedding",
+        patch="visual.conv1.weight",
+        pos="visual.positional_embedding",
+        block=r"visual\.transformer\.resblocks\.(\d+)\.",
+        mlp="visual.transformer.resblocks.0.mlp.c_fc.weight",
+        output_dim=_shape(state, "visual.proj", source)[1],
+        heads=heads,
+        source=source,
     )
 
 
