@@ -3,6 +3,8 @@
 >>> import forensix
 >>> detector = forensix.load_detector("deeclip")          # or weights="model.safetensors"
 >>> detector.score([PIL.Image.open("photo.jpg")])          # P(fake) per image
+>>> for row in forensix.scan(["photos/", "set.zip"], detector, workers=4):
+...     print(row["path"], row["member"], row["verdict"], row["score"])
 """
 
 __version__ = "0.1.0"
@@ -15,4 +17,11 @@ def load_detector(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
-__all__ = ["__version__", "load_detector"]
+def scan(*args, **kwargs):
+    """See :func:`forensix.pipeline.scan`: one row per image, in input order."""
+    from .pipeline import scan as _scan
+
+    return _scan(*args, **kwargs)
+
+
+__all__ = ["__version__", "load_detector", "scan"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,14 +20,19 @@ from . import __version__
 from . import weights as W
 from .download import DownloadError
 from .imaging import DEFAULT_MAX_PIXELS
+from .inputs import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, InputSpec, Limits
 from .models.checkpoints import CheckpointError
-from .pipeline import DEFAULT_MAX_BYTES
+from .report import ExistingReport, ReportError
+
+if TYPE_CHECKING:
+    from .pipeline import Scanner
+    from .report import ReportWriter
 
 app = typer.Typer(help="Find AI-generated images: batch scanning with CLIP-based detectors.", no_args_is_help=True)
 weights_app = typer.Typer(help="Known checkpoints: list, fetch, verify, import.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages are lines for logs: never wrapped
 out = Console()
 
 
@@ -39,7 +45,7 @@ def fatal_errors() -> Iterator[None]:
     """Turn the library's expected failures into one clear line and exit code 2."""
     try:
         yield
-    except (W.WeightsMissing, CheckpointError, DownloadError, Fatal, KeyError, ValueError, OSError) as e:
+    except (W.WeightsMissing, CheckpointError, DownloadError, ReportError, Fatal, KeyError, ValueError, OSError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -188,59 +194,152 @@ def weights_import(
         err.print(f"wrote {out_path} ({cfg.name}, threshold {cfg.threshold})", highlight=False)
 
 
+def _scan_spec(paths: list[str], from_lists: list[str], spool: Path) -> InputSpec:
+    if not paths and not from_lists:
+        raise Fatal("nothing to scan: give paths, '-' for paths on stdin, or --from-list FILE")
+    if sum(p == "-" for p in paths) + sum(f == "-" for f in from_lists) > 1:
+        raise Fatal("stdin can be read only once: use '-' as a path or as --from-list, not both")
+    return InputSpec.from_args(paths, from_lists, spool_dir=spool)
+
+
 @app.command()
 def scan(
-    paths: Annotated[list[str], typer.Argument(help="Image files and directories; '-' reads paths from stdin.")],
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Images, folders, zip/tar archives; '-' reads paths from stdin.", show_default=False),
+    ] = None,
     out_path: Annotated[
         Path | None, typer.Option("--out", "-o", help="Report file (default: JSON Lines on stdout).")
     ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="csv | json | jsonl (default: from --out).")] = None,
+    from_list: Annotated[
+        list[str] | None, typer.Option("--from-list", help="A file listing paths, one per line ('-' = stdin).")
+    ] = None,
     model: Annotated[str, typer.Option(help="A detector from 'forensix weights list'.")] = "deeclip",
     weights_file: Annotated[
         Path | None, typer.Option("--weights", help="A weights file instead (official .pth or forensix .safetensors).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (autocast on CUDA)")] = "fp32",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 16,
+    precision: Annotated[
+        str, typer.Option(help="fp32 | bf16 | fp16 (autocast on CUDA; LayerNorm stays fp32)")
+    ] = "fp32",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Verdict 'fake' when score >= this (default: stored).")
     ] = None,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Decompression-bomb limit per image.")] = DEFAULT_MAX_PIXELS,
-    max_bytes: Annotated[int, typer.Option(min=1, help="Largest file read, in bytes.")] = DEFAULT_MAX_BYTES,
+    metadata: Annotated[bool, typer.Option(help="Read EXIF/XMP/PNG-text/C2PA notes.")] = True,
+    resume: Annotated[bool, typer.Option(help="Skip inputs already in --out and append to it.")] = False,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, in pixels (decompression bombs).")] = (
+        DEFAULT_MAX_PIXELS
+    ),
+    max_bytes: Annotated[int, typer.Option(min=1, help="Largest file or archive member, in bytes.")] = (
+        DEFAULT_MAX_BYTES
+    ),
+    max_archive_bytes: Annotated[
+        int, typer.Option(min=1, help="Most uncompressed bytes read from one archive.")
+    ] = DEFAULT_MAX_ARCHIVE_BYTES,
+    max_ratio: Annotated[
+        float, typer.Option(min=1.0, help="Highest compression ratio of a zip member (zip bombs).")
+    ] = DEFAULT_MAX_RATIO,
+    meta_path: Annotated[
+        Path | None, typer.Option("--meta", help="Where to write the scan's provenance (default: <out>.meta.json).")
+    ] = None,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")
+    ] = None,
     fail_on_fake: Annotated[bool, typer.Option(help="Exit 1 when any image is judged fake.")] = False,
 ) -> None:
-    """Score every image and write one row per input (see docs/scan.md)."""
-    from .detector import load_detector
-    from .inputs import InputStats, iter_inputs
-    from .pipeline import ScanOptions
-    from .pipeline import scan as run_scan
-    from .report import ReportWriter, format_for
+    """Score every image and write one row per input image (see docs/scan.md)."""
+    import tempfile
 
-    with fatal_errors():
+    from .detector import load_detector
+    from .pipeline import ResumeIndex, Scanner, ScanOptions, default_workers
+    from .report import ReportWriter, format_for, open_for_resume, read_report
+
+    with tempfile.TemporaryDirectory(prefix="forensix-") as spool, fatal_errors():
         report_format = format_for(str(out_path) if out_path else None, fmt)
+        if resume and out_path is None:
+            raise Fatal("--resume needs --out: the report to resume")
+        spec = _scan_spec(paths or [], from_list or [], Path(spool))
         detector = load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
-        stream = open(out_path, "w", newline="", encoding="utf-8") if out_path else sys.stdout
-    stats, counts = InputStats(), {"fake": 0, "real": 0, "error": 0}
-    writer = ReportWriter(stream, report_format)
+        limits = Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio)
+        options = ScanOptions(
+            batch_size=batch_size,
+            workers=default_workers() if workers is None else workers,
+            limits=limits,
+            max_pixels=max_pixels,
+            metadata=metadata,
+        )
+        done, continued = None, None
+        if resume and out_path is not None:
+            existing = read_report(out_path, report_format)
+            _check_resumable(existing, detector.name, detector.threshold, out_path)
+            done = ResumeIndex.from_rows(existing.keys)
+            stream, continued = open_for_resume(out_path, report_format, existing)
+            if existing.rows:
+                err.print(f"resuming {out_path}: {existing.rows} rows already there", highlight=False)
+        else:
+            stream = open(out_path, "w", newline="", encoding="utf-8") if out_path else sys.stdout
+        scanner = Scanner(spec, detector, options, done)
+        meta_file = meta_path or (out_path.with_name(out_path.name + ".meta.json") if out_path else None)
+        if meta_file is not None:
+            meta_file.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
+        show = sys.stderr.isatty() if progress is None else progress
+        _run_scan(scanner, stream, ReportWriter(stream, report_format, continued), show, close=out_path is not None)
+        if fail_on_fake and scanner.stats.fake:
+            raise typer.Exit(1)
+
+
+def _check_resumable(existing: ExistingReport, model: str, threshold: float, path: Path) -> None:
+    """Resuming with another model or threshold would mix verdicts of two kinds in one report."""
+    others = existing.models - {model}
+    if others:
+        raise Fatal(f"{path} was written with model {', '.join(sorted(others))}, not {model}; use a new --out")
+    thresholds = existing.thresholds - {threshold}
+    if thresholds:
+        raise Fatal(
+            f"{path} was written with threshold {min(thresholds)}, not {threshold}; pass --threshold or a new --out"
+        )
+
+
+def _run_scan(scanner: Scanner, stream: IO[str], writer: ReportWriter, show_progress: bool, close: bool) -> None:
+    """Write every row; on Ctrl-C or SIGTERM finish the report (the JSON array stays valid) and exit 130."""
+    from .progress import ScanProgress
+
     started = time.perf_counter()
+    interrupted = False
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    display = ScanProgress(err, scanner.stats, scanner.count_entries) if show_progress else nullcontext()
     try:
-        options = ScanOptions(batch_size=batch_size, max_pixels=max_pixels, max_bytes=max_bytes)
-        for row in run_scan(iter_inputs(paths, stats), detector, options):
-            writer.write(row)
-            counts[row["verdict"]] += 1
+        with display:
+            for row in scanner:
+                writer.write(row)
+                if show_progress:
+                    display.update()
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
-        writer.close()  # also on Ctrl-C: the JSON array stays valid
-        if out_path:
+        signal.signal(signal.SIGTERM, previous)
+        writer.close()
+        if close:
             stream.close()
-    elapsed = time.perf_counter() - started
-    total = sum(counts.values())
+    s, elapsed = scanner.stats, time.perf_counter() - started
+    resumed = f", {s.resumed} already in the report" if s.resumed else ""
     err.print(
-        f"scanned {total} ({counts['fake']} fake, {counts['real']} real, {counts['error']} errors), "
-        f"skipped {stats.skipped_non_images} non-images, {elapsed:.1f}s, {total / max(elapsed, 1e-9):.1f} images/s",
+        f"{'interrupted after' if interrupted else 'scanned'} {s.images} images ({s.fake} fake, {s.real} real, "
+        f"{s.errors} errors), skipped {s.skipped_non_images} non-images{resumed}; {elapsed:.1f}s, "
+        f"{s.images / max(elapsed, 1e-9):.1f} images/s",
         highlight=False,
     )
-    if fail_on_fake and counts["fake"]:
-        raise typer.Exit(1)
+    if interrupted:
+        raise typer.Exit(130)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:

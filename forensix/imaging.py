@@ -19,7 +19,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .models.config import PreprocessConfig
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x its warning threshold)
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF", "HEIF")
+# ISO-BMFF brands (bytes 8:12 after 'ftyp') of still HEIF and AVIF images.
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")
+AVIF_BRANDS = (b"avif", b"avis")
+
+try:  # HEIC/HEIF needs the optional pillow-heif plugin (pip install 'forensix[heif]')
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF_AVAILABLE = True
+except ImportError:
+    HEIF_AVAILABLE = False
 
 
 class DecodeError(ValueError):
@@ -32,6 +43,7 @@ class DecodedImage:
     format: str
     width: int  # as stored, before orientation
     height: int
+    source: Image.Image  # the loaded file as Pillow read it: info, text chunks, quantization tables
 
 
 def sniff_image(head: bytes) -> bool:
@@ -43,6 +55,7 @@ def sniff_image(head: bytes) -> bool:
         or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
         or head.startswith(b"BM")
         or head.startswith((b"II*\x00", b"MM\x00*"))
+        or (head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS + AVIF_BRANDS)
     )
 
 
@@ -62,15 +75,16 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
             if width * height > max_pixels:
                 raise DecodeError(f"{width}x{height} exceeds the max-pixels limit ({max_pixels})")
             image.load()
-            image = ImageOps.exif_transpose(image)
-            rgb = to_rgb(image)
+            rgb = to_rgb(ImageOps.exif_transpose(image))
     except DecodeError:
         raise
     except UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS and not HEIF_AVAILABLE:
+            raise DecodeError("HEIC/HEIF needs the pillow-heif plugin: pip install 'forensix[heif]'") from None
         raise DecodeError("not an image in a format forensix reads") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DecodeError(f"cannot decode image: {e}") from None
-    return DecodedImage(rgb, fmt, width, height)
+    return DecodedImage(rgb, fmt, width, height, image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

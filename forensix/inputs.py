@@ -1,92 +1,310 @@
-"""What to scan: image files, directories (recursive, sorted) and path lists → input items."""
+"""What to scan: image files, directories, zip/tar archives and path lists → a stream of entries.
+
+The stream is deterministic (directories in sorted order, archive members in archive order), so
+every DataLoader worker can walk it independently and take its own share. Archive members are
+read in memory and never extracted; their names are labels only. Errors are values: an entry that
+can't be listed or read carries an ``error`` and becomes an error row; nothing here raises for
+bad input.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .imaging import sniff_image
 
+try:
+    from lzma import LZMAError
+except ImportError:  # a Python built without lzma: tarfile then reports .xz archives as unreadable
+    LZMAError = OSError
+
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024  # one file or member
+DEFAULT_MAX_ARCHIVE_BYTES = 64 * 1024**3  # uncompressed total of one archive
+DEFAULT_MAX_RATIO = 200.0  # uncompressed / compressed size of a zip member
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+SNIFF_BYTES = 16
+# What reading a damaged archive raises besides OSError/ValueError (zlib and lzma errors come through unwrapped).
+_DAMAGED = (zipfile.BadZipFile, tarfile.TarError, zlib.error, LZMAError)
+_ARCHIVE_ERRORS = (OSError, EOFError, RuntimeError, ValueError, *_DAMAGED)
+
 
 @dataclass(frozen=True)
+class Limits:
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES
+    max_ratio: float = DEFAULT_MAX_RATIO
+
+
+@dataclass
 class InputItem:
-    """One thing that will become one report row."""
+    """One entry of the input stream: an image to score, a non-image to count, or an error.
+
+    An archive member's ``read`` works while the stream is at that member (the archive is open
+    only then): read items as they come, as the scan does.
+    """
 
     path: str
-    member: str = ""  # archive member name (archives: the scan issue's next step)
-    error: str = ""  # set when the input could not even be listed or read
+    member: str = ""  # archive member name ('' for plain files)
+    error: str = ""
+    skipped: bool = False  # a non-image found in a directory or archive: counted, no row
+    reader: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
 
-    def read(self, max_bytes: int) -> bytes:
-        size = os.path.getsize(self.path)
-        if size > max_bytes:
-            raise ValueError(f"file is {size} bytes, over the max-bytes limit ({max_bytes})")
-        with open(self.path, "rb") as f:
-            return f.read()
+    def read(self) -> bytes:
+        if self.reader is None:
+            raise OSError(self.error or "nothing to read")
+        return self.reader()
 
 
 @dataclass
 class InputStats:
     skipped_non_images: int = 0
-    listing_errors: int = 0
 
 
-def _looks_like_image(path: Path) -> bool:
+def _file_reader(path: str, max_bytes: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise ValueError(f"file is {size} bytes, over the max-bytes limit ({max_bytes})")
+        with open(path, "rb") as f:
+            return f.read(max_bytes + 1)
+
+    return read
+
+
+def _sniff_file(path: str) -> bool:
     try:
         with open(path, "rb") as f:
-            return sniff_image(f.read(16))
+            return sniff_image(f.read(SNIFF_BYTES))
     except OSError:
-        return True  # let it through: the decode step turns it into an error row that says why
+        return True  # let it through: reading it again gives the error row that says why
 
 
-def _walk(root: Path, stats: InputStats) -> Iterator[InputItem]:
-    """Regular files under root in sorted order; unreadable folders become error rows."""
-
-    def on_error(e: OSError) -> None:
-        stats.listing_errors += 1
-        raise e
-
-    entries: list[tuple[str, str]] = []
-    try:
-        for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
-            dirnames.sort()
-            entries.extend((dirpath, name) for name in filenames)
-    except OSError as e:
-        yield InputItem(str(e.filename or root), error=f"cannot list directory: {e.strerror or e}")
-    for dirpath, name in sorted(entries):
-        path = Path(dirpath) / name
-        if not path.is_file():
-            continue  # sockets, fifos, dangling links
-        if _looks_like_image(path):
-            yield InputItem(str(path))
-        else:
-            stats.skipped_non_images += 1
+def is_archive(path: str) -> bool:
+    lower = path.lower()
+    return lower.endswith(".zip") or lower.endswith(TAR_SUFFIXES)
 
 
-def read_path_list(stream: Iterable[str]) -> Iterator[str]:
-    for line in stream:
-        line = line.rstrip("\n").rstrip("\r")
-        if line.strip():
-            yield line
+def _file_entry(path: str, limits: Limits, explicit: bool) -> Iterator[InputItem]:
+    if is_archive(path):
+        yield from _archive_entries(path, limits)
+    elif explicit or _sniff_file(path):
+        yield InputItem(path, reader=_file_reader(path, limits.max_bytes))
+    else:
+        yield InputItem(path, skipped=True)
 
 
-def iter_inputs(paths: Iterable[str], stats: InputStats | None = None) -> Iterator[InputItem]:
-    """Items for the given paths; ``-`` reads a list of paths from stdin.
+def _walk(top: str, limits: Limits, seen: set[tuple[int, int]]) -> Iterator[InputItem]:
+    """Depth-first, names sorted, without recursion (any depth); each folder is scanned once.
 
-    A file named explicitly always yields a row (an error row if it is no readable image); in a
-    directory, files that are not images by their first bytes are only counted.
+    ``seen`` holds the (device, inode) of every folder scanned so far in this input stream, so a
+    symlink back to an ancestor (a loop) or a second way into the same folder yields one error
+    item instead of repeating rows or never ending.
     """
-    stats = stats if stats is not None else InputStats()
-    for raw in paths:
-        if raw == "-":
-            yield from iter_inputs(read_path_list(sys.stdin), stats)
+    stack: list[tuple[tuple[int, int], str, Iterator[str]]] = []  # the folders on the current path
+
+    def enter(path: str) -> InputItem | None:
+        try:
+            st = os.stat(path)
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                if any(k == key for k, _, _ in stack):
+                    return InputItem(path, error="symlink loop: leads back to a folder being scanned")
+                return InputItem(path, error="folder already scanned under another path")
+            with os.scandir(path) as it:
+                names = sorted(e.name for e in it)
+        except OSError as e:
+            return InputItem(path, error=f"cannot list directory: {e.strerror or e}")
+        seen.add(key)
+        stack.append((key, path, iter(names)))
+        return None
+
+    if (error := enter(top)) is not None:
+        yield error
+    while stack:
+        _, folder, names = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
             continue
-        path = Path(raw)
-        if path.is_dir():
-            yield from _walk(path, stats)
-        elif path.exists():
-            yield InputItem(str(path))
+        path = os.path.join(folder, name)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            yield InputItem(path, error="broken symlink" if os.path.islink(path) else f"cannot stat: {e.strerror or e}")
+            continue
+        if stat.S_ISDIR(mode):
+            if (error := enter(path)) is not None:
+                yield error
+        elif stat.S_ISREG(mode):
+            yield from _file_entry(path, limits, explicit=False)
+        # sockets, fifos and devices are not files to scan
+
+
+def _member_entries(
+    path: str, members: Iterable[tuple[str, int, int | None, Callable[[int], bytes]]], limits: Limits
+) -> Iterator[InputItem]:
+    """Entries for (name, size, compressed size or None, read(n)) members, enforcing the limits."""
+    total = 0
+    for name, size, compressed, read in members:
+        total += size
+        error = ""
+        if size > limits.max_bytes:
+            error = f"member is {size} bytes, over the max-bytes limit ({limits.max_bytes})"
+        elif compressed is not None and size > limits.max_ratio * max(compressed, 1):
+            error = (
+                f"compression ratio {size / max(compressed, 1):.0f} exceeds the max-ratio limit ({limits.max_ratio:g})"
+            )
+        elif total > limits.max_archive_bytes:
+            error = f"archive exceeds the max-archive-bytes limit ({limits.max_archive_bytes}) of uncompressed data"
+        if error:
+            yield InputItem(path, member=name, error=error)
+            continue
+        try:
+            is_image = sniff_image(read(SNIFF_BYTES))
+        except _ARCHIVE_ERRORS as e:
+            yield InputItem(path, member=name, error=f"cannot read member: {e}")
+            continue
+        if not is_image:
+            yield InputItem(path, member=name, skipped=True)
+            continue
+
+        def reader(read: Callable[[int], bytes] = read, size: int = size, name: str = name) -> bytes:
+            try:
+                data = read(limits.max_bytes + 1)
+            except _DAMAGED as e:
+                # Readers raise only OSError/ValueError (what callers catch), never these.
+                raise ValueError(f"member {name!r} is damaged: {e}") from e
+            if len(data) != size:  # a header that lies about the size
+                raise ValueError(f"member {name!r} holds {len(data)} bytes, its header says {size}")
+            return data
+
+        yield InputItem(path, member=name, reader=reader)
+
+
+def _zip_members(archive: zipfile.ZipFile) -> Iterator[tuple[str, int, int | None, Callable[[int], bytes]]]:
+    for info in archive.infolist():
+        if info.is_dir():
+            continue
+
+        def read(n: int, info: zipfile.ZipInfo = info) -> bytes:
+            with archive.open(info) as f:
+                return f.read(n)
+
+        yield info.filename, info.file_size, info.compress_size, read
+
+
+def _tar_members(archive: tarfile.TarFile) -> Iterator[tuple[str, int, int | None, Callable[[int], bytes]]]:
+    for member in archive:
+        if not member.isfile():
+            continue  # links, devices, folders: nothing is ever written to disk
+
+        def read(n: int, member: tarfile.TarInfo = member) -> bytes:
+            f = archive.extractfile(member)
+            return f.read(n) if f is not None else b""
+
+        yield member.name, member.size, None, read
+
+
+def _archive_entries(path: str, limits: Limits) -> Iterator[InputItem]:
+    try:
+        if path.lower().endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                yield from _member_entries(path, _zip_members(archive), limits)
         else:
-            yield InputItem(str(path), error="no such file or directory")
+            with tarfile.open(path, mode="r:*") as archive:
+                yield from _member_entries(path, _tar_members(archive), limits)
+    except _ARCHIVE_ERRORS as e:
+        # A corrupt archive: one error row for what could not be listed.
+        yield InputItem(path, member="", error=f"cannot read archive: {e}")
+
+
+def read_path_list(source: str) -> Iterator[str]:
+    """Paths from a list file, one per line (``-`` = stdin); blank lines ignored."""
+    stream = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="surrogateescape")
+    try:
+        for line in stream:
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield line
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def iter_entries(paths: Iterable[str], limits: Limits | None = None) -> Iterator[InputItem]:
+    """The whole input stream, skipped non-images included, in a deterministic order.
+
+    A path named explicitly always yields a row (an error row if it is no readable image);
+    directories are walked recursively; archives are listed member by member.
+    """
+    limits = limits or Limits()
+    seen: set[tuple[int, int]] = set()
+    for path in paths:
+        if os.path.isdir(path):
+            yield from _walk(path, limits, seen)
+        elif os.path.isfile(path):
+            yield from _file_entry(path, limits, explicit=True)
+        elif os.path.exists(path):  # a fifo or device would block or never end
+            yield InputItem(path, error="not a regular file")
+        else:
+            error = "broken symlink" if os.path.islink(path) else "no such file or directory"
+            yield InputItem(path, error=error)
+
+
+def iter_inputs(
+    paths: Iterable[str], stats: InputStats | None = None, limits: Limits | None = None
+) -> Iterator[InputItem]:
+    """The entries that become rows; skipped non-images are only counted in ``stats``."""
+    for item in iter_entries(paths, limits):
+        if item.skipped:
+            if stats is not None:
+                stats.skipped_non_images += 1
+        else:
+            yield item
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the user asked to scan, re-walkable: paths, and files that list paths (in order).
+
+    Each source is ``("path", p)`` or ``("list", file)``. stdin can only be read once, so a ``-``
+    is spooled to a file first (:meth:`from_args`); then every DataLoader worker can walk the same
+    stream, and memory stays bounded however long the list.
+    """
+
+    sources: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_args(
+        cls, paths: Iterable[str], from_lists: Iterable[str] = (), spool_dir: Path | None = None
+    ) -> InputSpec:
+        sources: list[tuple[str, str]] = []
+        for kind, value in [("path", p) for p in paths] + [("list", f) for f in from_lists]:
+            if kind == "list" and value != "-" and (os.path.isdir(value) or not os.access(value, os.R_OK)):
+                raise ValueError(f"--from-list {value}: cannot read that file")
+            # stdin, or a list that is a pipe (--from-list <(find ...)), can be read only once: keep a copy.
+            if value == "-" or (kind == "list" and not os.path.isfile(value)):
+                if spool_dir is None:
+                    raise ValueError("reading paths from stdin or a pipe needs a spool folder")
+                spool = spool_dir / f"list-{len(sources)}.txt"
+                with open(spool, "w", encoding="utf-8", errors="surrogateescape") as f:
+                    f.writelines(line + "\n" for line in read_path_list(value))
+                sources.append(("list", str(spool)))
+            else:
+                sources.append((kind, value))
+        return cls(tuple(sources))
+
+    def paths(self) -> Iterator[str]:
+        for kind, value in self.sources:
+            if kind == "list":
+                yield from read_path_list(value)
+            else:
+                yield value

@@ -1,46 +1,134 @@
-"""The scan: inputs → decode → preprocess → batched scoring → one row per input, in order."""
+"""The scan: inputs → decode + notes (DataLoader workers) → batched scoring → one row per input, in order.
+
+Every worker walks the same deterministic entry stream (:func:`forensix.inputs.iter_entries`) and
+prepares only its own blocks of ``batch_size`` consecutive entries (block j → worker j mod W), so
+nothing but finished records crosses a process boundary and memory does not grow with the number
+of inputs. Each record carries its entry index; the main process restores input order through a
+reorder buffer bounded by the DataLoader's prefetch window, regroups images into full model
+batches, scores them and emits rows. Non-images found in folders and archives, and inputs already
+in a resumed report, travel as markers so the order stays gapless; they are counted, not written.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+import math
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .detector import Detector
-from .imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image
-from .inputs import InputItem
+from .imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, preprocess
+from .inputs import InputItem, InputSpec, Limits, iter_entries
+from .metadata import read_metadata
+from .models.config import PreprocessConfig
 
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+SKIP_NON_IMAGE = "non-image"
+SKIP_RESUMED = "resumed"
 
 
-@dataclass
+def package_versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in ("forensix", "torch", "open_clip_torch", "pillow", "numpy", "exifread", "c2pa-python"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def default_workers() -> int:
+    """Decode workers: all cores but the one the main process needs to feed the model (at most 16)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus - 1, 16))
+
+
+@dataclass(frozen=True)
 class ScanOptions:
     batch_size: int = 16
+    workers: int = 0  # 0 = decode in the main process
+    limits: Limits = field(default_factory=Limits)
     max_pixels: int = DEFAULT_MAX_PIXELS
-    max_bytes: int = DEFAULT_MAX_BYTES
+    metadata: bool = True
+    prefetch: int = 4  # blocks in flight per worker
+
+
+class ResumeIndex:
+    """Inputs already in a report, as sorted 64-bit hashes of (path, member, sha256): 8 bytes each.
+
+    Compact so that millions of rows fit in every worker; a false match needs a 64-bit collision.
+    """
+
+    def __init__(self, keys: np.ndarray | None = None) -> None:
+        self.keys = np.unique(keys) if keys is not None else np.zeros(0, np.uint64)
+
+    @staticmethod
+    def key(path: str, member: str, sha256: str) -> int:
+        text = f"{path}\0{member}\0{sha256}".encode("utf-8", "surrogateescape")
+        return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[str, str, str]]) -> ResumeIndex:
+        return cls(np.fromiter((cls.key(*r) for r in rows), dtype=np.uint64, count=len(rows)))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, triple: tuple[str, str, str]) -> bool:
+        k = np.uint64(self.key(*triple))
+        i = int(np.searchsorted(self.keys, k))
+        return i < len(self.keys) and self.keys[i] == k
 
 
 @dataclass
-class ScanSummary:
-    scanned: int = 0
-    fake: int = 0
-    real: int = 0
-    errors: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
+class Record:
+    """One prepared entry: a row (without score), its input tensor if it decoded, or a skip marker."""
+
+    index: int
+    row: dict[str, Any] | None
+    tensor: torch.Tensor | None = None
+    skip: str = ""
 
 
-def _base_row(item: InputItem, detector: Detector) -> dict[str, Any]:
+@dataclass
+class Block:
+    """Records of consecutive entries with their tensors stacked: what a worker hands over at once."""
+
+    records: list[Record]
+    tensor: torch.Tensor | None  # (n, 3, H, W) for the records that have one, in order
+
+    def pin_memory(self) -> Block:
+        return Block(self.records, self.tensor.pin_memory() if self.tensor is not None else None)
+
+
+def collate(records: list[Record]) -> Block:
+    tensors = [r.tensor for r in records if r.tensor is not None]
+    for r in records:
+        r.tensor = None  # the stacked copy is the one that travels
+    return Block(records, torch.stack(tensors) if tensors else None)
+
+
+def new_row(item: InputItem) -> dict[str, Any]:
     return {
         "path": item.path,
         "member": item.member,
         "sha256": "",
         "verdict": "error",
         "score": None,
-        "threshold": detector.threshold,
-        "model": detector.name,
+        "threshold": None,
+        "model": "",
         "width": None,
         "height": None,
         "format": "",
@@ -50,45 +138,206 @@ def _base_row(item: InputItem, detector: Detector) -> dict[str, Any]:
     }
 
 
-def _prepare(item: InputItem, detector: Detector, options: ScanOptions) -> tuple[dict[str, Any], torch.Tensor | None]:
-    """Read, hash, decode and preprocess one input; failures become the row's error."""
-    row = _base_row(item, detector)
-    if item.error:
-        return row, None
+def prepare(
+    index: int, item: InputItem, cfg: PreprocessConfig, options: ScanOptions, done: ResumeIndex | None
+) -> Record:
+    """Read, hash, decode, read notes and preprocess one entry; every failure becomes the row's error."""
+    if item.skipped:
+        return Record(index, None, skip=SKIP_NON_IMAGE)
+    row = new_row(item)
+    data = b""
     try:
-        data = item.read(options.max_bytes)
-        row["sha256"] = hashlib.sha256(data).hexdigest()
+        if not item.error:
+            data = item.read()
+            row["sha256"] = hashlib.sha256(data).hexdigest()
+    except (OSError, ValueError, EOFError, RuntimeError) as e:  # zipfile/tarfile raise all of these
+        row["error"] = f"cannot read: {e.strerror}" if isinstance(e, OSError) and e.strerror else f"cannot read: {e}"
+    if done is not None and (item.path, item.member, row["sha256"]) in done:
+        return Record(index, None, skip=SKIP_RESUMED)
+    if row["error"]:
+        return Record(index, row)
+    try:
         decoded = decode_image(data, options.max_pixels)
         row.update(width=decoded.width, height=decoded.height, format=decoded.format)
-        return row, detector.preprocess(decoded.image)
-    except (DecodeError, OSError, ValueError) as e:
-        row["error"] = str(e) if not isinstance(e, OSError) else f"cannot read: {e.strerror or e}"
-        return row, None
+        if options.metadata:
+            meta = read_metadata(data, decoded.source)
+            row["notes"] = meta.notes
+            row["metadata"] = meta.fields
+        return Record(index, row, preprocess(decoded.image, cfg))
+    except (DecodeError, ValueError, OSError) as e:
+        row["error"] = str(e)
+        return Record(index, row)
 
 
-def scan(
-    items: Iterable[InputItem],
-    detector: Detector,
-    options: ScanOptions | None = None,
-    on_row: Callable[[dict[str, Any]], None] | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Yield one row per item, in input order, scoring images in batches."""
-    options = options or ScanOptions()
-    pending: list[tuple[dict[str, Any], torch.Tensor | None]] = []
+class ScanDataset(IterableDataset):
+    """Prepared records for this worker's share of the input stream (all of it without workers)."""
 
-    def flush() -> Iterator[dict[str, Any]]:
-        tensors = [t for _, t in pending if t is not None]
-        scores = iter(torch.sigmoid(detector.logits(torch.stack(tensors))).tolist()) if tensors else iter(())
-        for row, tensor in pending:
-            if tensor is not None:
-                score = next(scores)
-                row["score"] = score
-                row["verdict"] = "fake" if score >= detector.threshold else "real"
-            yield row
-        pending.clear()
+    def __init__(
+        self, spec: InputSpec, cfg: PreprocessConfig, options: ScanOptions, done: ResumeIndex | None = None
+    ) -> None:
+        self.spec, self.cfg, self.options, self.done = spec, cfg, options, done
 
-    for item in items:
-        pending.append(_prepare(item, detector, options))
-        if sum(t is not None for _, t in pending) >= options.batch_size:
-            yield from flush()
-    yield from flush()
+    def __iter__(self) -> Iterator[Record]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        block = self.options.batch_size
+        for index, item in enumerate(iter_entries(self.spec.paths(), self.options.limits)):
+            if (index // block) % workers == worker:
+                yield prepare(index, item, self.cfg, self.options, self.done)
+
+
+def _init_worker(_: int) -> None:
+    # One thread per worker (the workers are the parallelism); Ctrl-C is the main process's to handle.
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def ordered_blocks(loader: DataLoader) -> Iterator[Block]:
+    """Blocks in input order, whatever order the workers finish them in."""
+    waiting: dict[int, Block] = {}
+    expected = 0
+    for block in loader:
+        waiting[block.records[0].index] = block
+        while expected in waiting:
+            ready = waiting.pop(expected)
+            expected = ready.records[-1].index + 1
+            yield ready
+    if waiting:  # a worker died without raising: never drop rows silently
+        raise RuntimeError(f"scan lost its place: expected entry {expected}, have {sorted(waiting)}")
+
+
+@dataclass
+class ScanStats:
+    entries: int = 0
+    images: int = 0  # rows written
+    fake: int = 0
+    real: int = 0
+    errors: int = 0
+    skipped_non_images: int = 0
+    resumed: int = 0
+
+
+class Scanner:
+    """Iterate to get one row per input image, in input order; ``stats`` counts as it goes."""
+
+    def __init__(
+        self,
+        spec: InputSpec,
+        detector: Detector,
+        options: ScanOptions | None = None,
+        done: ResumeIndex | None = None,
+    ) -> None:
+        self.spec, self.detector = spec, detector
+        self.options = options or ScanOptions()
+        self.done = done if done is not None and len(done) else None
+        self.stats = ScanStats()
+
+    def _loader(self) -> DataLoader:
+        o = self.options
+        dataset = ScanDataset(self.spec, self.detector.config.preprocess, o, self.done)
+        extra: dict[str, Any] = {}
+        if o.workers > 0:
+            # in_order=False: a slow image in one worker does not stall the others; ordered_blocks
+            # restores the order, holding at most workers x prefetch blocks.
+            extra = dict(prefetch_factor=o.prefetch, worker_init_fn=_init_worker, in_order=False)
+        return DataLoader(
+            dataset,
+            batch_size=o.batch_size,
+            num_workers=o.workers,
+            collate_fn=collate,
+            pin_memory=self.detector.device.type == "cuda",
+            **extra,
+        )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        pending: deque[Record] = deque()  # in order, waiting for their batch to be scored
+        queued: list[torch.Tensor] = []  # the unscored tensors of pending, in order
+        size = self.options.batch_size
+
+        def score(n: int) -> None:
+            joined = queued[0] if len(queued) == 1 else torch.cat(queued)
+            batch, rest = joined[:n], joined[n:]
+            queued[:] = [rest] if len(rest) else []
+            scores = iter(torch.sigmoid(self.detector.logits(batch)).tolist())
+            for r in pending:
+                if r.tensor is not None and r.row["score"] is None:
+                    r.row["score"] = next(scores, None)
+                    if r.row["score"] is None:
+                        break
+
+        def ready() -> Iterator[dict[str, Any]]:
+            while pending and (pending[0].tensor is None or pending[0].row["score"] is not None):
+                yield self._finish(pending.popleft())
+
+        for block in ordered_blocks(self._loader()):
+            tensors = iter(block.tensor) if block.tensor is not None else iter(())
+            for record in block.records:
+                self.stats.entries += 1
+                if record.skip:
+                    self._count_skip(record.skip)
+                    continue
+                if not record.row["error"]:
+                    record.tensor = next(tensors)  # a view into the block's (pinned) tensor
+                pending.append(record)
+            if block.tensor is not None:
+                queued.append(block.tensor)
+            while sum(len(t) for t in queued) >= size:
+                score(size)
+                yield from ready()
+            if queued and len(pending) > 4 * size:  # many error rows behind a part batch: score it now
+                score(size)
+            yield from ready()
+        if queued:
+            score(size)
+        yield from ready()
+
+    def count_entries(self) -> int:
+        """How many entries the stream has (a second walk; for a progress bar's total)."""
+        return sum(1 for _ in iter_entries(self.spec.paths(), self.options.limits))
+
+    def provenance(self) -> dict[str, Any]:
+        """What produces this scan's rows, so that a report can be reproduced."""
+        d, o = self.detector, self.options
+        return {
+            "model": d.name,
+            "weights": {"source": d.loaded.source, "sha256": d.loaded.sha256, "provenance": d.loaded.provenance},
+            "config": d.config.name,
+            "threshold": d.threshold,
+            "preprocess": asdict(d.config.preprocess),
+            "device": str(d.device),
+            "precision": d.precision,
+            "batch_size": o.batch_size,
+            "limits": {**asdict(o.limits), "max_pixels": o.max_pixels},
+            "metadata": o.metadata,
+            "resumed_from_rows": len(self.done) if self.done is not None else 0,
+            "versions": package_versions(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": sys.argv,
+        }
+
+    def _count_skip(self, reason: str) -> None:
+        if reason == SKIP_RESUMED:
+            self.stats.resumed += 1
+        else:
+            self.stats.skipped_non_images += 1
+
+    def _finish(self, record: Record) -> dict[str, Any]:
+        row = record.row
+        assert row is not None
+        record.tensor = None
+        row["model"] = self.detector.name
+        row["threshold"] = self.detector.threshold
+        if row["score"] is not None and not math.isfinite(row["score"]):
+            row["score"], row["error"] = None, "the model returned a non-finite score (try --precision fp32)"
+        if row["score"] is not None:
+            row["verdict"] = "fake" if row["score"] >= self.detector.threshold else "real"
+        self.stats.images += 1
+        self.stats.fake += row["verdict"] == "fake"
+        self.stats.real += row["verdict"] == "real"
+        self.stats.errors += row["verdict"] == "error"
+        return row
+
+
+def scan(paths: list[str], detector: Detector, **options: Any) -> Iterator[dict[str, Any]]:
+    """One row per image in ``paths`` (files, folders, archives), in order: ``forensix scan`` as a library."""
+    return iter(Scanner(InputSpec.from_args(paths), detector, ScanOptions(**options)))

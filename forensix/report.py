@@ -1,9 +1,18 @@
-"""Streaming report writers: CSV (RFC 4180), JSON (one array), JSON Lines (flushed per row)."""
+"""Streaming report writers (CSV per RFC 4180, one JSON array, JSON Lines) and resuming a report.
+
+Rows are written as they come, so a report of millions of rows never sits in memory. JSON Lines is
+flushed per row for pipelines; the JSON array is closed by :meth:`ReportWriter.close`, which the
+scan calls on Ctrl-C too. A report cut off mid-row (a killed scan) is resumed by cutting the
+partial row and appending: :func:`read_report` finds where the last complete row ends.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 COLUMNS = (
@@ -41,20 +50,26 @@ def format_for(path: str | None, explicit: str | None) -> str:
 
 
 class ReportWriter:
-    """Writes rows as they come; ``close`` finishes the document (the JSON array's bracket)."""
+    """Writes rows as they come; ``close`` finishes the document (the JSON array's bracket).
 
-    def __init__(self, stream: IO[str], fmt: str) -> None:
-        self.stream, self.fmt, self.rows = stream, fmt, 0
+    ``continued`` = rows already in a resumed report: no new CSV header, no new JSON bracket.
+    """
+
+    def __init__(self, stream: IO[str], fmt: str, continued: int | None = None) -> None:
+        self.stream, self.fmt = stream, fmt
+        self.rows = continued or 0
         if fmt == "csv":
             self._csv = csv.DictWriter(stream, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\r\n")
-            self._csv.writeheader()
-        elif fmt == "json":
+            if continued is None:
+                self._csv.writeheader()
+        elif fmt == "json" and continued is None:
             stream.write("[")
 
     def write(self, row: dict[str, Any]) -> None:
         if self.fmt == "csv":
             self._csv.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
         else:
+            # One row per line: no raw newlines inside (json.dumps escapes them), so resume can find rows.
             text = json.dumps(row, ensure_ascii=False)
             if self.fmt == "json":
                 self.stream.write(("," if self.rows else "") + "\n" + text)
@@ -67,3 +82,123 @@ class ReportWriter:
         if self.fmt == "json":
             self.stream.write("\n]\n" if self.rows else "]\n")
         self.stream.flush()
+
+
+class ReportError(ValueError):
+    """A report that can't be resumed; the message says why."""
+
+
+@dataclass
+class ExistingReport:
+    """What a report already holds: enough to skip its inputs and append after its last full row."""
+
+    keys: list[tuple[str, str, str]] = field(default_factory=list)  # (path, member, sha256) per row
+    models: set[str] = field(default_factory=set)
+    thresholds: set[float] = field(default_factory=set)
+    end: int = 0  # byte offset just after the last complete row
+    dropped: int = 0  # bytes of a partial last row (a killed scan) to cut
+
+    @property
+    def rows(self) -> int:
+        return len(self.keys)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.keys.append((str(row.get("path", "")), str(row.get("member") or ""), str(row.get("sha256") or "")))
+        if row.get("model"):
+            self.models.add(str(row["model"]))
+        if row.get("threshold") not in (None, ""):
+            self.thresholds.add(float(row["threshold"]))
+
+
+def _csv_records(data: bytes) -> list[tuple[bytes, int]]:
+    """Complete CSV records and their end offsets: a CRLF ends a record only outside quotes."""
+    records, start, quotes, pos = [], 0, 0, 0
+    while True:
+        nl = data.find(b"\r\n", pos)
+        if nl < 0:
+            return records
+        quotes += data.count(b'"', pos, nl)
+        pos = nl + 2
+        if quotes % 2 == 0:  # balanced: the CRLF is a record end, not inside a quoted field
+            records.append((data[start:nl], pos))
+            start, quotes = pos, 0
+
+
+def _read_csv(data: bytes, name: str) -> ExistingReport:
+    report = ExistingReport()
+    records = _csv_records(data)
+    if not records:
+        return report  # empty or a partial header: start over
+    header = next(csv.reader([records[0][0].decode("utf-8")]))
+    if tuple(header) != COLUMNS:
+        raise ReportError(f"{name}: its header is not a forensix report's; not resuming into it")
+    for record, end in records[1:]:
+        values = next(csv.reader(io.StringIO(record.decode("utf-8"), newline="")))
+        report.add(dict(zip(COLUMNS, values)))
+        report.end = end
+    report.end = max(report.end, records[0][1])
+    return report
+
+
+def _read_lines(data: bytes, name: str, fmt: str) -> ExistingReport:
+    """JSON Lines, or forensix's JSON array (one row per line between '[' and ']')."""
+    report = ExistingReport()
+    pos = 0
+    if fmt == "json":
+        if not data.startswith(b"["):
+            if data.strip():
+                raise ReportError(f"{name}: not a JSON array written by forensix; not resuming into it")
+            return report
+        pos = report.end = 1
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        line_end = nl if nl >= 0 else len(data)
+        line = data[pos:line_end].strip()
+        if fmt == "json":
+            line = line.removesuffix(b",")
+            if line == b"]":
+                break
+        if line:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                # Only the last row may be cut off (by a killed scan); anything else is not ours.
+                if nl >= 0 and data[nl + 1 :].strip() not in (b"", b"]"):
+                    raise ReportError(f"{name}: byte {pos} is not a report row; not resuming into it") from None
+                break
+            if nl < 0 and fmt == "jsonl":
+                break  # a JSONL row is complete only with its newline
+            if not isinstance(row, dict):
+                raise ReportError(f"{name}: byte {pos} is not a report row; not resuming into it")
+            report.add(row)
+            report.end = pos + len(data[pos:line_end].rstrip().removesuffix(b",")) if fmt == "json" else line_end + 1
+        if nl < 0:
+            break
+        pos = nl + 1
+    return report
+
+
+def read_report(path: str | os.PathLike[str], fmt: str) -> ExistingReport:
+    """The rows of an existing report (a missing or empty file has none)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return ExistingReport()
+    name = os.fspath(path)
+    try:
+        report = _read_csv(data, name) if fmt == "csv" else _read_lines(data, name, fmt)
+    except UnicodeDecodeError:
+        raise ReportError(f"{name}: not UTF-8 text; not resuming into it") from None
+    tail = data[report.end :]
+    report.dropped = 0 if fmt == "json" and tail.strip() == b"]" else len(tail)  # a closing bracket is no row
+    return report
+
+
+def open_for_resume(path: str | os.PathLike[str], fmt: str, existing: ExistingReport) -> tuple[IO[str], int | None]:
+    """Cut a partial last row, open to append; returns the stream and ``continued`` for ReportWriter."""
+    if existing.end == 0:  # nothing usable: write a fresh report
+        return open(path, "w", newline="", encoding="utf-8"), None
+    with open(path, "r+b") as f:
+        f.truncate(existing.end)
+    return open(path, "a", newline="", encoding="utf-8"), existing.rows

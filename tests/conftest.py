@@ -43,3 +43,18 @@ def random_image(w: int, h: int, seed: int = 0, mode: str = "RGB") -> Image.Imag
 def images() -> list[Image.Image]:
     sizes = [(225, 301), (640, 480), (301, 225), (1000, 224), (224, 224), (513, 997)]
     return [random_image(w, h, seed=i) for i, (w, h) in enumerate(sizes)]
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny DeeCLIP of the product's own factory, random weights, saved in forensix's format."""
+    from forensix.models.checkpoints import save_checkpoint
+    from forensix.models.config import get_config
+    from forensix.models.factory import create_model
+
+    torch.manual_seed(1)
+    cfg = get_config("deeclip-tiny")
+    model = create_model(cfg)
+    path = tmp_path_factory.mktemp("weights") / "deeclip-tiny.safetensors"
+    save_checkpoint(path, cfg, model.state_dict(), provenance={"source": "random init for tests"})
+    return path

@@ -156,10 +156,14 @@ def test_forensix_format_round_trip(tmp_path, tiny_official_file, images):
     save_checkpoint(path, cfg, converted, {"source_file": "x.pth", "trained_on": "toy"})
     cfg2, state2, provenance = read_checkpoint(path)
     assert cfg2 == cfg and provenance["trained_on"] == "toy"
+    # The tensors round-trip bit for bit; the logits only to float32 rounding, because the converted
+    # tensors are views (strided) and matmul kernels sum in another order on them.
+    assert state2.keys() == converted.keys()
+    assert all(torch.equal(state2[k], converted[k]) for k in converted)
     a, b = build_and_load(cfg, converted), build_and_load(cfg2, state2)
     x = _batch(images[:2])
     with torch.no_grad():
-        assert (a(x) - b(x)).abs().max().item() <= 1e-6
+        assert (a(x) - b(x)).abs().max().item() <= 1e-5
 
 
 def test_safetensors_without_forensix_metadata_is_refused(tmp_path):

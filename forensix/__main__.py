@@ -1,0 +1,5 @@
+"""``python -m forensix`` = the ``forensix`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,219 @@
+"""`forensix scan` end to end: Typer's runner for the contracts, real subprocesses for signals and pipes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import random_image
+from typer.testing import CliRunner
+
+from forensix.cli import app
+from forensix.report import COLUMNS
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    for i in range(6):
+        random_image(224 + 7 * i, 240, seed=i).save(root / ("sub" if i % 2 else ".") / f"img{i}.png")
+    (root / "readme.txt").write_text("not an image")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def scan(*args: str, input: str | None = None):
+    return runner.invoke(app, ["scan", *map(str, args)], input=input)
+
+
+def forensix(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "forensix", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kw,
+    )
+
+
+def test_csv_report_has_one_row_per_image_and_a_provenance_sidecar(photos, tiny_weights, tmp_path):
+    out = tmp_path / "report.csv"
+    result = scan(photos, "--weights", tiny_weights, "--out", out, "--workers", "0")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert len(rows) == 7 and list(rows[0]) == list(COLUMNS)
+    assert sum(r["verdict"] == "error" for r in rows) == 1
+    assert "scanned 7 images" in result.stderr and "skipped 1 non-images" in result.stderr
+    meta = json.loads((tmp_path / "report.csv.meta.json").read_text())
+    assert meta["model"] == rows[0]["model"] and len(meta["weights"]["sha256"]) == 64
+    assert meta["threshold"] == 0.5 and meta["preprocess"]["mode"] == "resize_crop"
+    assert {"forensix", "torch", "python"} <= set(meta["versions"])
+
+
+def test_jsonl_on_stdout_by_default_and_messages_on_stderr(photos, tiny_weights):
+    result = scan(photos / "img0.png", photos / "sub", "--weights", tiny_weights, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(r["path"]).name for r in rows] == ["img0.png", "img1.png", "img3.png", "img5.png"]
+    assert "scanned" in result.stderr and "scanned" not in result.stdout
+
+
+def test_paths_from_a_list_and_from_stdin(photos, tiny_weights, tmp_path):
+    names = [str(photos / "img0.png"), "", str(photos / "sub" / "img1.png"), str(photos / "nope.png")]
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(names) + "\n")
+    by_list = scan("--from-list", listing, "--weights", tiny_weights, "--workers", "0")
+    by_stdin = scan("-", "--weights", tiny_weights, "--workers", "0", input="\n".join(names))
+    for result in (by_list, by_stdin):
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [r["path"] for r in rows] == [n for n in names if n]
+        assert rows[-1]["error"] == "no such file or directory"
+
+
+@pytest.mark.parametrize(
+    ("threshold", "code"),
+    [("0", 1), ("1", 0)],
+)
+def test_fail_on_fake_exit_code(photos, tiny_weights, threshold, code):
+    result = scan(photos, "--weights", tiny_weights, "--threshold", threshold, "--fail-on-fake", "--workers", "0")
+    assert result.exit_code == code, result.output
+    verdicts = {json.loads(line)["verdict"] for line in result.stdout.splitlines()}
+    assert verdicts == ({"fake", "error"} if code else {"real", "error"})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "xml"], "--format must be one of"),
+        (["--out", "report.txt"], "cannot tell the report format"),
+        (["--out", "/proc/forbidden/report.csv"], "No such file or directory"),
+        (["--resume"], "--resume needs --out"),
+        (["--weights", "missing.safetensors"], "no such file"),
+        (["--device", "cuda:7"], "CUDA"),
+    ],
+)
+def test_usage_and_fatal_errors_exit_2_with_one_line(photos, tiny_weights, args, message):
+    weights = [] if "--weights" in args else ["--weights", str(tiny_weights)]
+    result = scan(photos, *weights, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_default_weights_say_how_to_get_them(photos):
+    result = scan(photos)
+    assert result.exit_code == 2 and "forensix weights" in result.stderr and "Traceback" not in result.output
+
+
+def test_nothing_to_scan_is_a_usage_error():
+    result = scan()
+    assert result.exit_code == 2 and "nothing to scan" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_resume_after_a_cut_report_gives_exactly_one_row_per_image(photos, tiny_weights, tmp_path, fmt):
+    out = tmp_path / f"report.{fmt}"
+    assert scan(photos, "--weights", tiny_weights, "--out", out, "--workers", "0").exit_code == 0
+    complete = out.read_bytes()
+    out.write_bytes(complete[: len(complete) * 2 // 3])  # as if killed two thirds in, mid-row
+    result = scan(photos, "--weights", tiny_weights, "--out", out, "--resume", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.stderr and "already in the report" in result.stderr
+    first = read_rows(complete.decode(), fmt)
+    resumed = read_rows(out.read_text(), fmt)
+    assert sorted(r["path"] for r in resumed) == sorted(r["path"] for r in first)  # no gap, no duplicate
+    assert {r["path"]: r["score"] for r in resumed} == {r["path"]: r["score"] for r in first}
+
+
+def test_resume_refuses_a_report_of_another_threshold(photos, tiny_weights, tmp_path):
+    out = tmp_path / "report.jsonl"
+    assert scan(photos, "--weights", tiny_weights, "--out", out, "--workers", "0").exit_code == 0
+    result = scan(photos, "--weights", tiny_weights, "--out", out, "--resume", "--threshold", "0.9")
+    assert result.exit_code == 2 and "threshold" in result.stderr
+
+
+def read_rows(text: str, fmt: str) -> list[dict]:
+    if fmt == "csv":
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    if fmt == "json":
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def many_images(tmp_path: Path, n: int) -> Path:
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(n):
+        random_image(32, 32, seed=i).save(root / f"{i:04d}.png")
+    return root
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_real_pipe_streams_jsonl_from_a_subprocess(photos, tiny_weights):
+    listing = "\n".join(str(p) for p in sorted(photos.rglob("*.png"))) + "\n"
+    proc = forensix("scan", "-", "--weights", tiny_weights, "--workers", "1", stdin=subprocess.PIPE)
+    stdout, stderr = proc.communicate(listing, timeout=120)
+    assert proc.returncode == 0, stderr
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert len(rows) == 7 and rows[0]["path"] == str(sorted(photos.rglob("*.png"))[0]), stderr
+
+
+def test_sigint_leaves_a_valid_json_array_and_exits_130(tmp_path, tiny_weights):
+    root = many_images(tmp_path, 400)
+    out = tmp_path / "report.json"
+    proc = forensix("scan", root, "--weights", tiny_weights, "--out", out, "--batch-size", "1", "--workers", "2")
+    wait_for(lambda: out.exists() and out.stat().st_size > 2000)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    rows = json.loads(out.read_text())
+    assert 0 < len(rows) < 400 and "interrupted after" in stderr and "Traceback" not in stderr
+    assert [r["path"] for r in rows] == sorted(str(p) for p in root.iterdir())[: len(rows)]
+
+
+def test_a_killed_scan_resumed_gives_every_image_once(tmp_path, tiny_weights):
+    root = many_images(tmp_path, 400)
+    out = tmp_path / "report.jsonl"
+    proc = forensix("scan", root, "--weights", tiny_weights, "--out", out, "--batch-size", "1", "--workers", "1")
+    wait_for(lambda: out.exists() and out.read_text().count("\n") >= 20)
+    proc.kill()
+    proc.communicate(timeout=60)
+    before = out.read_text().count("\n")
+    assert before < 400, "the scan finished before it could be killed; the test proves nothing"
+    proc = forensix("scan", root, "--weights", tiny_weights, "--out", out, "--resume", "--workers", "2")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    paths = [json.loads(line)["path"] for line in out.read_text().splitlines()]
+    assert sorted(paths) == sorted(str(p) for p in root.iterdir())
+
+
+def test_progress_bar_runs_to_the_total(photos, tiny_weights):
+    result = scan(photos, "--weights", tiny_weights, "--progress", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "8/8" in result.stderr  # 7 images + 1 non-image counted by the background walk

@@ -1,0 +1,601 @@
+"""forensix.inputs: what to scan → a deterministic stream of entries; errors are items, never exceptions."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import struct
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from forensix.inputs import (
+    InputItem,
+    InputSpec,
+    InputStats,
+    Limits,
+    is_archive,
+    iter_entries,
+    iter_inputs,
+    read_path_list,
+)
+
+TAR_MODES = {"tar": "w", "tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}
+FORMATS = {"png": "PNG", "jpg": "JPEG", "gif": "GIF", "bmp": "BMP", "tiff": "TIFF", "webp": "WEBP"}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chmod_000_denies(tmp_path_factory) -> None:
+    """Skip unless a chmod 000 folder really is unreadable here (root, or CAP_DAC_OVERRIDE, reads it anyway)."""
+    probe = tmp_path_factory.mktemp("probe")
+    probe.chmod(0)
+    try:
+        os.listdir(probe)
+    except PermissionError:
+        return
+    finally:
+        probe.chmod(0o755)
+    pytest.skip("running with rights that ignore file permissions (root)")
+
+
+def image_bytes(fmt: str = "PNG", seed: int = 0, size: int = 8) -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((size, size), 40 + seed).convert("RGB").save(buf, fmt)
+    return buf.getvalue()
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def make_zip(path: Path, members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def make_tar(path: Path, members: dict[str, bytes], mode: str = "w", links: dict[str, str] | None = None) -> Path:
+    """A tar of members, then symlinks (name → target) from links."""
+    with tarfile.open(path, mode) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            archive.addfile(info)
+    return path
+
+
+def make_archive(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    """A zip or a tar (compressed as the name says); links only in a tar."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".zip"):
+        return make_zip(path, members)
+    return make_tar(path, members, TAR_MODES[path.name.split(".", 1)[1]], links)
+
+
+def summary(items, base: Path) -> list[tuple[str, str, str, bool]]:
+    """(path relative to base, member, error, skipped) per item: everything but the reader."""
+    return [(os.path.relpath(i.path, base), i.member, i.error, i.skipped) for i in items]
+
+
+def entries(paths, base: Path, limits: Limits | None = None) -> list[tuple[str, str, str, bool]]:
+    return summary(iter_entries([str(p) for p in paths], limits), base)
+
+
+def read_while_streaming(paths, limits: Limits | None = None) -> dict[tuple[str, str], bytes | str]:
+    """(path, member) → the bytes read() returns, or 'ExcType: message', reading each item as it comes."""
+    out: dict[tuple[str, str], bytes | str] = {}
+    for item in iter_entries([str(p) for p in paths], limits):
+        if item.skipped or item.error:
+            continue
+        try:
+            out[(item.path, item.member)] = item.read()
+        except Exception as e:  # the exception's type is part of what the tests check
+            out[(item.path, item.member)] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def incompressible(n: int, seed: int = 0) -> bytes:
+    """n bytes that no compressor shrinks, starting with zeros so that they are no image."""
+    return bytes(16) + random.Random(seed).randbytes(n - 16)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def listing(root: Path) -> list[str]:
+    """Every name under root, recursively, without following symlinks."""
+    return sorted(
+        os.path.relpath(os.path.join(folder, name), root)
+        for folder, dirs, files in os.walk(root)
+        for name in dirs + files
+    )
+
+
+# --- directories ---------------------------------------------------------------------------------
+
+
+def test_every_supported_format_is_an_image(tmp_path):
+    for ext, fmt in FORMATS.items():
+        write(tmp_path / "imgs" / f"img.{ext}", image_bytes(fmt))
+    assert entries([tmp_path / "imgs"], tmp_path) == [(f"imgs/img.{ext}", "", "", False) for ext in sorted(FORMATS)]
+
+
+def test_directories_are_walked_depth_first_with_names_sorted(tmp_path):
+    root = tmp_path / "root"
+    # created out of order: the listing order of the file system must not matter
+    for name in ["c.jpg", "a.bmp", "a/z.gif", "a-1.tiff", "a/b/c.webp", "B.png"]:
+        write(root / name, image_bytes(FORMATS[name.rsplit(".", 1)[1]]))
+    assert [e[0] for e in entries([root], root)] == [
+        "B.png",  # upper case sorts first
+        "a/b/c.webp",  # a folder's contents come where its name sorts ...
+        "a/z.gif",
+        "a-1.tiff",  # ... not where its full paths would
+        "a.bmp",
+        "c.jpg",
+    ]
+
+
+def test_two_walks_give_the_same_stream(tmp_path):
+    root = tmp_path / "root"
+    write(root / "q" / "2.png", image_bytes(seed=1))
+    write(root / "q" / "1.png", image_bytes(seed=2))
+    write(root / "p" / "x.jpg", b"not an image")
+    write(root / "notes.txt", b"hello")
+    write(root / "zz" / "deep" / "er" / "img.gif", image_bytes("GIF"))
+    make_zip(root / "m.zip", {"k/b.png": image_bytes(), "k/a.png": image_bytes(seed=1), "t.txt": b"text"})
+    (root / "dangling").symlink_to(tmp_path / "nowhere")
+    first, second = entries([root], tmp_path), entries([root], tmp_path)
+    assert first == second
+    assert len(first) == 9
+
+
+def test_images_are_recognised_by_content_not_by_name(tmp_path):
+    root = tmp_path / "root"
+    write(root / "x.jpg", b"this is a text file named like a JPEG")
+    write(root / "noext", image_bytes("PNG"))
+    write(root / "notes.txt", b"hello")
+    write(root / "photo.dat", image_bytes("JPEG"))
+    assert entries([root], root) == [
+        ("noext", "", "", False),
+        ("notes.txt", "", "", True),
+        ("photo.dat", "", "", False),
+        ("x.jpg", "", "", True),
+    ]
+
+
+def test_iter_inputs_counts_skipped_non_images_and_drops_them(tmp_path):
+    root = tmp_path / "root"
+    write(root / "x.jpg", b"not an image")
+    write(root / "notes.txt", b"hello")
+    write(root / "real.png", image_bytes())
+    make_zip(root / "a.zip", {"readme.md": b"# hi", "in.png": image_bytes()})
+    stats = InputStats()
+    rows = summary(iter_inputs([str(root)], stats), root)
+    assert rows == [("a.zip", "in.png", "", False), ("real.png", "", "", False)]
+    assert stats.skipped_non_images == 3
+
+
+def test_a_non_image_named_explicitly_is_still_an_item(tmp_path):
+    text = write(tmp_path / "x.jpg", b"not an image at all")
+    [item] = iter_entries([str(text)])
+    assert (item.path, item.member, item.error, item.skipped) == (str(text), "", "", False)
+    assert item.read() == b"not an image at all"  # the decoder, not the walk, turns it into an error row
+
+
+def test_read_returns_exactly_the_files_bytes(tmp_path):
+    names = {"a.png": "PNG", "b.jpg": "JPEG", "c.webp": "WEBP"}
+    files = {name: write(tmp_path / "d" / name, image_bytes(fmt)) for name, fmt in names.items()}
+    got = read_while_streaming([tmp_path / "d"])
+    assert {Path(p).name: sha256(data) for (p, _), data in got.items()} == {
+        name: sha256(path.read_bytes()) for name, path in files.items()
+    }
+
+
+def test_read_of_an_error_item_raises_oserror():
+    item = InputItem("gone.png", error="no such file or directory")
+    with pytest.raises(OSError, match="no such file or directory"):
+        item.read()
+
+
+def test_a_missing_path_is_an_error_item(tmp_path):
+    assert entries([tmp_path / "missing.png", tmp_path / "missing.zip"], tmp_path) == [
+        ("missing.png", "", "no such file or directory", False),
+        ("missing.zip", "", "no such file or directory", False),
+    ]
+
+
+def test_a_file_over_max_bytes_fails_to_read_naming_the_limit(tmp_path):
+    path = write(tmp_path / "big.png", image_bytes(size=64))
+    [item] = iter_entries([str(path)], Limits(max_bytes=100))
+    with pytest.raises(ValueError, match=r"max-bytes limit \(100\)"):
+        item.read()
+
+
+# --- symlinks and permissions --------------------------------------------------------------------
+
+
+def test_broken_symlinks_are_error_items(tmp_path):
+    root = tmp_path / "root"
+    write(root / "ok.png", image_bytes())
+    (root / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    assert entries([root, root / "dangling.png"], root) == [
+        ("dangling.png", "", "broken symlink", False),
+        ("ok.png", "", "", False),
+        ("dangling.png", "", "broken symlink", False),  # named explicitly
+    ]
+
+
+def test_a_symlink_loop_is_one_error_item_and_the_walk_ends(tmp_path):
+    root = tmp_path / "root"
+    write(root / "a" / "img.png", image_bytes())
+    write(root / "top.png", image_bytes())
+    (root / "a" / "link").symlink_to("..")  # root/a/link → root
+    got = entries([root], root)
+    assert got == [
+        ("a/img.png", "", "", False),
+        ("a/link", "", "symlink loop: leads back to a folder being scanned", False),
+        ("top.png", "", "", False),
+    ]
+    assert sum("symlink loop" in e[2] for e in got) == 1
+
+
+def test_a_symlinked_folder_elsewhere_is_scanned_once(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    write(elsewhere / "photo.png", image_bytes())
+    root = tmp_path / "root"
+    write(root / "own.png", image_bytes())
+    (root / "link1").symlink_to(elsewhere)
+    (root / "link2").symlink_to(elsewhere)  # the same folder again: not scanned twice
+    got = entries([root], root)
+    assert [e for e in got if not e[2]] == [("link1/photo.png", "", "", False), ("own.png", "", "", False)]
+    assert [(path, error) for path, _, error, _ in got if error] == [
+        ("link2", "folder already scanned under another path")
+    ]
+
+
+def test_an_unreadable_folder_is_an_error_item_and_the_walk_goes_on(tmp_path, chmod_000_denies):
+    root = tmp_path / "root"
+    write(root / "locked" / "secret.png", image_bytes())
+    write(root / "open.png", image_bytes())
+    (root / "locked").chmod(0)
+    try:
+        got = entries([root], root)
+    finally:
+        (root / "locked").chmod(0o755)
+    assert got == [("locked", "", "cannot list directory: Permission denied", False), ("open.png", "", "", False)]
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_item(tmp_path, monkeypatch):
+    """The same, for any user: listing the folder fails as a chmod 000 folder would for a non-root user."""
+    root = tmp_path / "root"
+    write(root / "locked" / "secret.png", image_bytes())
+    write(root / "open.png", image_bytes())
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.fspath(path) == str(root / "locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert entries([root], root) == [
+        ("locked", "", "cannot list directory: Permission denied", False),
+        ("open.png", "", "", False),
+    ]
+
+
+# --- archives ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a.zip", "a.tar", "a.tar.gz", "a.tgz", "a.tar.bz2", "a.tar.xz"])
+def test_archive_members_are_listed_in_archive_order_and_read_in_memory(tmp_path, name):
+    members = {
+        "z/deep/er/1.png": image_bytes("PNG", 1),
+        "b.jpg": image_bytes("JPEG", 2),
+        "readme.txt": b"not an image",
+        "a/noext": image_bytes("GIF", 3),
+    }
+    archive = make_archive(tmp_path / name, members)
+    assert entries([archive], tmp_path) == [
+        (name, "z/deep/er/1.png", "", False),
+        (name, "b.jpg", "", False),
+        (name, "readme.txt", "", True),
+        (name, "a/noext", "", False),
+    ]
+    got = read_while_streaming([archive])
+    assert {member: sha256(data) for (_, member), data in got.items()} == {
+        m: sha256(d) for m, d in members.items() if m != "readme.txt"
+    }
+    assert listing(tmp_path) == [name]  # read in memory: nothing extracted
+
+
+def test_archives_inside_folders_are_opened(tmp_path):
+    root = tmp_path / "root"
+    make_archive(root / "sub" / "pics.zip", {"in/1.png": image_bytes()})
+    make_archive(root / "sub" / "pics.tar.gz", {"in/2.png": image_bytes()})
+    assert entries([root], root) == [
+        ("sub/pics.tar.gz", "in/2.png", "", False),
+        ("sub/pics.zip", "in/1.png", "", False),
+    ]
+
+
+def test_is_archive_goes_by_name():
+    assert all(is_archive(n) for n in ["a.zip", "A.ZIP", "b.tar", "c.tar.gz", "d.tgz", "e.tar.bz2", "f.tar.xz"])
+    assert not any(is_archive(n) for n in ["a.png", "zip", "a.gz", "a.tar.zst", "a.zipx"])
+
+
+@pytest.mark.parametrize("name", ["evil.zip", "evil.tar", "evil.tar.gz"])
+def test_member_names_that_escape_are_labels_only(tmp_path, monkeypatch, name):
+    members = {
+        "../evil.png": image_bytes(seed=1),
+        "/etc/evil.png": image_bytes(seed=2),
+        "ok/../../x.png": image_bytes(),
+    }
+    links = {"passwd.png": "/etc/passwd", "up.png": "../../evil.png"}  # tar links: never followed, never listed
+    archive = make_archive(tmp_path / "in" / name, members, links)
+    real_cwd = Path.cwd()
+    cwd = tmp_path / "work" / "here"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)  # so "../evil.png" from the working folder lands in tmp_path, watched below
+    escapes = [d / ".." / n for d in [real_cwd, real_cwd.parent] for n in ["evil.png", "x.png"]]
+    escapes.append(Path("/etc/evil.png"))
+    existed = [os.path.lexists(p) for p in escapes]
+    before = listing(tmp_path), sorted(os.listdir(tmp_path.parent))
+
+    got = entries([archive], tmp_path)
+    contents = read_while_streaming([archive])
+
+    assert got == [(f"in/{name}", m, "", False) for m in members]
+    assert {member: sha256(d) for (_, member), d in contents.items()} == {m: sha256(d) for m, d in members.items()}
+    assert (listing(tmp_path), sorted(os.listdir(tmp_path.parent))) == before
+    assert [os.path.lexists(p) for p in escapes] == existed
+
+
+@pytest.fixture(scope="module")
+def zip_bomb(tmp_path_factory) -> Path:
+    """100 MiB of zeros that deflate to ~100 KB (ratio ~1000), written in chunks."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.zip"
+    chunk = bytes(1 << 20)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("small.png", image_bytes())
+        with archive.open("zeros.png", "w", force_zip64=True) as member:
+            for _ in range(100):
+                member.write(chunk)
+    return path
+
+
+def test_a_zip_bomb_hits_the_ratio_limit(zip_bomb):
+    assert zip_bomb.stat().st_size < 200_000
+    small, bomb = iter_entries([str(zip_bomb)])
+    assert (small.member, small.error) == ("small.png", "")
+    assert bomb.member == "zeros.png"
+    assert "max-ratio limit (200)" in bomb.error
+    assert bomb.reader is None
+
+
+def test_a_zip_bomb_hits_max_bytes_first_when_that_is_smaller(zip_bomb):
+    _, bomb = iter_entries([str(zip_bomb)], Limits(max_bytes=1_000_000))
+    assert bomb.error == f"member is {100 << 20} bytes, over the max-bytes limit (1000000)"
+
+
+def test_a_tar_member_over_max_bytes_is_an_error_item(tmp_path):
+    small, big = image_bytes(size=4), image_bytes(size=64)
+    archive = make_tar(tmp_path / "t.tar", {"small.png": small, "big.png": big, "after.png": small})
+    got = entries([archive], tmp_path, Limits(max_bytes=len(small)))
+    assert got == [
+        ("t.tar", "small.png", "", False),
+        ("t.tar", "big.png", f"member is {len(big)} bytes, over the max-bytes limit ({len(small)})", False),
+        ("t.tar", "after.png", "", False),
+    ]
+
+
+def test_members_past_max_archive_bytes_are_error_items(tmp_path):
+    data = image_bytes(size=16)
+    archive = make_tar(tmp_path / "t.tar.gz", {f"{i}.png": data for i in range(4)}, "w:gz")
+    got = entries([archive], tmp_path, Limits(max_archive_bytes=2 * len(data) + 1))
+    assert [e[1] for e in got] == ["0.png", "1.png", "2.png", "3.png"]
+    assert [e[2] for e in got[:2]] == ["", ""]
+    for _, _, error, _ in got[2:]:
+        assert error == f"archive exceeds the max-archive-bytes limit ({2 * len(data) + 1}) of uncompressed data"
+
+
+@pytest.mark.parametrize("name", ["bad.zip", "bad.tar.gz", "bad.tar"])
+def test_a_corrupt_archive_is_one_error_item(tmp_path, name):
+    path = write(tmp_path / name, b"PK\x03\x04 this is no archive " * 10)
+    [(label, member, error, skipped)] = entries([path], tmp_path)
+    assert (label, member, skipped) == (name, "", False)
+    assert error.startswith("cannot read archive: ")
+
+
+@pytest.mark.parametrize("name", ["t.tar", "t.tar.gz", "t.tar.xz"])
+def test_a_truncated_tar_keeps_the_members_before_the_damage(tmp_path, name):
+    filler = incompressible(200_000)  # the cut lands inside it
+    members = {
+        "a.png": image_bytes(seed=1),
+        "d/b.png": image_bytes(seed=2),
+        "filler.bin": filler,
+        "z.png": image_bytes(),
+    }
+    whole = make_archive(tmp_path / name, members).read_bytes()
+    cut = write(tmp_path / "cut" / name, whole[: len(whole) // 2])
+
+    got = entries([cut], tmp_path / "cut")
+    assert got[:3] == [(name, "a.png", "", False), (name, "d/b.png", "", False), (name, "filler.bin", "", True)]
+    assert len(got) == 4
+    assert got[3][1] == "" and got[3][2].startswith("cannot read archive: ")
+    contents = read_while_streaming([cut])
+    assert [sha256(d) for d in contents.values()] == [sha256(members["a.png"]), sha256(members["d/b.png"])]
+
+
+def test_a_zip_member_with_damaged_data_is_an_error_item_not_a_crash(tmp_path):
+    """zlib.error from a damaged deflate stream used to escape iter_entries."""
+    path = make_zip(tmp_path / "d.zip", {"bad.png": image_bytes(size=32) * 4, "good.png": image_bytes()})
+    data = bytearray(path.read_bytes())
+    start = 30 + len("bad.png")  # the first member's deflate stream follows its local header
+    data[start : start + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(data)
+    got = entries([path], tmp_path)
+    assert [e[1] for e in got] == ["bad.png", "good.png"]
+    assert got[0][2].startswith("cannot read member: ") and "decompressing" in got[0][2]
+    assert got[1][2] == ""
+
+
+def test_a_damaged_xz_stream_is_an_error_item_not_a_crash(tmp_path):
+    """lzma.LZMAError from a damaged .tar.xz used to escape iter_entries."""
+    filler = incompressible(200_000)
+    whole = bytearray(make_tar(tmp_path / "t.tar.xz", {"a.png": image_bytes(), "f.bin": filler}, "w:xz").read_bytes())
+    middle = len(whole) // 2
+    whole[middle : middle + 64] = bytes(64)
+    path = write(tmp_path / "damaged.tar.xz", bytes(whole))
+    got = entries([path], tmp_path)
+    assert got[0] == ("damaged.tar.xz", "a.png", "", False)
+    assert got[-1][1] == "" and got[-1][2].startswith("cannot read archive: ")
+
+
+def lying_zip(path: Path, data: bytes, claimed_size: int) -> Path:
+    """A one-member zip whose local and central headers give claimed_size as the member's size."""
+    make_zip(path, {"a.png": data}, zipfile.ZIP_STORED)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<I", raw, 22, claimed_size)  # local header: uncompressed size
+    struct.pack_into("<I", raw, raw.index(b"PK\x01\x02") + 24, claimed_size)  # central directory
+    path.write_bytes(raw)
+    return path
+
+
+def test_a_zip_header_claiming_more_bytes_than_stored_fails_to_read(tmp_path):
+    data = image_bytes()
+    path = lying_zip(tmp_path / "more.zip", data, len(data) + 1000)
+    assert read_while_streaming([path]) == {
+        (str(path), "a.png"): f"ValueError: member 'a.png' holds {len(data)} bytes, its header says {len(data) + 1000}"
+    }
+
+
+def test_a_zip_header_claiming_fewer_bytes_fails_to_read_with_a_value_error(tmp_path):
+    """A bad CRC surfaces as ValueError (what callers catch), not as zipfile.BadZipFile."""
+    data = image_bytes(size=64)
+    assert len(data) > 8192  # big enough that the 16-byte sniff does not reach the CRC check
+    path = lying_zip(tmp_path / "fewer.zip", data, len(data) - 10)
+    assert read_while_streaming([path]) == {
+        (str(path), "a.png"): "ValueError: member 'a.png' is damaged: Bad CRC-32 for file 'a.png'"
+    }
+
+
+# --- path lists and InputSpec --------------------------------------------------------------------
+
+
+def test_read_path_list_drops_blank_lines_and_crlf(tmp_path):
+    listed = write(tmp_path / "list.txt", b"a.png\r\n\r\n   \r\nsub dir/b c.jpg\r\n\nlast.png")
+    assert list(read_path_list(str(listed))) == ["a.png", "sub dir/b c.jpg", "last.png"]
+
+
+def test_read_path_list_from_stdin(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x.png\r\n\r\ny.png\n"))
+    assert list(read_path_list("-")) == ["x.png", "y.png"]
+
+
+def test_stdin_is_spooled_so_the_paths_can_be_walked_twice(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("one.png\r\n\r\ndir/two.png\n  \nthree.zip"))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    spec = InputSpec.from_args(["-"], spool_dir=spool)
+    assert sys.stdin.read() == ""  # consumed once, up front
+    first, second = list(spec.paths()), list(spec.paths())
+    assert first == second == ["one.png", "dir/two.png", "three.zip"]
+    assert len(os.listdir(spool)) == 1
+
+
+def test_paths_come_in_argument_order_then_lists(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("from-stdin.png\n"))
+    listed = write(tmp_path / "list.txt", b"listed.png\n")
+    spec = InputSpec.from_args(["first.png", "-", "last.png"], [str(listed)], spool_dir=tmp_path)
+    assert list(spec.paths()) == ["first.png", "from-stdin.png", "last.png", "listed.png"]
+
+
+def test_stdin_without_a_spool_folder_is_refused(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a.png\n"))
+    with pytest.raises(ValueError, match="spool folder"):
+        InputSpec.from_args(["-"])
+
+
+def test_from_list_of_a_missing_file_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--from-list .*missing.txt: cannot read that file"):
+        InputSpec.from_args([], [str(tmp_path / "missing.txt")], spool_dir=tmp_path)
+
+
+def test_from_list_of_a_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="cannot read that file"):
+        InputSpec.from_args([], [str(tmp_path)], spool_dir=tmp_path)
+
+
+def test_from_list_of_an_unreadable_file_is_refused(tmp_path, chmod_000_denies):
+    listed = write(tmp_path / "list.txt", b"a.png\n")
+    listed.chmod(0)
+    with pytest.raises(ValueError, match="cannot read that file"):
+        InputSpec.from_args([], [str(listed)], spool_dir=tmp_path)
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_from_list_of_a_pipe_is_spooled_like_stdin(tmp_path):
+    """--from-list <(find ...): a pipe reads once, but the stream is walked more than once."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"one.png\r\ntwo.png\n")
+    os.close(write_end)
+    try:
+        spec = InputSpec.from_args([], [f"/dev/fd/{read_end}"], spool_dir=tmp_path)
+    finally:
+        os.close(read_end)
+    assert list(spec.paths()) == list(spec.paths()) == ["one.png", "two.png"]
+
+
+def test_a_spec_feeds_iter_entries(tmp_path, monkeypatch):
+    write(tmp_path / "pics" / "a.png", image_bytes())
+    write(tmp_path / "pics" / "b.txt", b"text")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{tmp_path / 'pics'}\n{tmp_path / 'gone.png'}\n"))
+    spec = InputSpec.from_args(["-"], spool_dir=tmp_path)
+    stats = InputStats()
+    assert summary(iter_inputs(spec.paths(), stats), tmp_path) == [
+        ("pics/a.png", "", "", False),
+        ("gone.png", "", "no such file or directory", False),
+    ]
+    assert stats.skipped_non_images == 1
+
+
+def test_a_very_deep_tree_is_walked_without_recursion_limits(tmp_path):
+    folder = tmp_path / "deep"
+    deep = folder
+    folder.mkdir()
+    for _ in range(1200):  # deeper than Python's recursion limit
+        deep = deep / "d"
+        deep.mkdir()
+    write(deep / "bottom.png", image_bytes())
+    got = [e for e in iter_entries([str(folder)]) if not e.error]
+    assert len(got) == 1 and got[0].path.endswith("bottom.png")
+    # Remove it bottom-up here: shutil.rmtree (pytest's cleanup) recurses and would hit the limit.
+    (deep / "bottom.png").unlink()
+    while deep != tmp_path:
+        deep.rmdir()
+        deep = deep.parent
+
+
+def test_a_named_fifo_is_an_error_item_not_a_blocking_read(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    (item,) = iter_entries([str(fifo)])
+    assert item.error == "not a regular file" and item.reader is None

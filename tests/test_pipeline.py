@@ -1,0 +1,221 @@
+import io
+import math
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_image
+from PIL import Image
+
+from forensix.detector import load_detector
+from forensix.imaging import decode_image
+from forensix.inputs import InputSpec, Limits
+from forensix.pipeline import Block, Record, ResumeIndex, Scanner, ScanOptions, ordered_blocks
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_weights):
+    return load_detector(weights=tiny_weights, device="cpu")
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def exif_jpeg(orientation: int = 6) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "Canon"
+    exif[0x0110] = "EOS 5D"
+    return png_bytes(random_image(300, 240, seed=7), "JPEG", quality=92, exif=exif.tobytes())
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """Nested folders with images of many modes and formats, non-images and broken files."""
+    root = tmp_path / "photos"
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / "a").mkdir()
+    rgb = random_image(257, 300, seed=1)
+    (root / "a" / "rgb.png").write_bytes(png_bytes(rgb))
+    (root / "a" / "cmyk.jpg").write_bytes(png_bytes(random_image(240, 260, seed=2).convert("CMYK"), "JPEG"))
+    palette = random_image(230, 230, seed=3).convert("P")
+    (root / "a" / "palette.png").write_bytes(png_bytes(palette, transparency=0))
+    (root / "a" / "la.png").write_bytes(png_bytes(random_image(224, 240, seed=4).convert("LA")))
+    i16 = Image.fromarray((np.arange(240 * 250).reshape(240, 250) % 65536).astype(np.uint16))
+    (root / "b" / "i16.png").write_bytes(png_bytes(i16))
+    (root / "b" / "bilevel.bmp").write_bytes(png_bytes(random_image(250, 250, seed=5).convert("1"), "BMP"))
+    (root / "b" / "anim.gif").write_bytes(
+        png_bytes(random_image(240, 240, seed=6).convert("P"), "GIF", save_all=True, append_images=[palette])
+    )
+    (root / "b" / "deep" / "photo.webp").write_bytes(png_bytes(rgb, "WEBP", quality=90))
+    (root / "b" / "deep" / "scan.tiff").write_bytes(png_bytes(rgb, "TIFF"))
+    (root / "b" / "deep" / "exif.jpg").write_bytes(exif_jpeg())
+    (root / "b" / "noext").write_bytes(png_bytes(rgb))  # an image without an extension: found by content
+    (root / "b" / "notes.txt").write_text("not an image")
+    (root / "b" / "fake.jpg").write_text("not an image either, despite the name")
+    full = png_bytes(random_image(300, 300, seed=8), "JPEG")
+    (root / "b" / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    return root
+
+
+IMAGES_IN_TREE = 12  # rows: 11 decodable images + the truncated JPEG
+
+
+def scan_rows(paths, detector, **options) -> tuple[list[dict], Scanner]:
+    scanner = Scanner(InputSpec.from_args([str(p) for p in paths]), detector, ScanOptions(**options))
+    return list(scanner), scanner
+
+
+def test_every_image_yields_one_row_in_sorted_order(tree, detector):
+    rows, scanner = scan_rows([tree], detector, batch_size=4)
+    rel = [os.path.relpath(r["path"], tree) for r in rows]
+    assert rel == sorted(rel) and len(rows) == IMAGES_IN_TREE
+    assert "b/notes.txt" not in rel and "b/fake.jpg" not in rel  # non-images in a folder: counted, no row
+    assert scanner.stats.skipped_non_images == 2
+    assert (scanner.stats.images, scanner.stats.errors) == (IMAGES_IN_TREE, 1)
+    by_name = {os.path.basename(r["path"]): r for r in rows}
+    assert by_name["truncated.jpg"]["verdict"] == "error"
+    assert "cannot decode" in by_name["truncated.jpg"]["error"] and by_name["truncated.jpg"]["score"] is None
+    formats = {name: r["format"] for name, r in by_name.items()}
+    assert formats["cmyk.jpg"] == "JPEG" and formats["anim.gif"] == "GIF" and formats["photo.webp"] == "WEBP"
+    assert formats["scan.tiff"] == "TIFF" and formats["bilevel.bmp"] == "BMP" and formats["noext"] == "PNG"
+    for r in rows:
+        assert r["model"] == detector.name and r["threshold"] == detector.threshold
+        if r["verdict"] != "error":
+            assert 0.0 <= r["score"] <= 1.0 and r["verdict"] == ("fake" if r["score"] >= 0.5 else "real")
+            assert len(r["sha256"]) == 64 and r["width"] > 0 and r["error"] == ""
+
+
+def test_scores_equal_the_model_called_directly(tree, detector):
+    rows, _ = scan_rows([tree], detector, batch_size=3)
+    scored = [r for r in rows if r["score"] is not None]
+    images = [decode_image(Path(r["path"]).read_bytes()).image for r in scored]
+    direct = detector.score(images)
+    assert np.abs(np.array([r["score"] for r in scored]) - direct).max() <= 1e-6
+
+
+def test_workers_give_the_same_rows_as_the_main_process(tree, detector):
+    serial, _ = scan_rows([tree], detector, batch_size=2, workers=0)
+    parallel, _ = scan_rows([tree], detector, batch_size=2, workers=2)
+    assert [r["path"] for r in parallel] == [r["path"] for r in serial]
+    assert [r["score"] for r in parallel] == pytest.approx([r["score"] for r in serial], abs=1e-6, nan_ok=False)
+    assert [r["notes"] for r in parallel] == [r["notes"] for r in serial]
+
+
+def test_model_batches_are_full_whatever_lies_between_images(tree, detector, monkeypatch):
+    sizes = []
+    logits = detector.logits
+
+    def spy(batch):
+        sizes.append(len(batch))
+        return logits(batch)
+
+    monkeypatch.setattr(detector, "logits", spy)
+    scan_rows([tree], detector, batch_size=4, workers=2)
+    assert sizes == [4, 4, 3]  # 11 decodable images, non-images and errors regrouped around
+
+
+def test_error_rows_keep_their_place_behind_a_part_batch(tmp_path, detector):
+    image = png_bytes(random_image(224, 224))
+    names = ["a.png"] + [f"b{i:02d}.png" for i in range(30)] + ["c.png"]
+    for name in names:
+        (tmp_path / name).write_bytes(image if name in ("a.png", "c.png") else b"\x89PNG\r\n\x1a\n broken")
+    rows, scanner = scan_rows([tmp_path], detector, batch_size=4)
+    assert [os.path.basename(r["path"]) for r in rows] == names
+    assert [r["verdict"] == "error" for r in rows] == [False] + [True] * 30 + [False]
+
+
+def test_exif_orientation_is_applied_and_notes_are_read(tmp_path, detector):
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(exif_jpeg(orientation=6))
+    (row,), _ = scan_rows([path], detector)
+    assert (row["width"], row["height"]) == (300, 240)  # as stored
+    upright = Image.open(path).transpose(Image.Transpose.ROTATE_270)  # orientation 6 = rotate 90° clockwise
+    assert row["score"] == pytest.approx(float(detector.score([upright.convert("RGB")])[0]), abs=1e-6)
+    assert "Canon" in row["notes"] and row["metadata"]["exif"]["make"] == "Canon"
+    no_notes = list(Scanner(InputSpec.from_args([str(path)]), detector, ScanOptions(metadata=False)))
+    assert no_notes[0]["notes"] == "" and "metadata" not in no_notes[0]
+
+
+def test_archives_are_scanned_in_memory_with_member_labels(tmp_path, detector):
+    image = png_bytes(random_image(230, 230, seed=3))
+    zpath = tmp_path / "set.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr("x/one.png", image)
+        z.writestr("../evil.png", image)
+        z.writestr("readme.txt", "hello")
+    tpath = tmp_path / "set.tar.gz"
+    with tarfile.open(tpath, "w:gz") as t:
+        info = tarfile.TarInfo("/etc/evil.png")
+        info.size = len(image)
+        t.addfile(info, io.BytesIO(image))
+    before = sorted(p for p in Path(tmp_path.parent).rglob("*"))
+    rows, scanner = scan_rows([zpath, tpath], detector, workers=2)
+    assert sorted(p for p in Path(tmp_path.parent).rglob("*")) == before  # nothing extracted anywhere
+    assert [(Path(r["path"]).name, r["member"]) for r in rows] == [
+        ("set.zip", "x/one.png"),
+        ("set.zip", "../evil.png"),
+        ("set.tar.gz", "/etc/evil.png"),
+    ]
+    assert len({r["score"] for r in rows}) == 1  # the same bytes score the same wherever they live
+    assert scanner.stats.skipped_non_images == 1
+
+
+def test_limits_are_error_rows_naming_the_limit(tmp_path, detector):
+    big = tmp_path / "big.png"
+    big.write_bytes(png_bytes(random_image(400, 300)))
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("zeros.png", b"\x89PNG\r\n\x1a\n" + bytes(5_000_000))
+    rows, _ = scan_rows([big, bomb], detector, max_pixels=100_000)
+    assert "max-pixels" in rows[0]["error"] and rows[0]["verdict"] == "error"
+    assert "max-ratio" in rows[1]["error"] and rows[1]["member"] == "zeros.png"
+    rows, _ = scan_rows([big], detector, limits=Limits(max_bytes=1000))
+    assert "max-bytes" in rows[0]["error"]
+
+
+def test_named_missing_and_non_image_files_are_error_rows(tmp_path, detector):
+    text = tmp_path / "x.jpg"
+    text.write_text("hello")
+    rows, _ = scan_rows([tmp_path / "absent.png", text], detector)
+    assert [r["verdict"] for r in rows] == ["error", "error"]
+    assert rows[0]["error"] == "no such file or directory"
+    assert rows[1]["error"] == "not an image in a format forensix reads" and len(rows[1]["sha256"]) == 64
+
+
+def test_resume_index_skips_what_is_done(tree, detector):
+    rows, _ = scan_rows([tree], detector)
+    done = ResumeIndex.from_rows([(r["path"], r["member"], r["sha256"]) for r in rows[:5]])
+    spec = InputSpec.from_args([str(tree)])
+    scanner = Scanner(spec, detector, ScanOptions(batch_size=4, workers=2), done)
+    rest = list(scanner)
+    assert [r["path"] for r in rest] == [r["path"] for r in rows[5:]]
+    assert scanner.stats.resumed == 5
+    changed = Path(rows[0]["path"])
+    changed.write_bytes(png_bytes(random_image(260, 260, seed=99)))  # same path, new content: scanned again
+    again = list(Scanner(spec, detector, ScanOptions(), done))
+    assert str(changed) in [r["path"] for r in again]
+
+
+def test_non_finite_scores_become_error_rows(tmp_path, detector, monkeypatch):
+    (tmp_path / "a.png").write_bytes(png_bytes(random_image(224, 224)))
+    monkeypatch.setattr(detector, "logits", lambda batch: torch.full((len(batch),), math.nan))
+    (row,), _ = scan_rows([tmp_path], detector)
+    assert row["verdict"] == "error" and row["score"] is None and "non-finite" in row["error"]
+
+
+def test_ordered_blocks_restores_order_and_never_drops_a_block():
+    def block(start: int, n: int) -> Block:
+        return Block([Record(i, None, skip="non-image") for i in range(start, start + n)], None)
+
+    shuffled = [block(4, 4), block(0, 4), block(12, 2), block(8, 4)]
+    assert [b.records[0].index for b in ordered_blocks(shuffled)] == [0, 4, 8, 12]
+    with pytest.raises(RuntimeError, match="lost its place"):
+        list(ordered_blocks([block(0, 4), block(8, 4)]))

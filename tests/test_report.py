@@ -1,0 +1,126 @@
+import csv
+import io
+import json
+
+import pytest
+
+from forensix.report import COLUMNS, ReportError, ReportWriter, format_for, open_for_resume, read_report
+
+
+def row(i: int, **extra) -> dict:
+    base = {c: "" for c in COLUMNS}
+    base.update(path=f"/data/img{i}.png", sha256=f"{i:064x}", verdict="real", score=0.25 + i / 100, threshold=0.5)
+    base.update(model="deeclip@0123456789ab", width=10, height=20, format="PNG")
+    base.update(extra)
+    return base
+
+
+def write_report(path, fmt: str, rows: list[dict], close: bool = True) -> str:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = ReportWriter(f, fmt)
+        for r in rows:
+            writer.write(r)
+        if close:
+            writer.close()
+    return path.read_bytes().decode()
+
+
+def test_format_follows_extension_unless_given():
+    assert format_for("r.csv", None) == "csv"
+    assert format_for("r.JSON", None) == "json"
+    assert format_for("r.ndjson", None) == "jsonl"
+    assert format_for(None, None) == "jsonl"
+    assert format_for("r.txt", "csv") == "csv"
+    with pytest.raises(ValueError, match="cannot tell"):
+        format_for("report.txt", None)
+    with pytest.raises(ValueError, match="must be one of"):
+        format_for("r.csv", "xml")
+
+
+def test_csv_is_rfc4180_with_header_and_quoted_fields(tmp_path):
+    tricky = row(1, path='/odd/"quoted", name\nwith newline.png', notes="Camera: A, B")
+    text = write_report(tmp_path / "r.csv", "csv", [tricky, row(2, score=None, verdict="error", error="bad")])
+    assert text.startswith(",".join(COLUMNS) + "\r\n")
+    parsed = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert parsed[0]["path"] == tricky["path"]
+    assert float(parsed[0]["score"]) == tricky["score"]  # full precision, not rounded
+    assert parsed[1]["score"] == "" and parsed[1]["error"] == "bad"
+
+
+def test_json_array_and_jsonl_round_trip_nested_fields(tmp_path):
+    rows = [row(1, metadata={"exif": {"make": "Canon"}}), row(2)]
+    assert json.loads(write_report(tmp_path / "r.json", "json", rows)) == rows
+    assert json.loads(write_report(tmp_path / "e.json", "json", [])) == []
+    lines = write_report(tmp_path / "r.jsonl", "jsonl", rows).splitlines()
+    assert [json.loads(x) for x in lines] == rows
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_resume_finds_rows_and_appends_a_valid_report(tmp_path, fmt):
+    path = tmp_path / f"r.{fmt}"
+    write_report(path, fmt, [row(0), row(1)])
+    existing = read_report(path, fmt)
+    assert existing.keys == [(f"/data/img{i}.png", "", f"{i:064x}") for i in (0, 1)]
+    assert existing.models == {"deeclip@0123456789ab"} and existing.thresholds == {0.5}
+    stream, continued = open_for_resume(path, fmt, existing)
+    with stream:
+        writer = ReportWriter(stream, fmt, continued)
+        writer.write(row(2))
+        writer.close()
+    assert [k[0] for k in read_report(path, fmt).keys] == [f"/data/img{i}.png" for i in (0, 1, 2)]
+    if fmt == "json":
+        assert [r["path"] for r in json.loads(path.read_text())] == [f"/data/img{i}.png" for i in (0, 1, 2)]
+    if fmt == "csv":
+        assert path.read_text().count("path,member") == 1  # one header
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_a_row_cut_off_by_a_killed_scan_is_dropped(tmp_path, fmt):
+    path = tmp_path / f"r.{fmt}"
+    full = write_report(path, fmt, [row(0), row(1, notes="a note, with a comma")], close=False)
+    path.write_bytes(full.encode()[:-15])  # killed in the middle of the second row
+    existing = read_report(path, fmt)
+    assert [k[0] for k in existing.keys] == ["/data/img0.png"]
+    assert existing.dropped > 0
+    stream, continued = open_for_resume(path, fmt, existing)
+    with stream:
+        writer = ReportWriter(stream, fmt, continued)
+        writer.write(row(1))
+        writer.close()
+    again = read_report(path, fmt)
+    assert [k[0] for k in again.keys] == ["/data/img0.png", "/data/img1.png"] and again.dropped == 0
+    if fmt == "json":
+        assert len(json.loads(path.read_text())) == 2
+
+
+def test_csv_record_end_inside_quotes_is_not_a_row_end(tmp_path):
+    path = tmp_path / "r.csv"
+    full = write_report(path, "csv", [row(0), row(1, path="a\r\nb.png")], close=False)
+    cut = full.index("a\r\nb.png") + 3  # just after the CRLF inside the quoted path
+    path.write_bytes(full.encode()[:cut])
+    assert [k[0] for k in read_report(path, "csv").keys] == ["/data/img0.png"]
+
+
+def test_missing_or_empty_report_starts_fresh(tmp_path):
+    for fmt in ("csv", "json", "jsonl"):
+        assert read_report(tmp_path / "absent", fmt).rows == 0
+        (tmp_path / "empty").write_bytes(b"")
+        existing = read_report(tmp_path / "empty", fmt)
+        assert existing.rows == 0 and existing.end == 0
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "message"),
+    [
+        ("csv", "a,b,c\r\n1,2,3\r\n", "header"),
+        ("json", '{"not": "an array"}', "not a JSON array"),
+        ("jsonl", '{"path": "a"}\nnot json\n{"path": "b"}\n', "not a report row"),
+        ("jsonl", "[1, 2]\n", "not a report row"),
+        ("csv", b"\xff\xfe\r\n", "not UTF-8"),
+    ],
+)
+def test_foreign_files_are_not_resumed_into(tmp_path, fmt, content, message):
+    path = tmp_path / f"r.{fmt}"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ReportError, match=message):
+        read_report(path, fmt)
