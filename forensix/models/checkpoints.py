@@ -23,7 +23,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .backbone import split_in_proj
-from .config import LoraConfig, ModelConfig, PreprocessConfig, VisionConfig, get_config
+from .config import DECLIP_DECODERS, DecoderConfig, LoraConfig, ModelConfig, PreprocessConfig, VisionConfig, get_config
+from .declip import build_decoder
 from .factory import create_model
 
 FORMAT_NAME = "forensix"
@@ -86,7 +87,7 @@ def detect_format(state: Mapping[str, Any]) -> str:
         return "deeclip-official"
     if keys == {"weight", "bias"}:
         return "univfd-head"
-    if "model" in keys and "feature_layer" in keys:
+    if isinstance(state.get("model"), Mapping) and "feature_layer" in keys and "decoder_type" in keys:
         return "declip-official"
     if any(k.startswith("visual.") for k in keys):
         return "openai-clip"
@@ -414,4 +415,164 @@ def convert_univfd(
         raise CheckpointError(f"{source}: a ResNet CLIP; UnivFD needs a ViT backbone")
     out = {"backbone." + k: v for k, v in split_in_proj(visual, "visual.").items()}
     out["fc.weight"], out["fc.bias"] = head["weight"], head["bias"]
+    return cfg, out
+
+
+# --------------------------------------------------------------------------------------------
+# DeCLIP official checkpoint: {'model': state_dict, 'feature_layer': 'layerN', 'decoder_type': ...}
+
+DECLIP_MASK_SIZE = 256  # the authors' linear and attention decoders interpolate to 256x256
+_DECLIP_TEXT = (
+    "transformer.",
+    "token_embedding.",
+    "ln_final.",
+    "positional_embedding",
+    "text_projection",
+    "logit_scale",
+)
+_DECLIP_VISUAL = re.compile(
+    r"visual\.(class_embedding|positional_embedding|conv1\.weight|proj|ln_(pre|post)\.(weight|bias)"
+    r"|transformer\.resblocks\.(\d+)\..+)"
+)
+_DECLIP_DECODER_PREFIXES = ("fc.", "att1.", "att2.")
+
+
+def _declip_conv_layout(fc: Mapping[str, torch.Tensor], kind: str, grid: int, source: str) -> DecoderConfig:
+    """Stage widths of a ``conv-K`` decoder read from its ``fc.N`` convolutions.
+
+    The authors' Sequential puts K convs (each followed by BN and ReLU) in S stages, each stage
+    followed by an Upsample, then the final conv: its index is 3K + S.
+    """
+    k = DecoderConfig(kind=kind).convs
+    convs = {}
+    for key, value in fc.items():
+        if (m := re.fullmatch(r"fc\.(\d+)\.weight", key)) and value.dim() == 4:
+            convs[int(m.group(1))] = tuple(value.shape)
+    found = ", ".join(f"fc.{i}" for i in sorted(convs)) or "none"
+    if len(convs) != k + 1:
+        raise CheckpointError(
+            f"{source}: decoder_type {kind!r} has {k} convolutions plus a final one; "
+            f"the checkpoint's decoder has {len(convs)} (at {found})"
+        )
+    stages = max(convs) - 3 * k
+    per_stage = k // stages if stages > 0 and k % stages == 0 else 0
+    starts = [s * (3 * per_stage + 1) for s in range(stages)] if per_stage else []
+    if not starts or any(i not in convs for i in starts):
+        raise CheckpointError(
+            f"{source}: decoder_type {kind!r}: the convolutions at {found} are not laid out as the "
+            f"authors' conv decoder (a ViT+RN50 or RN50 decoder, whose final conv is one index later?)"
+        )
+    return DecoderConfig(kind=kind, channels=tuple(convs[i][0] for i in starts), mask_size=grid * 2**stages)
+
+
+def _declip_decoder(decoder: dict[str, torch.Tensor], kind: str, width: int, grid: int, source: str) -> DecoderConfig:
+    """The decoder config the checkpoint's ``fc.*`` (and ``att1/att2.*``) keys describe, or an error."""
+    if kind.startswith("conv-"):
+        cfg = _declip_conv_layout(decoder, kind, grid, source)
+    else:
+        head = decoder.get("fc.0.weight")
+        if head is not None and head.dim() != 2:
+            raise CheckpointError(
+                f"{source}: decoder_type {kind!r} has a Linear head at fc.0; the checkpoint's fc.0.weight has "
+                f"shape {tuple(head.shape)} (a conv decoder?)"
+            )
+        cfg = DecoderConfig(kind=kind, channels=(), mask_size=DECLIP_MASK_SIZE)
+    with torch.device("meta"):
+        expected = build_decoder(cfg, width, grid).state_dict()
+    for key in expected.keys() - decoder.keys():
+        if key.endswith(".num_batches_tracked"):
+            # A BatchNorm counter, unused at inference: absent from some saves.
+            decoder[key] = torch.zeros((), dtype=torch.long)
+    missing = sorted(expected.keys() - decoder.keys())
+    unexpected = sorted(decoder.keys() - expected.keys())
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+        if unexpected:
+            parts.append("unexpected " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
+        raise CheckpointError(
+            f"{source}: decoder_type {kind!r} does not match the checkpoint's decoder keys: " + "; ".join(parts)
+        )
+    return cfg
+
+
+def convert_declip(
+    obj: Mapping[str, Any], *, heads: int | None = None, source: str = "checkpoint"
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Translate the authors' DeCLIP checkpoint into a forensix config and state dict.
+
+    ``obj`` is the whole file: ``{'model': state_dict, 'feature_layer': 'layerN', 'decoder_type':
+    'conv-K' | 'linear' | 'attention', 'optimizer', 'total_steps'}`` (the optimizer is not read).
+    The state dict holds the whole OpenAI CLIP under ``model.`` and the decoder under ``fc.``
+    (and ``att1.``/``att2.``). The vision tower's size is read from its shapes (heads = width/64
+    unless given) and its fused attention projections are split into q/k/v. Dropped on purpose:
+    the text tower, the blocks after the feature block, ``ln_post`` and ``proj``; any other key
+    without a place is an error, and so is a decoder whose keys don't match ``decoder_type``.
+    Floating tensors are returned in fp32, as the authors' code runs them.
+    """
+    model = obj.get("model") if isinstance(obj, Mapping) else None
+    if not isinstance(model, Mapping):
+        raise CheckpointError(f"{source}: not a DeCLIP checkpoint (no 'model' state dict)")
+    layer, kind = obj.get("feature_layer"), obj.get("decoder_type")
+    m = re.fullmatch(r"layer(\d+)", layer) if isinstance(layer, str) else None
+    if m is None:
+        raise CheckpointError(f"{source}: feature_layer {layer!r} is not of the form 'layerN'")
+    if kind not in DECLIP_DECODERS:
+        raise CheckpointError(f"{source}: unknown decoder_type {kind!r}; known: {', '.join(DECLIP_DECODERS)}")
+    block = int(m.group(1))  # 0-based block whose output feeds the decoder
+
+    visual: dict[str, torch.Tensor] = {}
+    decoder: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in _strip_module_prefix(model).items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            value = value.float()
+        rest = key[len("model.") :] if key.startswith("model.") else None
+        if rest is not None and rest.startswith("visual."):
+            visual[rest] = value
+        elif rest is not None and rest.startswith(_DECLIP_TEXT):
+            continue  # CLIP's text tower: DeCLIP never uses it
+        elif key.startswith(_DECLIP_DECODER_PREFIXES):
+            decoder[key] = value
+        else:
+            unknown.append(key)
+    if not visual:
+        raise CheckpointError(
+            f"{source}: no CLIP vision tower under model.visual.*: a decoder-only (ViT+RN50) DeCLIP "
+            "checkpoint, which forensix does not support"
+        )
+    if "visual.layer1.0.conv1.weight" in visual:
+        raise CheckpointError(f"{source}: a ResNet CLIP backbone; forensix supports DeCLIP on CLIP ViTs only")
+    unknown += ["model." + k for k in visual if not _DECLIP_VISUAL.fullmatch(k)]
+    if unknown:
+        raise CheckpointError(f"{source}: unexpected keys {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
+
+    vision = _infer_openai_vision(visual, heads, source)
+    if block >= vision.layers:
+        raise CheckpointError(
+            f"{source}: feature_layer {layer!r} is the output of block {block}; the checkpoint's tower has "
+            f"{vision.layers} blocks"
+        )
+    decoder_cfg = _declip_decoder(decoder, kind, vision.width, vision.grid, source)
+    full = get_config("declip-vit-l-14-layer20-conv20")
+    cfg = ModelConfig(
+        name="declip-custom",
+        arch="declip",
+        vision=vision,
+        preprocess=replace(full.preprocess, resize=vision.image_size, crop=vision.image_size),
+        feature_layers=(block + 1,),
+        decoder=decoder_cfg,
+    )
+    if replace(cfg, name=full.name) == full:
+        cfg = full
+
+    out: dict[str, torch.Tensor] = {}
+    for key, value in split_in_proj(visual, "visual.").items():
+        m = _DECLIP_VISUAL.fullmatch(key)
+        index = m.group(4) if m else None
+        if key.startswith("visual.ln_post.") or key == "visual.proj" or (index is not None and int(index) > block):
+            continue  # after the feature block: never run
+        out["backbone." + key] = value
+    out.update({"decoder." + k: v for k, v in decoder.items()})
     return cfg, out

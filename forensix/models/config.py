@@ -78,22 +78,68 @@ class LoraConfig:
         return self.alpha / self.r
 
 
+DECLIP_DECODERS = ("conv-4", "conv-12", "conv-20", "linear", "attention")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """DeCLIP's mask decoder on the feature block's tokens (Smeu et al., WACV 2025).
+
+    ``kind``: ``conv-K`` (K convolutions in ``len(channels)`` upsampling stages, then one 5x5
+    conv to a single channel), ``linear`` (one logit per patch token, bicubic upsampling) or
+    ``attention`` (two causal CLIP attention blocks, then the linear head). ``channels`` are the
+    conv stages' widths (the first conv takes the backbone width); empty for the other kinds.
+    ``mask_size``: side of the square logit map the decoder returns.
+    """
+
+    kind: str = "conv-20"
+    channels: tuple[int, ...] = (512, 256, 128, 64)
+    mask_size: int = 256
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if self.kind not in DECLIP_DECODERS:
+            raise ValueError(f"unknown decoder {self.kind!r}; known: {', '.join(DECLIP_DECODERS)}")
+        if self.is_conv:
+            if not self.channels or min(self.channels) < 1:
+                raise ValueError(f"a {self.kind} decoder needs positive stage widths, got {list(self.channels)}")
+            if self.convs % len(self.channels):
+                stages = len(self.channels)
+                raise ValueError(f"{self.kind}: {self.convs} convolutions do not split into {stages} stages")
+        elif self.channels:
+            raise ValueError(f"a {self.kind} decoder has no conv stages; channels must be empty")
+        if self.mask_size < 1:
+            raise ValueError(f"mask_size must be positive, got {self.mask_size}")
+
+    @property
+    def is_conv(self) -> bool:
+        return self.kind.startswith("conv-")
+
+    @property
+    def convs(self) -> int:
+        """K of ``conv-K``: the convolutions before the final one (0 for the other kinds)."""
+        return int(self.kind[len("conv-") :]) if self.is_conv else 0
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to build a model and feed it.
 
     ``feature_layers`` use transformers' ``hidden_states`` numbering: index i is the output of
     block i-1 (0 would be the embeddings). For DeeCLIP the last index is the deep feature and the
-    others are the shallow ones.
+    others are the shallow ones. For DeCLIP it is the one block that feeds the decoder: the
+    authors' ``feature_layer`` "layerN" (0-based block N) is ``feature_layers = (N + 1,)``.
+    ``decoder`` is DeCLIP's mask decoder (None for the image-level detectors).
     """
 
     name: str
-    arch: str  # "deeclip" | "univfd"
+    arch: str  # "deeclip" | "univfd" | "declip"
     vision: VisionConfig = field(default_factory=VisionConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     feature_layers: tuple[int, ...] = ()
     fuser_hidden: int = 4
     lora: LoraConfig | None = None
+    decoder: DecoderConfig | None = None
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
@@ -109,16 +155,38 @@ class ModelConfig:
                 raise ValueError(
                     f"feature_layers must lie in 1..{self.vision.layers} (hidden_states numbering), got {list(layers)}"
                 )
+        if self.arch == "declip":
+            layers = self.feature_layers
+            if len(layers) != 1 or not 1 <= layers[0] <= self.vision.layers:
+                raise ValueError(
+                    f"declip needs one feature layer in 1..{self.vision.layers} (hidden_states numbering: "
+                    f"layerN is N+1), got {list(layers)}"
+                )
+            if self.decoder is None:
+                raise ValueError("declip needs a decoder config")
+            if self.decoder.is_conv:
+                size = self.vision.grid * 2 ** len(self.decoder.channels)
+                if size != self.decoder.mask_size:
+                    raise ValueError(
+                        f"a {self.vision.grid}x{self.vision.grid} grid through {len(self.decoder.channels)} x2 "
+                        f"stages gives {size}px masks, not mask_size {self.decoder.mask_size}"
+                    )
+        elif self.decoder is not None:
+            raise ValueError(f"{self.arch} has no mask decoder; decoder must be null")
 
     @property
     def blocks_needed(self) -> int:
         """How many transformer blocks the forward pass must run."""
-        if self.arch == "deeclip":
+        if self.arch in ("deeclip", "declip"):
             return self.feature_layers[-1]
         return self.vision.layers
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.decoder is None:
+            # Detector configs (and the metadata of their checkpoints) read as they did before DeCLIP.
+            del data["decoder"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -136,10 +204,12 @@ class ModelConfig:
             if key in pre:
                 pre[key] = tuple(pre[key])
         lora = data.pop("lora", None)
+        decoder = data.pop("decoder", None)
         return cls(
             vision=vision,
             preprocess=PreprocessConfig(**pre),
             lora=LoraConfig(**lora) if lora else None,
+            decoder=DecoderConfig(**decoder) if decoder else None,
             feature_layers=tuple(data.pop("feature_layers", ())),
             **data,
         )
@@ -149,7 +219,7 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
 
-ARCHS = ("deeclip", "univfd")
+ARCHS = ("deeclip", "univfd", "declip")
 
 
 def list_configs() -> list[str]:

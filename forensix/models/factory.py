@@ -5,11 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 from .config import ModelConfig
+from .declip import DeCLIP
 from .deeclip import DeeCLIP
 from .lora import add_lora
 from .univfd import UnivFD
 
-_BUILDERS = {"deeclip": DeeCLIP, "univfd": UnivFD}
+_BUILDERS = {"deeclip": DeeCLIP, "univfd": UnivFD, "declip": DeCLIP}
 
 
 def create_model(cfg: ModelConfig, *, with_lora: bool = False) -> nn.Module:
