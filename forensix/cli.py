@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -25,6 +26,7 @@ from .models.checkpoints import CheckpointError
 from .report import ExistingReport, ReportError
 
 if TYPE_CHECKING:
+    from .localizer import Localizer
     from .pipeline import Scanner
     from .report import ReportWriter
 
@@ -168,7 +170,7 @@ def _parse_layers(text: str | None) -> tuple[int, ...] | None:
 
 @weights_app.command("import")
 def weights_import(
-    file: Annotated[Path, typer.Argument(help="An official checkpoint (DeeCLIP .pth).")],
+    file: Annotated[Path, typer.Argument(help="An official checkpoint (DeeCLIP or DeCLIP .pth).")],
     out_path: Annotated[Path, typer.Option("--out", help="The forensix .safetensors file to write.")],
     feature_layers: Annotated[
         str | None, typer.Option(help="Hidden states feeding the fuser, e.g. 1,2,3 (default: the paper's).")
@@ -251,6 +253,14 @@ def scan(
         bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")
     ] = None,
     fail_on_fake: Annotated[bool, typer.Option(help="Exit 1 when any image is judged fake.")] = False,
+    localizer_spec: Annotated[
+        str | None,
+        typer.Option("--localizer", help="A DeCLIP localizer (manifest name or file) drawing masks; needs --masks."),
+    ] = None,
+    masks_dir: Annotated[
+        Path | None, typer.Option("--masks", help="Folder for the mask and overlay PNGs (with --localizer).")
+    ] = None,
+    masks_all: Annotated[bool, typer.Option(help="Masks for every image, not only those judged fake.")] = False,
 ) -> None:
     """Score every image and write one row per input image (see docs/scan.md)."""
     import tempfile
@@ -264,6 +274,7 @@ def scan(
         if resume and out_path is None:
             raise Fatal("--resume needs --out: the report to resume")
         spec = _scan_spec(paths or [], from_list or [], Path(spool))
+        localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
         detector = load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
         limits = Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio)
         options = ScanOptions(
@@ -272,6 +283,8 @@ def scan(
             limits=limits,
             max_pixels=max_pixels,
             metadata=metadata,
+            masks_dir=masks_dir,
+            masks_all=masks_all,
         )
         done, continued = None, None
         if resume and out_path is not None:
@@ -283,7 +296,7 @@ def scan(
                 err.print(f"resuming {out_path}: {existing.rows} rows already there", highlight=False)
         else:
             stream = open(out_path, "w", newline="", encoding="utf-8") if out_path else sys.stdout
-        scanner = Scanner(spec, detector, options, done)
+        scanner = Scanner(spec, detector, options, done, localizer=localizer)
         meta_file = meta_path or (out_path.with_name(out_path.name + ".meta.json") if out_path else None)
         if meta_file is not None:
             meta_file.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
@@ -291,6 +304,27 @@ def scan(
         _run_scan(scanner, stream, ReportWriter(stream, report_format, continued), show, close=out_path is not None)
         if fail_on_fake and scanner.stats.fake:
             raise typer.Exit(1)
+
+
+def _load_localizer(
+    spec: str | None, masks_dir: Path | None, masks_all: bool, device: str, precision: str
+) -> Localizer | None:
+    """The localizer, after checking that its options fit together and the masks folder is writable."""
+    if spec is None:
+        if masks_dir is not None or masks_all:
+            raise Fatal("--masks and --masks-all need a localizer: add --localizer NAME|PATH")
+        return None
+    if masks_dir is None:
+        raise Fatal("--localizer draws masks: add --masks DIR (the folder for the mask PNGs)")
+    from .localizer import load_localizer
+
+    try:
+        masks_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise Fatal(f"--masks {masks_dir}: cannot create the folder ({e.strerror or e})") from None
+    if not os.access(masks_dir, os.W_OK | os.X_OK):
+        raise Fatal(f"--masks {masks_dir}: the folder is not writable")
+    return load_localizer(spec, device=device, precision=precision)
 
 
 def _check_resumable(existing: ExistingReport, model: str, threshold: float, path: Path) -> None:
@@ -328,9 +362,10 @@ def _run_scan(scanner: Scanner, stream: IO[str], writer: ReportWriter, show_prog
             stream.close()
     s, elapsed = scanner.stats, time.perf_counter() - started
     resumed = f", {s.resumed} already in the report" if s.resumed else ""
+    masks = f", {s.masks} masks" if s.masks else ""
     err.print(
         f"{'interrupted after' if interrupted else 'scanned'} {s.images} images ({s.fake} fake, {s.real} real, "
-        f"{s.errors} errors), skipped {s.skipped_non_images} non-images{resumed}; {elapsed:.1f}s, "
+        f"{s.errors} errors{masks}), skipped {s.skipped_non_images} non-images{resumed}; {elapsed:.1f}s, "
         f"{s.images / max(elapsed, 1e-9):.1f} images/s",
         highlight=False,
     )

@@ -1,4 +1,4 @@
-"""`forensix weights import`: official checkpoint in, forensix safetensors out."""
+"""`forensix weights import`: official checkpoint (DeeCLIP detector, DeCLIP localizer) in, forensix safetensors out."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from . import __version__
 from .models.checkpoints import (
     CheckpointError,
     check_state_dict,
+    convert_declip,
     convert_deeclip,
     detect_format,
     read_state_dict,
@@ -30,17 +31,29 @@ def import_checkpoint(
     lora_alpha: float = 32.0,
     threshold: float | None = None,
 ) -> ModelConfig:
-    """Convert an official DeeCLIP checkpoint; every key and shape is checked before writing."""
+    """Convert an official DeeCLIP or DeCLIP checkpoint; every key and shape is checked before writing.
+
+    ``feature_layers``, ``merge_lora`` and ``lora_alpha`` concern DeeCLIP only; a DeCLIP file names
+    its feature layer and decoder itself.
+    """
     src, dest = Path(src), Path(dest)
     if dest.suffix != ".safetensors":
         raise CheckpointError(f"{dest}: the output must be a .safetensors file")
     state = read_state_dict(src)
     kind = detect_format(state)
-    if kind != "deeclip-official":
-        raise CheckpointError(f"{src}: 'weights import' converts DeeCLIP checkpoints; this one is {kind}")
-    cfg, converted = convert_deeclip(
-        state, feature_layers=feature_layers, merge_lora=merge_lora, lora_alpha=lora_alpha, source=str(src)
-    )
+    if kind == "deeclip-official":
+        cfg, converted = convert_deeclip(
+            state, feature_layers=feature_layers, merge_lora=merge_lora, lora_alpha=lora_alpha, source=str(src)
+        )
+        recipe = {"lora": "merged" if merge_lora else "kept"}
+        trained_on = "as released by the authors (4-class ProGAN, per the paper)"
+    elif kind == "declip-official":
+        cfg, converted = convert_declip(state, source=str(src))
+        merge_lora = True  # no LoRA in DeCLIP
+        recipe = {"feature_layer": state["feature_layer"], "decoder_type": state["decoder_type"]}
+        trained_on = "as released by the authors (see the file name: the Dolos generator it was trained on)"
+    else:
+        raise CheckpointError(f"{src}: 'weights import' converts DeeCLIP and DeCLIP checkpoints; this one is {kind}")
     if threshold is not None:
         cfg = replace(cfg, threshold=threshold)
     with torch.device("meta"):
@@ -49,8 +62,8 @@ def import_checkpoint(
         "source_file": src.name,
         "source_sha256": cached_sha256(src),
         "source_format": kind,
-        "lora": "merged" if merge_lora else "kept",
-        "trained_on": "as released by the authors (4-class ProGAN, per the paper)",
+        **recipe,
+        "trained_on": trained_on,
         "forensix_version": __version__,
     }
     save_checkpoint(dest, cfg, converted, provenance)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from .models.config import ModelConfig
 from .models.lora import merge_lora
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CALIBRATION_SUFFIX = ".calibration.json"
 
 
 @dataclass
@@ -57,6 +59,7 @@ def load_weights_file(path: Path, *, feature_layers: tuple[int, ...] | None = No
         if kind == "deeclip-official":
             cfg, state = convert_deeclip(state, feature_layers=feature_layers, source=str(path))
             provenance = {"source_file": path.name, "source_sha256": digest, "source_format": kind}
+            cfg, provenance = apply_calibration(path, digest, cfg, provenance)
             name = cfg.name
         elif kind == "univfd-head":
             raise CheckpointError(f"{path}: a UnivFD head alone; it needs the CLIP backbone: use --model univfd")
@@ -86,11 +89,40 @@ def load_manifest_model(name: str) -> LoadedWeights:
             "backbone_file": paths["backbone"].name,
             "source_format": "univfd",
         }
+        cfg, provenance = apply_calibration(paths["head"], digest, cfg, provenance)
         loaded = LoadedWeights(model, cfg, cfg.name, digest, str(paths["head"]), provenance)
     else:
         raise ValueError(f"{name}: format {entry.format!r} is not a detector format")
     loaded.name = name
     return loaded
+
+
+def calibration_sidecar(weights_file: Path) -> Path:
+    """Where `forensix calibrate` stores the threshold of weights it can't rewrite (official files)."""
+    weights_file = Path(weights_file)
+    return weights_file.with_name(weights_file.name + CALIBRATION_SUFFIX)
+
+
+def apply_calibration(
+    weights_file: Path, digest: str, cfg: ModelConfig, provenance: dict[str, Any]
+) -> tuple[ModelConfig, dict[str, Any]]:
+    """``cfg`` with the threshold and temperature of the weights' calibration sidecar, if there is one."""
+    sidecar = calibration_sidecar(weights_file)
+    if not sidecar.is_file():
+        return cfg, provenance
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+        threshold, temperature = float(data["threshold"]), float(data.get("temperature", 1.0))
+        made_for = data["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{sidecar}: not a readable calibration file ({e}); delete it or calibrate again") from e
+    if made_for != digest:
+        raise CheckpointError(
+            f"{sidecar}: made for other weights (sha256 {str(made_for)[:12]}, these are {digest[:12]}); "
+            "delete it or calibrate again"
+        )
+    calibrated = replace(cfg, threshold=threshold, temperature=temperature)
+    return calibrated, {**provenance, "calibration": data.get("calibration", {}), "calibration_file": sidecar.name}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -100,6 +132,22 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
     return dev
+
+
+def validate_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+
+
+@torch.inference_mode()
+def autocast_forward(model: nn.Module, batch: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    """``model(batch)`` on ``device`` in float32, under autocast for bf16/fp16 (LayerNorm, softmax stay fp32)."""
+    batch = batch.to(device, non_blocking=True)
+    dtype = PRECISIONS[precision]
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        return model(batch).float()
 
 
 class Detector:
@@ -112,11 +160,8 @@ class Detector:
     def __init__(
         self, loaded: LoadedWeights, device: str = "auto", precision: str = "fp32", threshold: float | None = None
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(device)
-        if precision == "fp16" and self.device.type == "cpu":
-            raise ValueError("fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+        validate_precision(precision, self.device)
         self.loaded = loaded
         self.config = loaded.config if threshold is None else replace(loaded.config, threshold=threshold)
         self.precision = precision
@@ -127,19 +172,23 @@ class Detector:
         return self.config.threshold
 
     @property
+    def temperature(self) -> float:
+        return self.config.temperature
+
+    @property
     def name(self) -> str:
         return f"{self.loaded.name}@{self.loaded.sha256[:12]}" if self.loaded.sha256 else self.loaded.name
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return preprocess(image, self.config.preprocess)
 
-    @torch.inference_mode()
+    def raw_logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's own logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""
+        return autocast_forward(self.model, batch, self.device, self.precision)
+
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""
-        batch = batch.to(self.device, non_blocking=True)
-        dtype = PRECISIONS[self.precision]
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            return self.model(batch).float()
+        """Calibrated logits (B,): the model's divided by the temperature, so P(fake) = sigmoid(logits)."""
+        return scale_logits(self.raw_logits(batch), self.temperature)
 
     def score(self, images: Sequence[Image.Image | torch.Tensor]) -> np.ndarray:
         """P(fake) for PIL images (preprocessed here) or already-preprocessed tensors."""
@@ -147,6 +196,11 @@ class Detector:
             return np.zeros(0, dtype=np.float32)
         batch = torch.stack([im if isinstance(im, torch.Tensor) else self.preprocess(im) for im in images])
         return torch.sigmoid(self.logits(batch)).cpu().numpy()
+
+
+def scale_logits(raw: torch.Tensor, temperature: float) -> torch.Tensor:
+    """What every score is computed from: float32 logits divided by the temperature (none when 1)."""
+    return raw if temperature == 1.0 else raw / temperature
 
 
 def load_detector(

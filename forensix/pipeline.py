@@ -7,6 +7,11 @@ of inputs. Each record carries its entry index; the main process restores input 
 reorder buffer bounded by the DataLoader's prefetch window, regroups images into full model
 batches, scores them and emits rows. Non-images found in folders and archives, and inputs already
 in a resumed report, travel as markers so the order stays gapless; they are counted, not written.
+
+With a localizer, workers also make its input tensor and keep the file's bytes; the main process
+runs the localizer on the images judged fake (or all, ``masks_all``) and a small thread pool
+re-decodes them and writes their mask files (:mod:`forensix.overlay`) while the next batches run.
+Each row leaves once its mask files are written, still in input order.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +38,10 @@ from .imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, preprocess
 from .inputs import InputItem, InputSpec, Limits, iter_entries
 from .metadata import read_metadata
 from .models.config import PreprocessConfig
+from .overlay import MaskFiles, write_mask_files
+
+if TYPE_CHECKING:
+    from .localizer import Localizer
 
 SKIP_NON_IMAGE = "non-image"
 SKIP_RESUMED = "resumed"
@@ -63,6 +74,9 @@ class ScanOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     metadata: bool = True
     prefetch: int = 4  # blocks in flight per worker
+    masks_dir: Path | None = None  # where mask files go (needs a localizer)
+    masks_all: bool = False  # masks for every image, not only those judged fake
+    mask_threads: int = 4  # threads re-decoding images and writing mask files
 
 
 class ResumeIndex:
@@ -94,12 +108,18 @@ class ResumeIndex:
 
 @dataclass
 class Record:
-    """One prepared entry: a row (without score), its input tensor if it decoded, or a skip marker."""
+    """One prepared entry: a row (without score), its input tensor(s) if it decoded, or a skip marker.
+
+    ``mask_tensor`` and ``raw`` (the file's bytes) are there only when a localizer runs.
+    """
 
     index: int
     row: dict[str, Any] | None
     tensor: torch.Tensor | None = None
     skip: str = ""
+    mask_tensor: torch.Tensor | None = None
+    raw: bytes | None = None
+    mask_job: Future[MaskFiles] | None = None
 
 
 @dataclass
@@ -108,16 +128,23 @@ class Block:
 
     records: list[Record]
     tensor: torch.Tensor | None  # (n, 3, H, W) for the records that have one, in order
+    mask_tensor: torch.Tensor | None = None  # the localizer's inputs of the same records
 
     def pin_memory(self) -> Block:
-        return Block(self.records, self.tensor.pin_memory() if self.tensor is not None else None)
+        def pin(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.pin_memory() if t is not None else None
+
+        return Block(self.records, pin(self.tensor), pin(self.mask_tensor))
 
 
 def collate(records: list[Record]) -> Block:
-    tensors = [r.tensor for r in records if r.tensor is not None]
-    for r in records:
-        r.tensor = None  # the stacked copy is the one that travels
-    return Block(records, torch.stack(tensors) if tensors else None)
+    def stack(attr: str) -> torch.Tensor | None:
+        tensors = [getattr(r, attr) for r in records if getattr(r, attr) is not None]
+        for r in records:
+            setattr(r, attr, None)  # the stacked copy is the one that travels
+        return torch.stack(tensors) if tensors else None
+
+    return Block(records, stack("tensor"), stack("mask_tensor"))
 
 
 def new_row(item: InputItem) -> dict[str, Any]:
@@ -134,14 +161,24 @@ def new_row(item: InputItem) -> dict[str, Any]:
         "format": "",
         "notes": "",
         "mask": "",
+        "mask_fraction": None,
         "error": item.error,
     }
 
 
 def prepare(
-    index: int, item: InputItem, cfg: PreprocessConfig, options: ScanOptions, done: ResumeIndex | None
+    index: int,
+    item: InputItem,
+    cfg: PreprocessConfig,
+    options: ScanOptions,
+    done: ResumeIndex | None,
+    mask_cfg: PreprocessConfig | None = None,
 ) -> Record:
-    """Read, hash, decode, read notes and preprocess one entry; every failure becomes the row's error."""
+    """Read, hash, decode, read notes and preprocess one entry; every failure becomes the row's error.
+
+    With ``mask_cfg`` (a localizer's preprocessing) the record also carries the localizer's input
+    and the file's bytes, from which the mask files are drawn at the image's own size.
+    """
     if item.skipped:
         return Record(index, None, skip=SKIP_NON_IMAGE)
     row = new_row(item)
@@ -163,7 +200,10 @@ def prepare(
             meta = read_metadata(data, decoded.source)
             row["notes"] = meta.notes
             row["metadata"] = meta.fields
-        return Record(index, row, preprocess(decoded.image, cfg))
+        record = Record(index, row, preprocess(decoded.image, cfg))
+        if mask_cfg is not None:
+            record.mask_tensor, record.raw = preprocess(decoded.image, mask_cfg), data
+        return record
     except (DecodeError, ValueError, OSError) as e:
         row["error"] = str(e)
         return Record(index, row)
@@ -173,9 +213,14 @@ class ScanDataset(IterableDataset):
     """Prepared records for this worker's share of the input stream (all of it without workers)."""
 
     def __init__(
-        self, spec: InputSpec, cfg: PreprocessConfig, options: ScanOptions, done: ResumeIndex | None = None
+        self,
+        spec: InputSpec,
+        cfg: PreprocessConfig,
+        options: ScanOptions,
+        done: ResumeIndex | None = None,
+        mask_cfg: PreprocessConfig | None = None,
     ) -> None:
-        self.spec, self.cfg, self.options, self.done = spec, cfg, options, done
+        self.spec, self.cfg, self.options, self.done, self.mask_cfg = spec, cfg, options, done, mask_cfg
 
     def __iter__(self) -> Iterator[Record]:
         info = get_worker_info()
@@ -183,7 +228,7 @@ class ScanDataset(IterableDataset):
         block = self.options.batch_size
         for index, item in enumerate(iter_entries(self.spec.paths(), self.options.limits)):
             if (index // block) % workers == worker:
-                yield prepare(index, item, self.cfg, self.options, self.done)
+                yield prepare(index, item, self.cfg, self.options, self.done, self.mask_cfg)
 
 
 def _init_worker(_: int) -> None:
@@ -215,10 +260,15 @@ class ScanStats:
     errors: int = 0
     skipped_non_images: int = 0
     resumed: int = 0
+    masks: int = 0  # images whose mask files were written
 
 
 class Scanner:
-    """Iterate to get one row per input image, in input order; ``stats`` counts as it goes."""
+    """Iterate to get one row per input image, in input order; ``stats`` counts as it goes.
+
+    With a ``localizer`` and ``options.masks_dir``, images judged fake (all with
+    ``options.masks_all``) also get mask files; their rows name the overlay and the flagged area.
+    """
 
     def __init__(
         self,
@@ -226,15 +276,19 @@ class Scanner:
         detector: Detector,
         options: ScanOptions | None = None,
         done: ResumeIndex | None = None,
+        localizer: Localizer | None = None,
     ) -> None:
-        self.spec, self.detector = spec, detector
+        self.spec, self.detector, self.localizer = spec, detector, localizer
         self.options = options or ScanOptions()
+        if (localizer is None) != (self.options.masks_dir is None):
+            raise ValueError("a localizer and a masks folder go together (--localizer with --masks DIR)")
         self.done = done if done is not None and len(done) else None
         self.stats = ScanStats()
 
     def _loader(self) -> DataLoader:
         o = self.options
-        dataset = ScanDataset(self.spec, self.detector.config.preprocess, o, self.done)
+        mask_cfg = self.localizer.config.preprocess if self.localizer is not None else None
+        dataset = ScanDataset(self.spec, self.detector.config.preprocess, o, self.done, mask_cfg)
         extra: dict[str, Any] = {}
         if o.workers > 0:
             # in_order=False: a slow image in one worker does not stall the others; ordered_blocks
@@ -253,43 +307,82 @@ class Scanner:
         pending: deque[Record] = deque()  # in order, waiting for their batch to be scored
         queued: list[torch.Tensor] = []  # the unscored tensors of pending, in order
         size = self.options.batch_size
+        pool = ThreadPoolExecutor(self.options.mask_threads, "forensix-mask") if self.localizer else None
 
         def score(n: int) -> None:
             joined = queued[0] if len(queued) == 1 else torch.cat(queued)
             batch, rest = joined[:n], joined[n:]
             queued[:] = [rest] if len(rest) else []
             scores = iter(torch.sigmoid(self.detector.logits(batch)).tolist())
+            scored = []
             for r in pending:
                 if r.tensor is not None and r.row["score"] is None:
                     r.row["score"] = next(scores, None)
                     if r.row["score"] is None:
                         break
+                    scored.append(r)
+            if pool is not None:
+                self._start_masks(scored, pool)
 
-        def ready() -> Iterator[dict[str, Any]]:
+        def ready(wait: bool = False) -> Iterator[dict[str, Any]]:
             while pending and (pending[0].tensor is None or pending[0].row["score"] is not None):
+                job = pending[0].mask_job
+                # Mask files are written while the next batches run; wait only when they pile up.
+                if job is not None and not job.done() and not wait and len(pending) <= 4 * size:
+                    return
                 yield self._finish(pending.popleft())
 
-        for block in ordered_blocks(self._loader()):
-            tensors = iter(block.tensor) if block.tensor is not None else iter(())
-            for record in block.records:
-                self.stats.entries += 1
-                if record.skip:
-                    self._count_skip(record.skip)
-                    continue
-                if not record.row["error"]:
-                    record.tensor = next(tensors)  # a view into the block's (pinned) tensor
-                pending.append(record)
-            if block.tensor is not None:
-                queued.append(block.tensor)
-            while sum(len(t) for t in queued) >= size:
-                score(size)
+        try:
+            for block in ordered_blocks(self._loader()):
+                tensors = iter(block.tensor) if block.tensor is not None else iter(())
+                mask_tensors = iter(block.mask_tensor) if block.mask_tensor is not None else None
+                for record in block.records:
+                    self.stats.entries += 1
+                    if record.skip:
+                        self._count_skip(record.skip)
+                        continue
+                    if not record.row["error"]:
+                        record.tensor = next(tensors)  # a view into the block's (pinned) tensor
+                        if mask_tensors is not None:
+                            record.mask_tensor = next(mask_tensors)
+                    pending.append(record)
+                if block.tensor is not None:
+                    queued.append(block.tensor)
+                while sum(len(t) for t in queued) >= size:
+                    score(size)
+                    yield from ready()
+                if queued and len(pending) > 4 * size:  # many error rows behind a part batch: score it now
+                    score(size)
                 yield from ready()
-            if queued and len(pending) > 4 * size:  # many error rows behind a part batch: score it now
+            if queued:
                 score(size)
-            yield from ready()
-        if queued:
-            score(size)
-        yield from ready()
+            yield from ready(wait=True)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _start_masks(self, scored: list[Record], pool: ThreadPoolExecutor) -> None:
+        """Run the localizer on the scored records that get masks; write their files in ``pool``."""
+        assert self.localizer is not None and self.options.masks_dir is not None
+        threshold = self.detector.threshold
+        chosen = []
+        for r in scored:
+            score = r.row["score"]
+            if math.isfinite(score) and (self.options.masks_all or score >= threshold):
+                chosen.append(r)
+            else:
+                r.raw = r.mask_tensor = None
+        if not chosen:
+            return
+        size = self.options.batch_size
+        for start in range(0, len(chosen), size):
+            group = chosen[start : start + size]
+            probs = self.localizer.probabilities(torch.stack([r.mask_tensor for r in group]))
+            for r, prob in zip(group, probs):
+                r.mask_job = pool.submit(
+                    _write_masks, r.raw, prob, self.options.masks_dir, r.row, self.options.max_pixels
+                )
+                r.raw = r.mask_tensor = None
 
     def count_entries(self) -> int:
         """How many entries the stream has (a second walk; for a progress bar's total)."""
@@ -298,7 +391,7 @@ class Scanner:
     def provenance(self) -> dict[str, Any]:
         """What produces this scan's rows, so that a report can be reproduced."""
         d, o = self.detector, self.options
-        return {
+        found = {
             "model": d.name,
             "weights": {"source": d.loaded.source, "sha256": d.loaded.sha256, "provenance": d.loaded.provenance},
             "config": d.config.name,
@@ -314,6 +407,16 @@ class Scanner:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": sys.argv,
         }
+        if (loc := self.localizer) is not None:
+            found["localizer"] = {
+                "model": loc.name,
+                "weights": {"source": loc.loaded.source, "sha256": loc.loaded.sha256},
+                "config": loc.config.name,
+                "preprocess": asdict(loc.config.preprocess),
+                "masks_dir": str(o.masks_dir),
+                "masks_for": "all images" if o.masks_all else "images judged fake",
+            }
+        return found
 
     def _count_skip(self, reason: str) -> None:
         if reason == SKIP_RESUMED:
@@ -324,7 +427,18 @@ class Scanner:
     def _finish(self, record: Record) -> dict[str, Any]:
         row = record.row
         assert row is not None
-        record.tensor = None
+        if record.mask_job is not None:
+            try:
+                files = record.mask_job.result()
+                row["mask"], row["mask_map"], row["mask_fraction"] = (
+                    str(files.overlay_path),
+                    str(files.map_path),
+                    files.fraction,
+                )
+                self.stats.masks += 1
+            except (OSError, ValueError) as e:  # the verdict stands; the row says what is missing
+                row["error"] = f"mask files not written: {e}"
+        record.tensor = record.mask_tensor = record.raw = record.mask_job = None
         row["model"] = self.detector.name
         row["threshold"] = self.detector.threshold
         if row["score"] is not None and not math.isfinite(row["score"]):
@@ -338,6 +452,14 @@ class Scanner:
         return row
 
 
-def scan(paths: list[str], detector: Detector, **options: Any) -> Iterator[dict[str, Any]]:
+def _write_masks(data: bytes, prob: np.ndarray, out_dir: Path, row: dict[str, Any], max_pixels: int) -> MaskFiles:
+    """Decode the image again (the workers' copy stayed there) and write its mask files."""
+    image = decode_image(data, max_pixels).image
+    return write_mask_files(image, prob, out_dir, row["path"], row["member"])
+
+
+def scan(
+    paths: list[str], detector: Detector, localizer: Localizer | None = None, **options: Any
+) -> Iterator[dict[str, Any]]:
     """One row per image in ``paths`` (files, folders, archives), in order: ``forensix scan`` as a library."""
-    return iter(Scanner(InputSpec.from_args(paths), detector, ScanOptions(**options)))
+    return iter(Scanner(InputSpec.from_args(paths), detector, ScanOptions(**options), localizer=localizer))

@@ -28,6 +28,7 @@ COLUMNS = (
     "format",
     "notes",
     "mask",
+    "mask_fraction",
     "error",
 )
 FORMATS = ("csv", "json", "jsonl")
