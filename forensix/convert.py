@@ -48,7 +48,10 @@ def import_checkpoint(
         recipe = {"lora": "merged" if merge_lora else "kept"}
         trained_on = "as released by the authors (4-class ProGAN, per the paper)"
     elif kind == "declip-official":
-        cfg, converted = convert_declip(state, source=str(src))
+        from .localizer import decoder_only, read_backbones
+
+        backbones = read_backbones(src) if decoder_only(state) else {}
+        cfg, converted = convert_declip(state, **backbones, source=str(src))
         merge_lora = True  # no LoRA in DeCLIP
         recipe = {"feature_layer": state["feature_layer"], "decoder_type": state["decoder_type"]}
         trained_on = "as released by the authors (see the file name: the Dolos generator it was trained on)"

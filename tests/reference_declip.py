@@ -170,9 +170,13 @@ class RefDeCLIP(nn.Module):
         output = output.view(output.size()[0], int(output.size()[1] ** 0.5), int(output.size()[1] ** 0.5))
         return F.interpolate(output.unsqueeze(1), size=(256, 256), mode="bicubic")
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The authors' feature_extraction for a ViT: the chosen block's output, sequence-first."""
+        return self.model.encode_image(x)[self.intermidiate_layer_output]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Flat logits (B, 65536), as the authors' forward returns them."""
-        return self.decode(self.model.encode_image(x)[self.intermidiate_layer_output])
+        return self.decode(self.features(x))
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:
         """The authors' forward after feature extraction; ``features`` sequence-first (1 + grid², B, C)."""
@@ -196,7 +200,7 @@ class RefDeCLIP(nn.Module):
             bn.momentum = None  # cumulative average over the calibration pass
             bn.reset_running_stats()
         if bns:
-            features = self.model.encode_image(images)[self.intermidiate_layer_output]
+            features = self.features(images)
             self.train()
             self.decode(features)
         for bn in bns:
@@ -229,3 +233,161 @@ class RefDeCLIP(nn.Module):
             "feature_layer": self.intermidiate_layer_output,
             "decoder_type": self.decoder_type,
         }
+
+
+# ------------------------------------------------------------------------------------------------
+# ViT+RN50: OpenAI's ModifiedResNet (clip/model.py) and the authors' "ViT-L/14,RN50" localizer
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride > 1 or inplanes != planes * Bottleneck.expansion:
+            self.downsample = nn.Sequential(
+                OrderedDict(
+                    [
+                        ("-1", nn.AvgPool2d(stride)),
+                        ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, stride=1, bias=False)),
+                        ("1", nn.BatchNorm2d(planes * self.expansion)),
+                    ]
+                )
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.avgpool(out)
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        return self.relu(out + identity)
+
+
+class AttentionPool2d(nn.Module):
+    """Only its parameters: the released RN50 carries them, the localizer never runs it."""
+
+    def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int) -> None:
+        super().__init__()
+        self.positional_embedding = nn.Parameter(torch.randn(spacial_dim**2 + 1, embed_dim) / embed_dim**0.5)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.c_proj = nn.Linear(embed_dim, output_dim)
+        self.num_heads = num_heads
+
+
+class ModifiedResNet(nn.Module):
+    """OpenAI's, with the authors' change: ``forward`` returns every stage's output by name."""
+
+    def __init__(self, layers: list[int], output_dim: int, heads: int, input_resolution: int, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width // 2, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.conv3 = nn.Conv2d(width // 2, width, kernel_size=3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.avgpool = nn.AvgPool2d(2)
+        self.relu = nn.ReLU(inplace=True)
+        self._inplanes = width
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+        self.attnpool = AttentionPool2d(input_resolution // 32, width * 32, heads, output_dim)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        layers = [Bottleneck(self._inplanes, planes, stride)]
+        self._inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = x.type(self.conv1.weight.dtype)
+        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)):
+            x = self.relu(bn(conv(x)))
+        x = self.avgpool(x)
+        out = {}
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = getattr(self, name)(x)
+            out[name] = x
+        return out
+
+
+class RefCLIPResNet(RefCLIP):
+    """An OpenAI CLIP with the ResNet vision tower (and the small text tower, for its keys)."""
+
+    def __init__(self, layers: list[int], width: int, image: int, output_dim: int) -> None:
+        super().__init__(width=32, layers=1, heads=1, patch=32, image=image, output_dim=output_dim)
+        self.visual = ModifiedResNet(
+            layers, output_dim, heads=max(1, width * 32 // 64), input_resolution=image, width=width
+        )
+
+
+class RefDeCLIPViTRN50(RefDeCLIP):
+    """The authors' CLIPModelLocalisation named "ViT-L/14,RN50", at any size.
+
+    As theirs: the two CLIPs sit in a plain list (so the module's state dict, the released file, is
+    the decoder alone), RN50's ``layer3`` is resized bilinearly to the ViT grid and concatenated
+    after the ViT's channels, and the conv decoder gets an Upsample(size=256) before its final conv.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        layers: int,
+        heads: int,
+        patch: int,
+        image: int,
+        output_dim: int,
+        feature_layer: str,
+        decoder_type: str,
+        filter_sizes: list[int],
+        rn_layers: list[int],
+        rn_width: int,
+    ) -> None:
+        super().__init__(width, layers, heads, patch, image, output_dim, feature_layer, decoder_type, filter_sizes)
+        *stages, final = list(self.fc)
+        self.fc = nn.Sequential(*stages, nn.Upsample(size=(256, 256), mode="bilinear"), final)
+        vit = self.model
+        del self.model
+        self.grid = image // patch
+        self.model = [vit.eval(), RefCLIPResNet(rn_layers, rn_width, image, output_dim).eval()]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        vit, rn50 = self.model
+        features_vit = self._feature_map_transform(vit.encode_image(x)[self.intermidiate_layer_output][1:])
+        features_rn50 = rn50.encode_image(x)["layer3"]
+        features_rn50 = F.interpolate(features_rn50, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+        return torch.cat([features_vit, features_rn50], 1)
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.fc(features), start_dim=1)
+
+    @torch.no_grad()
+    def randomize(self, images: torch.Tensor, seed: int = 0) -> RefDeCLIPViTRN50:
+        """The decoder as the base class does; RN50's BatchNorm layers get non-trivial statistics too."""
+        g = torch.Generator().manual_seed(seed + 1)
+        for bn in (m for m in self.model[1].modules() if isinstance(m, nn.BatchNorm2d)):
+            n = bn.num_features
+            bn.running_mean.copy_(0.1 * torch.randn(n, generator=g))
+            bn.running_var.copy_(0.5 + torch.rand(n, generator=g))
+            bn.weight.copy_(1 + 0.2 * torch.randn(n, generator=g))
+            bn.bias.copy_(0.1 * torch.randn(n, generator=g))
+        return super().randomize(images, seed)
+
+    def backbone_files(self) -> tuple[dict, dict]:
+        """The two OpenAI CLIP state dicts (what open_clip's safetensors hold)."""
+        return tuple({k: v.detach().clone() for k, v in m.state_dict().items()} for m in self.model)

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import random_image
-from reference_declip import RefDeCLIP
+from reference_declip import RefDeCLIP, RefDeCLIPViTRN50
 
 from forensix.imaging import preprocess
 from forensix.models.checkpoints import (
@@ -17,7 +17,14 @@ from forensix.models.checkpoints import (
     read_state_dict,
     save_checkpoint,
 )
-from forensix.models.config import DecoderConfig, ModelConfig, PreprocessConfig, get_config, list_configs
+from forensix.models.config import (
+    DecoderConfig,
+    ModelConfig,
+    PreprocessConfig,
+    ResNetConfig,
+    get_config,
+    list_configs,
+)
 from forensix.models.declip import AttentionDecoder, ConvDecoder, DeCLIP, LinearDecoder
 from forensix.models.factory import create_model
 
@@ -49,6 +56,16 @@ def ref_images():
 @pytest.fixture(scope="module")
 def conv20(ref_images) -> RefDeCLIP:
     return _reference("conv-20", ref_images)
+
+
+@pytest.fixture(scope="module")
+def vitrn50(ref_images) -> RefDeCLIPViTRN50:
+    """A tiny "ViT-L/14,RN50" localizer: the ViT's 64 channels + RN50 layer3's 128 (width 8)."""
+    torch.manual_seed(3)
+    ref = RefDeCLIPViTRN50(
+        **TINY, decoder_type="conv-4", filter_sizes=[64 + 128, 16, 8, 8, 8], rn_layers=[1, 2, 1, 1], rn_width=8
+    )
+    return ref.randomize(_batch(ref_images[:2]), seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -306,12 +323,78 @@ def test_unexpected_key_is_named(conv20, key):
         convert_declip(obj)
 
 
-def test_decoder_only_checkpoint_is_refused(conv20):
-    """The ViT+RN50 release holds only fc.*: its backbones come from elsewhere and forensix lacks RN50."""
+def test_decoder_only_checkpoint_without_backbones_says_what_it_needs(conv20):
+    """The ViT+RN50 release holds only fc.*: its backbones come from OpenAI's CLIP files."""
     obj = _official(conv20)
     obj["model"] = {k: v for k, v in obj["model"].items() if k.startswith("fc.")}
-    with pytest.raises(CheckpointError, match="decoder-only .*ViT\\+RN50"):
+    with pytest.raises(CheckpointError, match="ViT\\+RN50 DeCLIP checkpoint .*ViT-L/14 and RN50 backbones"):
         convert_declip(obj)
+
+
+def test_backbone_files_are_refused_for_a_self_contained_checkpoint(conv20, vitrn50):
+    vit, rn50 = vitrn50.backbone_files()
+    with pytest.raises(CheckpointError, match="holds its own CLIP ViT"):
+        convert_declip(_official(conv20), backbone=vit, cnn_backbone=rn50)
+
+
+# ------------------------------------------------------------------------------------------------
+# ViT+RN50
+
+
+def test_vit_rn50_release_with_openai_backbones_gives_the_reference_masks(vitrn50, ref_images):
+    obj = vitrn50.official_checkpoint()
+    assert all(k.startswith("fc.") for k in obj["model"])  # as released: the decoder alone
+    vit, rn50 = vitrn50.backbone_files()
+    cfg, state = convert_declip(obj, backbone=vit, cnn_backbone=rn50, source="vitrn50.pth")
+    assert cfg.cnn == ResNetConfig(layers=(1, 2, 1, 1), width=8) and cfg.feature_layers == (3,)
+    assert cfg.decoder == DecoderConfig(kind="conv-4", channels=(16, 8, 8, 8), mask_size=256)
+    assert not any(k.startswith(("cnn.visual.layer4.", "cnn.visual.attnpool.")) for k in state)
+    assert any(k.startswith("cnn.visual.layer3.") for k in state)
+    model = build_and_load(cfg, state, source="vitrn50.pth")
+    assert type(model.decoder.fc[-2]) is torch.nn.Upsample and model.decoder.fc[0].in_channels == 64 + 128
+    x = _batch(ref_images)
+    assert _compare(vitrn50, model, x) <= TOL
+    with torch.no_grad():  # the RN50 map really matters
+        cnn = model.forward_cnn(x)
+        assert (
+            model(x) - model.forward_from_features(model.forward_tokens(x), torch.zeros_like(cnn))
+        ).abs().max() > 1e-2
+
+
+def test_vit_rn50_swapped_backbones_are_an_error(vitrn50):
+    vit, rn50 = vitrn50.backbone_files()
+    with pytest.raises(CheckpointError, match="swapped"):
+        convert_declip(vitrn50.official_checkpoint(), backbone=rn50, cnn_backbone=vit)
+
+
+def test_vit_rn50_unknown_backbone_key_is_named(vitrn50):
+    vit, rn50 = vitrn50.backbone_files()
+    rn50["visual.layer5.0.conv1.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match="visual.layer5.0.conv1.weight"):
+        convert_declip(vitrn50.official_checkpoint(), backbone=vit, cnn_backbone=rn50)
+
+
+def test_vit_rn50_decoder_without_the_resize_is_not_taken_for_one(vitrn50):
+    obj = vitrn50.official_checkpoint()
+    final = max(int(k.split(".")[1]) for k in obj["model"])
+    obj["model"] = {
+        (f"fc.{final - 1}." + k.split(".", 2)[2] if k.startswith(f"fc.{final}.") else k): v
+        for k, v in obj["model"].items()
+    }
+    vit, rn50 = vitrn50.backbone_files()
+    with pytest.raises(CheckpointError, match="not laid out as the authors' ViT\\+RN50 conv decoder"):
+        convert_declip(obj, backbone=vit, cnn_backbone=rn50)
+
+
+def test_full_size_vit_rn50_config_has_the_released_layout():
+    cfg = get_config("declip-vit-rn50-layer20-conv20")
+    with torch.device("meta"):
+        model = create_model(cfg)
+    state = model.decoder.state_dict()
+    assert state["fc.0.weight"].shape == (512, 2048, 5, 5) and state["fc.65.weight"].shape == (1, 64, 5, 5)
+    assert "fc.64.weight" not in state and model.cnn.visual.layer3[-1].conv3.out_channels == 1024
+    assert not hasattr(model.cnn.visual, "layer4") and not hasattr(model.cnn.visual, "attnpool")
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
 
 
 def test_not_a_declip_file():

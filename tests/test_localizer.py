@@ -12,7 +12,8 @@ import pytest
 import torch
 from conftest import random_image
 from PIL import Image
-from reference_declip import RefDeCLIP
+from reference_declip import RefDeCLIP, RefDeCLIPViTRN50
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from forensix.cli import app
@@ -25,6 +26,7 @@ from forensix.models.checkpoints import CheckpointError, read_checkpoint
 from forensix.overlay import mask_stem, resize_prob
 from forensix.pipeline import Scanner, ScanOptions
 from forensix.report import COLUMNS
+from forensix.weights import WeightsMissing
 
 runner = CliRunner()
 TINY = dict(width=64, layers=4, heads=1, patch=14, image=224, output_dim=48, feature_layer="layer2")
@@ -234,3 +236,56 @@ def test_cli_mask_options_that_do_not_fit_exit_2(tmp_path, photos, tiny_weights,
     args = ["scan", str(photos), "--weights", str(tiny_weights), *[subst.get(a, a) for a in extra]]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------------------------
+# ViT+RN50: the decoder-only release and OpenAI's backbone files
+
+
+@pytest.fixture(scope="module")
+def vitrn50() -> RefDeCLIPViTRN50:
+    torch.manual_seed(4)
+    ref = RefDeCLIPViTRN50(
+        **TINY, decoder_type="conv-4", filter_sizes=[64 + 128, 16, 8, 8, 8], rn_layers=[1, 1, 2, 1], rn_width=8
+    )
+    x = torch.stack([preprocess(random_image(300, 240, seed=i), _squash()) for i in range(2)])
+    return ref.randomize(x, seed=4)
+
+
+def _place_vitrn50(home: Path, ref: RefDeCLIPViTRN50, name: str = "ldm") -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    vit, rn50 = ref.backbone_files()
+    save_file(vit, str(home / "openai_clip_vit_l_14.safetensors"))
+    save_file(rn50, str(home / "openai_clip_rn50.safetensors"))
+    path = home / f"ViT_layer20+RN50_layer3_conv-20_{name}.pth"
+    torch.save(ref.official_checkpoint(), path)
+    return path
+
+
+def test_vit_rn50_loads_by_name_and_by_path_with_the_backbones_of_the_weights_folder(home, vitrn50):
+    path = _place_vitrn50(home, vitrn50)
+    images = [random_image(300, 240, seed=7), random_image(240, 333, seed=8)]
+    by_name = load_localizer("declip-vitrn50-ldm", device="cpu")
+    by_path = load_localizer(path, device="cpu")
+    with torch.no_grad():
+        expected = torch.sigmoid(vitrn50(torch.stack([by_name.preprocess(im) for im in images]))).view(2, 256, 256)
+    for localizer in (by_name, by_path):
+        assert localizer.config.cnn is not None
+        assert np.abs(localizer.probabilities(images) - expected.numpy()).max() <= 1e-5
+    assert by_name.loaded.provenance["cnn_backbone_file"] == "openai_clip_rn50.safetensors"
+
+
+def test_vit_rn50_import_needs_and_uses_the_backbones(home, tmp_path, vitrn50):
+    path = tmp_path / "ViT_layer20+RN50_layer3_conv-20_x.pth"
+    torch.save(vitrn50.official_checkpoint(), path)
+    with pytest.raises(WeightsMissing, match="forensix weights fetch declip-vitrn50-lama"):
+        load_localizer(path, device="cpu")
+    with pytest.raises(WeightsMissing, match="openai_clip_rn50.safetensors"):
+        import_checkpoint(path, tmp_path / "x.safetensors")
+    _place_vitrn50(home, vitrn50)
+    cfg = import_checkpoint(path, tmp_path / "x.safetensors")
+    assert cfg.cnn is not None
+    image = random_image(250, 260, seed=9)
+    a = load_localizer(path, device="cpu").probabilities([image])
+    b = load_localizer(tmp_path / "x.safetensors", device="cpu").probabilities([image])
+    assert np.abs(a - b).max() <= 1e-6

@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
+from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
-from .config import VisionConfig
+from .config import ResNetConfig, VisionConfig
 
 
 class SplitQKVAttention(nn.Module):
@@ -116,6 +117,26 @@ class ClipVisionTower(nn.Module):
         if not self.pooled:
             raise RuntimeError("this tower was built without ln_post and the projection")
         return self.visual(x)
+
+
+class ResNetTower(nn.Module):
+    """OpenAI CLIP's ModifiedResNet (open_clip's copy, same keys) up to the output of ``layer3``.
+
+    ``layer4`` and the attention pool are never built: DeCLIP's ViT+RN50 localizer reads layer3 only.
+    """
+
+    def __init__(self, cfg: ResNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        # output_dim / heads / image_size only shape the attention pool, which is dropped at once.
+        visual = ModifiedResNet(list(cfg.layers), output_dim=cfg.width * 32, heads=cfg.width // 2, width=cfg.width)
+        del visual.layer4, visual.attnpool
+        self.visual = visual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``layer3`` map (B, 16·width, H/16, W/16)."""
+        v = self.visual
+        return v.layer3(v.layer2(v.layer1(v.stem(x.to(v.conv1.weight.dtype)))))
 
 
 def split_in_proj(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

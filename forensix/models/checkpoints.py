@@ -23,7 +23,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .backbone import split_in_proj
-from .config import DECLIP_DECODERS, DecoderConfig, LoraConfig, ModelConfig, PreprocessConfig, VisionConfig, get_config
+from .config import (
+    DECLIP_DECODERS,
+    DecoderConfig,
+    LoraConfig,
+    ModelConfig,
+    PreprocessConfig,
+    ResNetConfig,
+    VisionConfig,
+    get_config,
+)
 from .declip import build_decoder
 from .factory import create_model
 
@@ -435,13 +444,18 @@ _DECLIP_VISUAL = re.compile(
     r"|transformer\.resblocks\.(\d+)\..+)"
 )
 _DECLIP_DECODER_PREFIXES = ("fc.", "att1.", "att2.")
+# OpenAI RN50 keys (open_clip's ModifiedResNet has the same): the stem, layer1..4, the attention pool.
+_RESNET_VISUAL = re.compile(r"visual\.((conv|bn)[123]\..+|layer([1-4])\.(\d+)\..+|attnpool\..+)")
 
 
-def _declip_conv_layout(fc: Mapping[str, torch.Tensor], kind: str, grid: int, source: str) -> DecoderConfig:
+def _declip_conv_layout(
+    fc: Mapping[str, torch.Tensor], kind: str, grid: int, source: str, resized: bool = False
+) -> DecoderConfig:
     """Stage widths of a ``conv-K`` decoder read from its ``fc.N`` convolutions.
 
     The authors' Sequential puts K convs (each followed by BN and ReLU) in S stages, each stage
-    followed by an Upsample, then the final conv: its index is 3K + S.
+    followed by an Upsample, then the final conv: its index is 3K + S (3K + S + 1 for the RN50
+    variants, ``resized``, which add an Upsample(size=256) before it).
     """
     k = DecoderConfig(kind=kind).convs
     convs = {}
@@ -454,21 +468,24 @@ def _declip_conv_layout(fc: Mapping[str, torch.Tensor], kind: str, grid: int, so
             f"{source}: decoder_type {kind!r} has {k} convolutions plus a final one; "
             f"the checkpoint's decoder has {len(convs)} (at {found})"
         )
-    stages = max(convs) - 3 * k
+    stages = max(convs) - 3 * k - int(resized)
     per_stage = k // stages if stages > 0 and k % stages == 0 else 0
     starts = [s * (3 * per_stage + 1) for s in range(stages)] if per_stage else []
     if not starts or any(i not in convs for i in starts):
+        variant = "ViT+RN50" if resized else "ViT"
         raise CheckpointError(
             f"{source}: decoder_type {kind!r}: the convolutions at {found} are not laid out as the "
-            f"authors' conv decoder (a ViT+RN50 or RN50 decoder, whose final conv is one index later?)"
+            f"authors' {variant} conv decoder"
         )
     return DecoderConfig(kind=kind, channels=tuple(convs[i][0] for i in starts), mask_size=grid * 2**stages)
 
 
-def _declip_decoder(decoder: dict[str, torch.Tensor], kind: str, width: int, grid: int, source: str) -> DecoderConfig:
+def _declip_decoder(
+    decoder: dict[str, torch.Tensor], kind: str, width: int, grid: int, source: str, resized: bool = False
+) -> DecoderConfig:
     """The decoder config the checkpoint's ``fc.*`` (and ``att1/att2.*``) keys describe, or an error."""
     if kind.startswith("conv-"):
-        cfg = _declip_conv_layout(decoder, kind, grid, source)
+        cfg = _declip_conv_layout(decoder, kind, grid, source, resized)
     else:
         head = decoder.get("fc.0.weight")
         if head is not None and head.dim() != 2:
@@ -478,7 +495,7 @@ def _declip_decoder(decoder: dict[str, torch.Tensor], kind: str, width: int, gri
             )
         cfg = DecoderConfig(kind=kind, channels=(), mask_size=DECLIP_MASK_SIZE)
     with torch.device("meta"):
-        expected = build_decoder(cfg, width, grid).state_dict()
+        expected = build_decoder(cfg, width, grid, resized).state_dict()
     for key in expected.keys() - decoder.keys():
         if key.endswith(".num_batches_tracked"):
             # A BatchNorm counter, unused at inference: absent from some saves.
@@ -497,19 +514,49 @@ def _declip_decoder(decoder: dict[str, torch.Tensor], kind: str, width: int, gri
     return cfg
 
 
+def _resnet_from_shapes(visual: Mapping[str, torch.Tensor], source: str) -> ResNetConfig:
+    """An OpenAI ModifiedResNet's depths and width from its ``visual.*`` keys (stem conv1 has width/2 filters)."""
+    width = 2 * _shape(visual, "visual.conv1.weight", source)[0]
+    depths = [0, 0, 0, 0]
+    for key in visual:
+        if (m := _RESNET_VISUAL.fullmatch(key)) and m.group(3):
+            stage = int(m.group(3)) - 1
+            depths[stage] = max(depths[stage], int(m.group(4)) + 1)
+    if min(depths) < 1:
+        raise CheckpointError(f"{source}: the RN50 backbone lacks a residual stage (blocks per stage: {depths})")
+    return ResNetConfig(layers=tuple(depths), width=width)
+
+
+def _visual_keys(clip: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The ``visual.*`` tensors of an OpenAI-layout CLIP state dict, in fp32 (the text tower is ignored)."""
+    visual = {k: v.float() if v.is_floating_point() else v for k, v in _strip_module_prefix(clip).items()}
+    visual = {k: v for k, v in visual.items() if k.startswith("visual.")}
+    if not visual:
+        raise CheckpointError(f"{source}: no CLIP vision tower (visual.*) in this backbone file")
+    return visual
+
+
 def convert_declip(
-    obj: Mapping[str, Any], *, heads: int | None = None, source: str = "checkpoint"
+    obj: Mapping[str, Any],
+    *,
+    backbone: Mapping[str, torch.Tensor] | None = None,
+    cnn_backbone: Mapping[str, torch.Tensor] | None = None,
+    heads: int | None = None,
+    source: str = "checkpoint",
 ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """Translate the authors' DeCLIP checkpoint into a forensix config and state dict.
 
     ``obj`` is the whole file: ``{'model': state_dict, 'feature_layer': 'layerN', 'decoder_type':
     'conv-K' | 'linear' | 'attention', 'optimizer', 'total_steps'}`` (the optimizer is not read).
-    The state dict holds the whole OpenAI CLIP under ``model.`` and the decoder under ``fc.``
-    (and ``att1.``/``att2.``). The vision tower's size is read from its shapes (heads = width/64
-    unless given) and its fused attention projections are split into q/k/v. Dropped on purpose:
-    the text tower, the blocks after the feature block, ``ln_post`` and ``proj``; any other key
-    without a place is an error, and so is a decoder whose keys don't match ``decoder_type``.
-    Floating tensors are returned in fp32, as the authors' code runs them.
+    For the ViT backbone the state dict holds the whole OpenAI CLIP under ``model.`` and the decoder
+    under ``fc.`` (and ``att1.``/``att2.``). A ViT+RN50 checkpoint holds only ``fc.*``: its two
+    frozen backbones are OpenAI's CLIP ViT and RN50, passed as ``backbone`` and ``cnn_backbone``
+    (OpenAI / open_clip ``visual.*`` layout). The vision tower's size is read from its shapes
+    (heads = width/64 unless given) and its fused attention projections are split into q/k/v.
+    Dropped on purpose: text towers, the ViT blocks after the feature block, ``ln_post``, ``proj``,
+    RN50's ``layer4`` and attention pool; any other key without a place is an error, and so is a
+    decoder whose keys don't match ``decoder_type``. Floating tensors are returned in fp32, as the
+    authors' code runs them.
     """
     model = obj.get("model") if isinstance(obj, Mapping) else None
     if not isinstance(model, Mapping):
@@ -537,13 +584,22 @@ def convert_declip(
             decoder[key] = value
         else:
             unknown.append(key)
-    if not visual:
-        raise CheckpointError(
-            f"{source}: no CLIP vision tower under model.visual.*: a decoder-only (ViT+RN50) DeCLIP "
-            "checkpoint, which forensix does not support"
-        )
+    cnn_visual: dict[str, torch.Tensor] = {}
+    if not visual:  # the ViT+RN50 release: the decoder alone
+        if backbone is None or cnn_backbone is None:
+            raise CheckpointError(
+                f"{source}: a ViT+RN50 DeCLIP checkpoint (only the decoder, fc.*); it also needs OpenAI's CLIP "
+                "ViT-L/14 and RN50 backbones: use a declip-vitrn50-* entry of 'forensix weights list', whose "
+                "fetch downloads them"
+            )
+        visual, cnn_visual = _visual_keys(backbone, "ViT backbone"), _visual_keys(cnn_backbone, "RN50 backbone")
+        if "visual.layer1.0.conv1.weight" in visual or "visual.class_embedding" in cnn_visual:
+            raise CheckpointError(f"{source}: the ViT and RN50 backbones are swapped")
+        unknown += [k for k in cnn_visual if not _RESNET_VISUAL.fullmatch(k)]
+    elif backbone is not None or cnn_backbone is not None:
+        raise CheckpointError(f"{source}: this checkpoint holds its own CLIP ViT; backbone files are not used")
     if "visual.layer1.0.conv1.weight" in visual:
-        raise CheckpointError(f"{source}: a ResNet CLIP backbone; forensix supports DeCLIP on CLIP ViTs only")
+        raise CheckpointError(f"{source}: a ResNet CLIP backbone alone; forensix supports DeCLIP on ViT and ViT+RN50")
     unknown += ["model." + k for k in visual if not _DECLIP_VISUAL.fullmatch(k)]
     if unknown:
         raise CheckpointError(f"{source}: unexpected keys {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
@@ -554,7 +610,9 @@ def convert_declip(
             f"{source}: feature_layer {layer!r} is the output of block {block}; the checkpoint's tower has "
             f"{vision.layers} blocks"
         )
-    decoder_cfg = _declip_decoder(decoder, kind, vision.width, vision.grid, source)
+    cnn = _resnet_from_shapes(cnn_visual, "RN50 backbone") if cnn_visual else None
+    width = vision.width + (cnn.channels if cnn is not None else 0)
+    decoder_cfg = _declip_decoder(decoder, kind, width, vision.grid, source, resized=cnn is not None)
     full = get_config("declip-vit-l-14-layer20-conv20")
     cfg = ModelConfig(
         name="declip-custom",
@@ -563,9 +621,11 @@ def convert_declip(
         preprocess=replace(full.preprocess, resize=vision.image_size, crop=vision.image_size),
         feature_layers=(block + 1,),
         decoder=decoder_cfg,
+        cnn=cnn,
     )
-    if replace(cfg, name=full.name) == full:
-        cfg = full
+    for known in (full, get_config("declip-vit-rn50-layer20-conv20")):
+        if replace(cfg, name=known.name) == known:
+            cfg = known
 
     out: dict[str, torch.Tensor] = {}
     for key, value in split_in_proj(visual, "visual.").items():
@@ -574,5 +634,8 @@ def convert_declip(
         if key.startswith("visual.ln_post.") or key == "visual.proj" or (index is not None and int(index) > block):
             continue  # after the feature block: never run
         out["backbone." + key] = value
+    for key, value in cnn_visual.items():
+        if not key.startswith(("visual.layer4.", "visual.attnpool.")):  # after layer3: never run
+            out["cnn." + key] = value
     out.update({"decoder." + k: v for k, v in decoder.items()})
     return cfg, out

@@ -66,6 +66,28 @@ class VisionConfig:
 
 
 @dataclass(frozen=True)
+class ResNetConfig:
+    """OpenAI CLIP's ModifiedResNet (RN50: layers 3,4,6,3, width 64), read at the output of ``layer3``.
+
+    DeCLIP's ViT+RN50 localizer concatenates that map (16·width channels, image_size/16 square)
+    with the ViT's patch tokens; ``layer4`` and the attention pool are never built.
+    """
+
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    width: int = 64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if len(self.layers) != 4 or min(self.layers) < 1 or self.width < 2 or self.width % 2:
+            raise ValueError(f"a ResNet needs 4 positive stage depths and an even width, got {self}")
+
+    @property
+    def channels(self) -> int:
+        """Channels of the ``layer3`` output (Bottleneck expansion 4 x stage width 4·width)."""
+        return 16 * self.width
+
+
+@dataclass(frozen=True)
 class LoraConfig:
     """LoRA on the q, k and v projections of every block (DeeCLIP: r=16, alpha=32, dropout 0.05)."""
 
@@ -140,9 +162,13 @@ class ModelConfig:
     fuser_hidden: int = 4
     lora: LoraConfig | None = None
     decoder: DecoderConfig | None = None
+    cnn: ResNetConfig | None = None  # DeCLIP ViT+RN50: the RN50 whose layer3 joins the ViT features
     threshold: float = 0.5
+    temperature: float = 1.0  # score = sigmoid(logit / temperature); set by `forensix calibrate`
 
     def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.arch not in ARCHS:
             raise ValueError(f"unknown architecture {self.arch!r}; known: {', '.join(ARCHS)}")
         if self.arch == "deeclip":
@@ -171,8 +197,10 @@ class ModelConfig:
                         f"a {self.vision.grid}x{self.vision.grid} grid through {len(self.decoder.channels)} x2 "
                         f"stages gives {size}px masks, not mask_size {self.decoder.mask_size}"
                     )
-        elif self.decoder is not None:
-            raise ValueError(f"{self.arch} has no mask decoder; decoder must be null")
+            if self.cnn is not None and not self.decoder.is_conv:
+                raise ValueError(f"the ViT+RN50 localizer has a conv decoder, not {self.decoder.kind!r}")
+        elif self.decoder is not None or self.cnn is not None:
+            raise ValueError(f"{self.arch} has no mask decoder; decoder and cnn must be null")
 
     @property
     def blocks_needed(self) -> int:
@@ -186,6 +214,10 @@ class ModelConfig:
         if self.decoder is None:
             # Detector configs (and the metadata of their checkpoints) read as they did before DeCLIP.
             del data["decoder"]
+        if self.cnn is None:
+            del data["cnn"]  # likewise for the ViT-only localizers
+        if self.temperature == 1.0:
+            del data["temperature"]  # likewise for uncalibrated models
         return data
 
     def to_json(self) -> str:
@@ -205,11 +237,13 @@ class ModelConfig:
                 pre[key] = tuple(pre[key])
         lora = data.pop("lora", None)
         decoder = data.pop("decoder", None)
+        cnn = data.pop("cnn", None)
         return cls(
             vision=vision,
             preprocess=PreprocessConfig(**pre),
             lora=LoraConfig(**lora) if lora else None,
             decoder=DecoderConfig(**decoder) if decoder else None,
+            cnn=ResNetConfig(**cnn) if cnn else None,
             feature_layers=tuple(data.pop("feature_layers", ())),
             **data,
         )

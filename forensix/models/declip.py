@@ -16,8 +16,13 @@ Released weights: the authors' checkpoints (github.com/bit-ml/DeCLIP), ViT-L/14,
 ``conv-20``, one per training set (Pluralistic, LaMa, RePaint-p2-9k, LDM, COCO-SD); each holds the
 whole OpenAI CLIP next to the decoder. Import with
 :func:`forensix.models.checkpoints.convert_declip`. Preprocessing: Resize((224, 224)) bilinear,
-no crop, CLIP mean/std. Not implemented: the ViT+RN50 variant (its release holds only the
-decoder, which also reads OpenAI RN50's ``layer3``) and the RN50-only one.
+no crop, CLIP mean/std.
+
+ViT+RN50 (``cfg.cnn``): OpenAI RN50's ``layer3`` map (B, 1024, 14, 14), resized bilinearly to the
+ViT's 16x16 grid, is concatenated after the ViT's channels (2048 in all) and decoded by a conv
+decoder whose final conv follows an Upsample(size=256), as the authors build it for any name with
+"RN50". Its release holds only the decoder; the two backbones are OpenAI's CLIP weights. Not
+implemented: the RN50-only and XceptionNet localizers (no released weights).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock
 from torch import nn
 
-from .backbone import ClipVisionTower
+from .backbone import ClipVisionTower, ResNetTower
 from .config import DecoderConfig, ModelConfig
 
 
@@ -120,16 +125,17 @@ class AttentionDecoder(nn.Module):
         return _linear_map(self.fc, h[:, 1:], self.grid, self.mask_size)
 
 
-def build_decoder(cfg: DecoderConfig, width: int, grid: int) -> nn.Module:
+def build_decoder(cfg: DecoderConfig, width: int, grid: int, resized: bool = False) -> nn.Module:
+    """The decoder for ``width`` input channels; ``resized``: the RN50 variants' Upsample before the final conv."""
     if cfg.is_conv:
-        return ConvDecoder(width, cfg.channels, cfg.convs)
+        return ConvDecoder(width, cfg.channels, cfg.convs, resize_to=cfg.mask_size if resized else None)
     if cfg.kind == "linear":
         return LinearDecoder(width, grid, cfg.mask_size)
     return AttentionDecoder(width, grid, cfg.mask_size)
 
 
 class DeCLIP(nn.Module):
-    """Frozen CLIP ViT read at one block + a mask decoder; ``forward`` gives (B, S, S) logits."""
+    """Frozen CLIP ViT read at one block (+ RN50 layer3) and a mask decoder; ``forward`` gives (B, S, S) logits."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -139,7 +145,9 @@ class DeCLIP(nn.Module):
         self.grid = cfg.vision.grid
         self.backbone = ClipVisionTower(cfg.vision, blocks=cfg.blocks_needed)
         self.backbone.requires_grad_(False)
-        self.decoder = build_decoder(cfg.decoder, cfg.vision.width, self.grid)
+        self.cnn = ResNetTower(cfg.cnn).requires_grad_(False) if cfg.cnn is not None else None
+        width = cfg.vision.width + (cfg.cnn.channels if cfg.cnn is not None else 0)
+        self.decoder = build_decoder(cfg.decoder, width, self.grid, resized=cfg.cnn is not None)
 
     @property
     def mask_size(self) -> int:
@@ -154,19 +162,30 @@ class DeCLIP(nn.Module):
             h = block(h)
         return h
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The feature block's patch tokens as a map (B, width, grid, grid), row-major, class token dropped."""
-        return tokens_to_map(self.forward_tokens(x), self.grid)
+    def forward_cnn(self, x: torch.Tensor) -> torch.Tensor:
+        """ViT+RN50: RN50's layer3 map resized to the ViT grid (B, 1024, grid, grid), as the authors do."""
+        assert self.cnn is not None
+        return F.interpolate(self.cnn(x), size=(self.grid, self.grid), mode="bilinear", align_corners=False)
 
-    def forward_from_features(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature block's patch tokens as a map (B, width, grid, grid), row-major, class token dropped
+        (ViT+RN50: followed by the RN50 channels)."""
+        fmap = tokens_to_map(self.forward_tokens(x), self.grid)
+        return torch.cat([fmap, self.forward_cnn(x)], dim=1) if self.cnn is not None else fmap
+
+    def forward_from_features(self, tokens: torch.Tensor, cnn_map: torch.Tensor | None = None) -> torch.Tensor:
         """Mask logits (B, S, S) from the feature block's hidden-state tokens (B, 1 + grid², width).
 
         For a caller that already ran the backbone. The conv and linear decoders also take the
-        patch tokens alone (B, grid², width); the attention decoder needs the class token.
+        patch tokens alone (B, grid², width); the attention decoder needs the class token. ViT+RN50
+        also needs ``cnn_map`` (:meth:`forward_cnn`).
         """
+        if (cnn_map is None) != (self.cnn is None):
+            raise ValueError("the RN50 map goes with (and only with) the ViT+RN50 localizer")
         if isinstance(self.decoder, ConvDecoder):
-            return self.decoder(tokens_to_map(tokens, self.grid))
+            fmap = tokens_to_map(tokens, self.grid)
+            return self.decoder(torch.cat([fmap, cnn_map], dim=1) if cnn_map is not None else fmap)
         return self.decoder(tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_from_features(self.forward_tokens(x))
+        return self.forward_from_features(self.forward_tokens(x), self.forward_cnn(x) if self.cnn is not None else None)
