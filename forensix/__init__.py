@@ -17,6 +17,13 @@ def load_detector(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
+def load_localizer(*args, **kwargs):
+    """See :func:`forensix.localizer.load_localizer`: a DeCLIP mask model by manifest name or file."""
+    from .localizer import load_localizer as _load
+
+    return _load(*args, **kwargs)
+
+
 def scan(*args, **kwargs):
     """See :func:`forensix.pipeline.scan`: one row per image, in input order."""
     from .pipeline import scan as _scan
@@ -24,4 +31,4 @@ def scan(*args, **kwargs):
     return _scan(*args, **kwargs)
 
 
-__all__ = ["__version__", "load_detector", "scan"]
+__all__ = ["__version__", "load_detector", "load_localizer", "scan"]

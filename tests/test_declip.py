@@ -525,3 +525,35 @@ def test_full_size_vit_l14_conv20_file_gives_the_reference_mask(tmp_path, ref_im
     with torch.no_grad():
         got = model(x)
     assert (expected - got).abs().max().item() <= TOL
+
+
+@pytest.mark.slow
+def test_full_size_vit_rn50_release_gives_the_reference_mask(ref_images):
+    """ViT-L/14 layer20 + RN50 layer3, conv-20, at full size with random weights: the shipped config's layout."""
+    torch.manual_seed(1)
+    x = _batch(ref_images[:1])
+    ref = RefDeCLIPViTRN50(
+        width=1024,
+        layers=24,
+        heads=16,
+        patch=14,
+        image=224,
+        output_dim=768,
+        feature_layer="layer20",
+        decoder_type="conv-20",
+        filter_sizes=[2048, 512, 256, 128, 64],
+        rn_layers=[3, 4, 6, 3],
+        rn_width=64,
+    ).randomize(x, seed=1)
+    obj = ref.official_checkpoint()
+    assert sum(k.startswith("fc.") for k in obj["model"]) == len(obj["model"]) == 20 * 7 + 2
+    with torch.no_grad():
+        expected = ref(x).view(-1, 256, 256)
+    vit, rn50 = ref.backbone_files()
+    del ref
+    cfg, state = convert_declip(obj, backbone=vit, cnn_backbone=rn50)
+    assert cfg == get_config("declip-vit-rn50-layer20-conv20")
+    model = build_and_load(cfg, state)
+    with torch.no_grad():
+        got = model(x)
+    assert (expected - got).abs().max().item() <= TOL
