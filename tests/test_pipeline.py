@@ -219,3 +219,20 @@ def test_ordered_blocks_restores_order_and_never_drops_a_block():
     assert [b.records[0].index for b in ordered_blocks(shuffled)] == [0, 4, 8, 12]
     with pytest.raises(RuntimeError, match="lost its place"):
         list(ordered_blocks([block(0, 4), block(8, 4)]))
+
+
+def test_heic_and_avif_are_found_by_content_and_scored(tmp_path, detector):
+    pytest.importorskip("pillow_heif")  # the [heif] extra; AVIF is built into Pillow
+    root = tmp_path / "phone"
+    root.mkdir()
+    image = random_image(300, 240, seed=11)
+    (root / "a_photo").write_bytes(png_bytes(image, "HEIF", quality=90))
+    (root / "b_photo").write_bytes(png_bytes(image, "AVIF", quality=90))
+    rows, _ = scan_rows([root], detector)
+    assert [(r["format"], r["width"], r["height"], r["error"]) for r in rows] == [
+        ("HEIF", 300, 240, ""),
+        ("AVIF", 300, 240, ""),
+    ]
+    for row, name in zip(rows, ("a_photo", "b_photo")):
+        decoded = decode_image((root / name).read_bytes()).image
+        assert row["score"] == pytest.approx(float(detector.score([decoded])[0]), abs=1e-6)
