@@ -1,0 +1,277 @@
+"""forensix eval: metrics against hand-computed values and scikit-learn, perturbations, the cache, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_image
+from PIL import Image
+from sklearn.metrics import average_precision_score, roc_auc_score
+from typer.testing import CliRunner
+
+from forensix.cli import app
+from forensix.datasets import load_dataset
+from forensix.detector import load_detector
+from forensix.evaluate import (
+    EvalOptions,
+    Perturbation,
+    PredictionCache,
+    detection_metrics,
+    evaluate,
+    mean_row,
+    model_key,
+    parse_perturbations,
+    predict,
+    scores_from_logits,
+)
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """A UnivFD tree: two subsets of 3 real + 3 fake small images, a non-image and a broken file."""
+    root = tmp_path / "data"
+    for s, subset in enumerate(("gan", "diffusion")):
+        for label, folder in enumerate(("0_real", "1_fake")):
+            (root / subset / folder).mkdir(parents=True)
+            for i in range(3):
+                random_image(230 + 10 * i, 240, seed=100 * s + 10 * label + i).save(root / subset / folder / f"{i}.png")
+    (root / "gan" / "1_fake" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    (root / "gan" / "0_real" / "notes.txt").write_text("text")
+    return root
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def test_metrics_equal_hand_computed_values():
+    labels = np.array([0, 0, 1, 1])
+    scores = np.array([0.1, 0.6, 0.4, 0.9])
+    m = detection_metrics(labels, scores, 0.5, "toy")
+    # reals: 0.1 right, 0.6 wrong; fakes: 0.4 wrong, 0.9 right
+    assert (m.real, m.fake, m.real_acc, m.fake_acc, m.acc) == (2, 2, 0.5, 0.5, 0.5)
+    # ranking 0.9(F) 0.6(R) 0.4(F) 0.1(R): AP = 1/2 * 1 + 1/2 * 2/3; AUC = 3 of 4 pairs ordered right
+    assert m.ap == pytest.approx(0.5 + 1 / 3) and m.auc == pytest.approx(0.75)
+    # thresholds 0.9 and 0.4 both get 3 of 4 right; the higher one is reported
+    assert m.best_acc == pytest.approx(0.75) and m.best_threshold == pytest.approx(0.9)
+    # the threshold is inclusive: a score equal to it is fake
+    assert detection_metrics(labels, scores, 0.4).fake_acc == 1.0
+
+
+def test_metrics_equal_scikit_learn_on_random_predictions():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    scores = 1 / (1 + np.exp(-(rng.normal(size=500) + 1.2 * labels)))
+    m = detection_metrics(labels, scores, 0.5)
+    assert m.ap == pytest.approx(average_precision_score(labels, scores))
+    assert m.auc == pytest.approx(roc_auc_score(labels, scores))
+    assert m.acc == pytest.approx(np.mean((scores >= 0.5) == labels))
+    brute = max(np.mean((scores >= t) == labels) for t in np.append(scores, np.inf))
+    assert m.best_acc == pytest.approx(brute)
+    assert np.mean((scores >= m.best_threshold) == labels) == pytest.approx(brute)
+
+
+def test_one_class_subsets_and_the_mean_row():
+    only_fake = detection_metrics(np.array([1, 1, 1]), np.array([0.2, 0.7, 0.8]), 0.5, "f")
+    assert only_fake.fake_acc == pytest.approx(2 / 3) and only_fake.real_acc is None
+    assert only_fake.ap is None and only_fake.auc is None and only_fake.best_acc is None
+    both = detection_metrics(np.array([0, 1]), np.array([0.2, 0.7]), 0.5, "b")
+    mean = mean_row([only_fake, both])
+    assert (mean.subset, mean.real, mean.fake) == ("mean", 1, 4)
+    assert mean.acc == pytest.approx((2 / 3 + 1) / 2) and mean.real_acc == 1.0 and mean.ap == 1.0
+
+
+# --- perturbations ----------------------------------------------------------------------------
+
+
+def test_parse_perturbations():
+    ps = parse_perturbations(["jpeg=95,75", "resize=0.5", "blur=1,2", "jpeg=95"])
+    assert [p.name for p in ps] == ["none", "jpeg=95", "jpeg=75", "resize=0.5", "blur=1", "blur=2"]
+    for bad in ("jpeg", "jpeg=101", "jpeg=7.5", "resize=0", "blur=x", "noise=1"):
+        with pytest.raises(ValueError):
+            parse_perturbations([bad])
+
+
+def test_jpeg_reencodes_at_the_given_quality():
+    image = random_image(64, 48, seed=3)
+    for quality, luma_dc in ((50, 16), (95, 2)):  # libjpeg: standard table entry 16 scaled by (200 - 2q)%
+        out = Perturbation("jpeg", quality)(image)
+        assert out.format == "JPEG" and out.quantization[0][0] == luma_dc
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=quality)
+        assert np.array_equal(np.asarray(out), np.asarray(Image.open(buffer).convert("RGB")))
+    err50 = np.abs(np.asarray(Perturbation("jpeg", 50)(image), float) - np.asarray(image, float)).mean()
+    err95 = np.abs(np.asarray(Perturbation("jpeg", 95)(image), float) - np.asarray(image, float)).mean()
+    assert err50 > err95 > 0
+
+
+def test_resize_and_blur_change_pixels_as_specified():
+    image = random_image(101, 50, seed=4)
+    half = Perturbation("resize", 0.5)(image)
+    assert half.size == (50, 25)
+    assert np.array_equal(np.asarray(half), np.asarray(image.resize((50, 25), Image.Resampling.BICUBIC)))
+    # A bright vertical line blurred with sigma 2: the profile across it is a Gaussian of std 2.
+    line = np.zeros((41, 81, 3), np.uint8)
+    line[:, 40] = 255
+    blurred = np.asarray(Perturbation("blur", 2)(Image.fromarray(line)), float)[20, :, 0]
+    x = np.arange(81) - 40
+    assert np.sqrt((blurred * x**2).sum() / blurred.sum()) == pytest.approx(2.0, rel=0.05)
+    assert blurred.sum() == pytest.approx(255, rel=0.02)
+    flat = Image.new("RGB", (30, 30), (90, 120, 200))
+    assert np.array_equal(np.asarray(Perturbation("blur", 1)(flat)), np.asarray(flat))
+
+
+# --- prediction, cache, eval ------------------------------------------------------------------
+
+
+def count_calls(detector) -> list[int]:
+    calls = []
+    original = detector.raw_logits
+
+    def counted(batch):
+        calls.append(len(batch))
+        return original(batch)
+
+    detector.raw_logits = counted
+    return calls
+
+
+def test_cache_avoids_rescoring_and_the_table_equals_a_recomputation(tree, tiny_weights, tmp_path):
+    dataset = load_dataset(tree)
+    detector = load_detector(weights=tiny_weights, device="cpu")
+    cache = PredictionCache(tmp_path / "cache" / "p.sqlite")
+    calls = count_calls(detector)
+    perturbations = [Perturbation(), Perturbation("jpeg", 75)]
+    first = evaluate(dataset, detector, perturbations, EvalOptions(batch_size=4), cache)
+    assert sum(calls) == 2 * 12 and first.tables[0].predictions.scored == 12  # 13 files, one broken
+    assert len(cache) == 24
+    calls.clear()
+    second = evaluate(dataset, detector, perturbations, EvalOptions(batch_size=4, workers=2), cache)
+    assert calls == [] and second.tables[1].predictions.scored == 0
+    for a, b in zip(first.tables, second.tables):
+        assert np.array_equal(a.predictions.logits, b.predictions.logits, equal_nan=True)
+        assert [vars(r) for r in a.subsets] == [vars(r) for r in b.subsets]
+    # jpeg changes the inputs, so the logits differ from the clean ones
+    assert not np.allclose(first.tables[0].predictions.logits[:5], first.tables[1].predictions.logits[:5])
+
+    # Recompute the clean table from what the cache holds.
+    key = model_key(detector)
+    clean = first.tables[0]
+    for row in clean.subsets:
+        mine = [(i, s) for i, s in enumerate(dataset.samples) if s.subset == row.subset]
+        got = [(s.label, cache.get(clean.predictions.sha256[i], key, "none")) for i, s in mine]
+        labels = np.array([lab for lab, logit in got if logit is not None])
+        logits = np.array([logit for _, logit in got if logit is not None])
+        expected = detection_metrics(labels, scores_from_logits(logits, 1.0), 0.5, row.subset, len(mine) - len(labels))
+        assert vars(row) == vars(expected)
+    assert [r.unreadable for r in clean.subsets] == [0, 1]  # diffusion, gan
+    errors = [e for e in clean.predictions.errors if e]
+    assert len(errors) == 1 and "decode" in errors[0]
+
+
+def test_scores_match_the_detector(tree, tiny_weights):
+    dataset = load_dataset(tree / "diffusion")
+    detector = load_detector(weights=tiny_weights, device="cpu")
+    p = predict(dataset.samples, detector, options=EvalOptions(batch_size=2, workers=2))  # decoded in workers
+    images = [Image.open(s.path) for s in dataset.samples]
+    # batches of 2 here, one of 6 there: equal up to float rounding
+    np.testing.assert_allclose(scores_from_logits(p.logits, 1.0), detector.score(images), atol=1e-6)
+
+
+def test_eval_cli_writes_every_output(tree, tiny_weights, tmp_path):
+    out = tmp_path / "report"
+    args = ["eval", "--data", tree, "--weights", tiny_weights, "--workers", "0", "--out", out]
+    result = runner.invoke(app, [*map(str, args), "--perturb", "jpeg=50", "--perturb", "resize=0.5"])
+    assert result.exit_code == 0, result.output
+    assert "none" in result.stdout and "jpeg=50" in result.stdout and "mean" in result.stdout
+    assert "univfd layout, 13 images" in result.stderr and "1 images could not be read" in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [p["name"] for p in metrics["perturbations"]] == ["none", "jpeg=50", "resize=0.5"]
+    assert metrics["dataset"]["subsets"] == {"diffusion": {"real": 3, "fake": 3}, "gan": {"real": 3, "fake": 4}}
+    clean = metrics["perturbations"][0]
+    for row in [*clean["subsets"], clean["mean"]]:
+        assert all(row[k] is None or 0 <= row[k] <= 1 for k in ("real_acc", "fake_acc", "acc", "ap", "auc"))
+    # metrics.json agrees with recomputing from predictions.csv
+    preds = [r for r in csv.DictReader((out / "predictions.csv").open()) if r["perturbation"] == "none"]
+    gan = [r for r in preds if r["subset"] == "gan" and r["score"]]
+    labels, scores = np.array([int(r["label"]) for r in gan]), np.array([float(r["score"]) for r in gan])
+    expected = detection_metrics(labels, scores, 0.5)
+    row = next(r for r in clean["subsets"] if r["subset"] == "gan")
+    assert (row["ap"], row["acc"], row["unreadable"]) == (expected.ap, expected.acc, 1)
+    assert [e["perturbation"] for e in metrics["errors"]] == ["none", "jpeg=50", "resize=0.5"]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == 3 * 3 and rows[2]["subset"] == "mean"
+    assert "## jpeg=50" in (out / "metrics.md").read_text()
+    for name in ("roc_gan.png", "hist_gan.png", "roc_diffusion.png", "hist_diffusion.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the second run is served from the default cache, under $FORENSIX_HOME
+    again = runner.invoke(app, [*map(str, args[:-2]), "--perturb", "jpeg=50"])
+    assert again.exit_code == 0 and "scored 0 images" in again.stderr
+
+
+def test_eval_cli_usage_errors(tree, tiny_weights, tmp_path):
+    base = ["eval", "--weights", str(tiny_weights), "--workers", "0"]
+    for extra, message in (
+        (["--data", str(tmp_path / "nope")], "no such file"),
+        (["--data", str(tree), "--perturb", "jpeg=500"], "jpeg quality"),
+        (["--data", str(tree), "--layout", "genimage"], "GenImage"),
+    ):
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+@pytest.fixture
+def tiny_localizer(tmp_path) -> Path:
+    from forensix.models.checkpoints import save_checkpoint
+    from forensix.models.config import get_config
+    from forensix.models.factory import create_model
+
+    torch.manual_seed(2)
+    cfg = get_config("declip-tiny")
+    path = tmp_path / "declip-tiny.safetensors"
+    save_checkpoint(path, cfg, create_model(cfg).state_dict())
+    return path
+
+
+def test_localization_metrics_on_a_dolos_tree(tmp_path, tiny_weights, tiny_localizer):
+    from forensix.localizer import load_localizer
+    from forensix.metrics import load_mask, score_mask
+
+    root = tmp_path / "dolos"
+    for i in range(3):
+        for folder in ("images", "masks"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        random_image(96, 80, seed=i).save(root / "images" / f"{i}.png")
+        mask = np.full((80, 96), 255, np.uint8)
+        mask[10 + 5 * i : 50, 20:70] = 0  # stored inverted: 0 = manipulated
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    (root / "images" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    Image.new("L", (96, 80), 0).save(root / "masks" / "3.png")
+    out = tmp_path / "report"
+    args = ["eval", "--data", root, "--weights", tiny_weights, "--localizer", tiny_localizer, "--workers", "0"]
+    result = runner.invoke(app, [*map(str, args), "--out", str(out), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "pixel AP" in result.stdout and "…" not in result.stdout
+    loc = json.loads((out / "metrics.json").read_text())["perturbations"][0]["localization"]
+    assert loc["subsets"][0]["images"] == 3 and loc["subsets"][0]["unreadable"] == 1
+    localizer = load_localizer(tiny_localizer, device="cpu")
+    probs = localizer.probabilities([Image.open(root / "images" / f"{i}.png") for i in range(3)])
+    scores = [score_mask(p, load_mask(root / "masks" / f"{i}.png", inverted=True)) for i, p in enumerate(probs)]
+    for key in ("iou", "f1", "f1_best", "ap"):
+        assert loc["mean"][key] == pytest.approx(np.mean([getattr(s, key) for s in scores]), abs=1e-6)
+    (tmp_path / "list.csv").write_text("dolos/images/0.png,1\n")
+    no_masks = runner.invoke(app, [*map(str, [*args[:2], tmp_path / "list.csv", *args[3:]])])
+    assert no_masks.exit_code == 2 and "needs images with masks" in no_masks.stderr, no_masks.output
