@@ -1,0 +1,345 @@
+"""ONNX export and the onnxruntime backend: parity with PyTorch, metadata, scans, errors (CPU provider, tiny models)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_image
+from PIL import Image
+from typer.testing import CliRunner
+
+import forensix
+from forensix import onnx_export
+from forensix.cli import app
+from forensix.detector import load_detector, load_weights_file
+from forensix.imaging import preprocess
+from forensix.localizer import load_localizer_weights
+from forensix.models.checkpoints import CheckpointError, save_checkpoint
+from forensix.models.config import PreprocessConfig, ResNetConfig, get_config
+from forensix.models.factory import create_model
+from forensix.onnx_backend import METADATA_KEYS, MissingExtra, load_onnx_detector, open_onnx, require
+from forensix.onnx_export import ExportCheckFailed, export_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_weights, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "deeclip-tiny.onnx"
+    result = export_onnx(load_weights_file(tiny_weights), path)
+    assert result.max_diff is not None and result.max_diff <= 1e-4 and result.check_inputs == 4
+    return path
+
+
+def save_localizer(path: Path, cnn: ResNetConfig | None = None) -> Path:
+    torch.manual_seed(2)
+    cfg = replace(get_config("declip-tiny"), cnn=cnn)
+    save_checkpoint(path, cfg, create_model(cfg).state_dict(), provenance={"source": "random init for tests"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_localizer(tmp_path_factory) -> Path:
+    return save_localizer(tmp_path_factory.mktemp("localizer") / "declip-tiny.safetensors")
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, (w, h) in enumerate([(300, 240), (230, 410), (224, 224), (640, 480), (260, 250)]):
+        random_image(w, h, seed=i).save(root / f"img{i}.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    return root
+
+
+def session(path: Path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def batch(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 3, 224, 224)).astype(np.float32))
+
+
+def graph_ops(path: Path) -> list[str]:
+    return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+
+# ------------------------------------------------------------------------------------------------
+# Export
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_fp32_export_matches_pytorch_at_any_batch_size(exported, tiny_weights, n):
+    model = load_weights_file(tiny_weights).model
+    x = batch(n, seed=n)
+    (got,) = session(exported).run(["logits"], {"pixel_values": x.numpy()})
+    with torch.inference_mode():
+        want = model(x).numpy()
+    assert got.shape == (n,) and got.dtype == np.float32
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def test_graph_has_a_symbolic_batch_axis_and_only_the_blocks_it_needs(exported):
+    (inp,) = session(exported).get_inputs()
+    assert inp.name == "pixel_values" and inp.shape == ["batch", 3, 224, 224]
+    # deeclip-tiny: 4 layers, but hidden states 1..3 need 3 blocks: ln_pre + 2 per block + the fuser's 3.
+    assert graph_ops(exported).count("LayerNormalization") == 1 + 2 * 3 + 3
+
+
+def test_metadata_round_trips(exported, tiny_weights):
+    loaded = load_weights_file(tiny_weights)
+    meta = session(exported).get_modelmeta().custom_metadata_map
+    assert set(METADATA_KEYS) <= set(meta)
+    assert meta["format"] == "forensix" and meta["kind"] == "detector" and meta["precision"] == "fp32"
+    assert meta["model_name"] == "deeclip-tiny" and meta["weights_sha256"] == loaded.sha256
+    assert json.loads(meta["preprocess"]) == json.loads(json.dumps(asdict(loaded.config.preprocess)))
+    assert json.loads(meta["threshold"]) == 0.5 and json.loads(meta["temperature"]) == 1.0
+    assert meta["forensix_version"] == forensix.__version__
+    opened = open_onnx(exported, device="cpu")
+    assert opened.config == loaded.config and opened.name == loaded.name and opened.sha256 == loaded.sha256
+    assert opened.provenance["source"] == "random init for tests"
+    assert opened.provenance["onnx"]["file"] == exported.name and opened.provenance["onnx"]["precision"] == "fp32"
+
+
+def test_lora_is_merged_into_the_exported_weights(tmp_path):
+    torch.manual_seed(3)
+    cfg = get_config("deeclip-tiny")
+    model = create_model(cfg, with_lora=True).eval()
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)  # peft starts B at zero: make the adapters count
+    weights = tmp_path / "with-lora.safetensors"
+    save_checkpoint(weights, cfg, model.state_dict())
+    out = tmp_path / "merged.onnx"
+    export_onnx(load_weights_file(weights), out)
+    x = batch(3)
+    with torch.inference_mode():
+        want = model(x).numpy()  # the unmerged peft model
+    (got,) = session(out).run(None, {"pixel_values": x.numpy()})
+    assert np.abs(got - want).max() <= 1e-4
+    assert not [i.name for i in onnx.load(str(out)).graph.initializer if "lora" in i.name]
+
+
+def test_fp16_export_scores_within_1e_2_and_keeps_fragile_ops_in_fp32(tiny_weights, exported, tmp_path):
+    out = tmp_path / "fp16.onnx"
+    result = export_onnx(load_weights_file(tiny_weights), out, precision="fp16")
+    assert result.compared == "score" and result.max_diff <= 1e-2
+    assert out.stat().st_size < 0.7 * exported.stat().st_size  # the weights are stored in fp16
+    # onnxruntime's CPU provider runs fp16 graphs (ops without fp16 kernels get casts): check the scores.
+    x = batch(4, seed=7)
+    with torch.inference_mode():
+        want = torch.sigmoid(load_weights_file(tiny_weights).model(x)).numpy()
+    (got,) = session(out).run(["logits"], {"pixel_values": x.numpy()})
+    assert got.dtype == np.float32 and np.abs(1 / (1 + np.exp(-got)) - want).max() <= 1e-2
+    # ... and that LayerNorm, Softmax and the L2 norm compute in fp32.
+    proto = onnx.shape_inference.infer_shapes(onnx.load(str(out)))
+    g = proto.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    types |= {i.name: i.data_type for i in g.initializer}
+    fragile = [n for n in g.node if n.op_type in onnx_export.FP32_OPS]
+    assert {n.op_type for n in fragile} == {"LayerNormalization", "Softmax", "ReduceL2"}
+    assert all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in fragile)
+    assert onnx.TensorProto.FLOAT16 in types.values()
+
+
+def test_a_failed_check_writes_nothing_and_exits_2(tiny_weights, tmp_path, monkeypatch):
+    out = tmp_path / "bad.onnx"
+    monkeypatch.setattr(onnx_export, "compare", lambda *a, **k: 0.5)  # as if the graph computed something else
+    with pytest.raises(ExportCheckFailed, match="not written"):
+        export_onnx(load_weights_file(tiny_weights), out)
+    out.write_bytes(b"an earlier export")
+    result = runner.invoke(app, ["export-onnx", "--weights", str(tiny_weights), "--out", str(out)])
+    assert result.exit_code == 2 and "max |Δ logit| 0.5 > 0.0001" in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+    assert out.read_bytes() == b"an earlier export" and sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+    result = runner.invoke(app, ["export-onnx", "--weights", str(tiny_weights), "--out", str(out), "--no-check"])
+    assert result.exit_code == 0 and "not checked" in result.stderr
+    assert open_onnx(out, device="cpu").kind == "detector"
+
+
+@pytest.mark.parametrize("cnn", [None, ResNetConfig(layers=(1, 2, 1, 1), width=8)], ids=["vit", "vit+rn50"])
+def test_localizer_export_matches_pytorch(tmp_path, cnn):
+    weights = save_localizer(tmp_path / "declip-tiny.safetensors", cnn)
+    loaded = load_localizer_weights(weights)
+    out = tmp_path / "declip-tiny.onnx"
+    result = runner.invoke(app, ["export-onnx", "--localizer", str(weights), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "localizer" in result.stderr and "mask logit" in result.stderr
+    x = batch(3, seed=5)
+    (got,) = session(out).run(["mask_logits"], {"pixel_values": x.numpy()})
+    with torch.inference_mode():
+        want = loaded.model(x).numpy()
+    assert got.shape == (3, 256, 256) and np.abs(got - want).max() <= 1e-4
+    opened = open_onnx(out, device="cpu")
+    assert opened.kind == "localizer" and opened.config == loaded.config and opened.output == "mask_logits"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--precision", "bf16"], "precision must be one of fp32, fp16"),
+        (["--model", "deeclip", "--weights", "x.safetensors"], "not both"),
+        (["--localizer", "declip-tiny", "--model", "deeclip"], "one model per ONNX file"),
+        (["--opset", "16"], "greater than or equal to 17"),
+    ],
+)
+def test_export_usage_errors_exit_2(tiny_weights, tmp_path, args, message):
+    weights = [] if {"--model", "--localizer"} & set(args) else ["--weights", str(tiny_weights)]
+    result = runner.invoke(app, ["export-onnx", *weights, *args, "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Scanning through onnxruntime
+
+
+def test_library_scan_through_onnx_gives_torch_s_rows(photos, exported, tiny_weights):
+    torch_rows = list(forensix.scan([str(photos)], load_detector(weights=tiny_weights, device="cpu"), workers=0))
+    scores = sorted(r["score"] for r in torch_rows if r["score"] is not None)
+    threshold = (scores[1] + scores[2]) / 2  # verdicts of both kinds
+    runs = {
+        "torch": load_detector(weights=tiny_weights, device="cpu", threshold=threshold),
+        "onnx": load_onnx_detector(exported, device="cpu", threshold=threshold),
+    }
+    rows = {k: list(forensix.scan([str(photos)], d, workers=0, batch_size=2)) for k, d in runs.items()}
+    assert len(rows["onnx"]) == len(rows["torch"]) == 6
+    for a, b in zip(rows["torch"], rows["onnx"]):
+        assert (a["path"], a["verdict"], a["model"], a["threshold"]) == (
+            b["path"],
+            b["verdict"],
+            b["model"],
+            b["threshold"],
+        )
+        assert (a["score"] is None) == (b["score"] is None)
+        if a["score"] is not None:
+            assert abs(a["score"] - b["score"]) <= 1e-4
+    assert {r["verdict"] for r in rows["onnx"]} == {"real", "fake", "error"}
+    assert runs["onnx"].score([random_image(300, 200)]).shape == (1,)
+
+
+def test_cli_scan_with_an_onnx_file_matches_the_torch_backend(photos, exported, tiny_weights, tmp_path):
+    by_torch = runner.invoke(app, ["scan", str(photos), "--weights", str(tiny_weights), "--workers", "0"])
+    out = tmp_path / "report.jsonl"
+    by_onnx = runner.invoke(
+        app,
+        ["scan", str(photos), "--weights", str(exported), "--backend", "onnx", "--device", "cpu", "--out", str(out)],
+    )
+    by_suffix = runner.invoke(app, ["scan", str(photos), "--weights", str(exported), "--workers", "0"])
+    for result in (by_torch, by_onnx, by_suffix):
+        assert result.exit_code == 0, result.output
+    torch_rows = [json.loads(line) for line in by_torch.stdout.splitlines()]
+    for onnx_rows in (
+        [json.loads(line) for line in out.read_text().splitlines()],
+        [json.loads(line) for line in by_suffix.stdout.splitlines()],
+    ):
+        assert [r["verdict"] for r in onnx_rows] == [r["verdict"] for r in torch_rows]
+        assert [r["model"] for r in onnx_rows] == [r["model"] for r in torch_rows]
+        for a, b in zip(torch_rows, onnx_rows):
+            assert a["score"] is None and b["score"] is None or abs(a["score"] - b["score"]) <= 1e-4
+    meta = json.loads((tmp_path / "report.jsonl.meta.json").read_text())
+    assert meta["weights"]["source"] == str(exported) and meta["device"] == "cpu" and meta["precision"] == "fp32"
+    assert meta["weights"]["provenance"]["onnx"]["providers"] == ["CPUExecutionProvider"]
+    assert meta["preprocess"]["mode"] == "resize_crop"
+
+
+def test_cuda_asked_where_onnxruntime_cannot_use_it_falls_back_with_one_line(exported, capsys):
+    detector = load_onnx_detector(exported, device="cuda")
+    if detector.device.type == "cuda":
+        pytest.skip("onnxruntime runs on CUDA here")
+    notice = capsys.readouterr().err.strip().splitlines()
+    assert len(notice) == 1 and "running on the CPU" in notice[0]
+    load_onnx_detector(exported, device="cpu")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_corrupt_or_foreign_onnx_file_is_a_one_line_error(photos, exported, tiny_localizer, tmp_path):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07not a model at all")
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(exported.read_bytes()[:5000])
+    foreign = tmp_path / "foreign.onnx"
+    node = onnx.helper.make_node("Relu", ["x"], ["y"])
+    graph = onnx.helper.make_graph(
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    onnx.save(
+        onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8), str(foreign)
+    )
+    localizer = tmp_path / "localizer.onnx"
+    export_onnx(load_localizer_weights(tiny_localizer), localizer, check=False)
+    cases = [
+        (["--weights", garbage], "not a readable ONNX model"),
+        (["--weights", truncated], "not a readable ONNX model"),
+        (["--weights", foreign], "without forensix metadata"),
+        (["--weights", localizer], "a localizer, not a detector"),
+        (["--weights", tmp_path / "missing.onnx"], "no such file"),
+        (["--backend", "onnx"], "--backend onnx needs --weights"),
+        (["--weights", exported, "--backend", "torch"], "use --backend onnx"),
+        (["--weights", exported, "--backend", "tvm"], "--backend must be torch or onnx"),
+        (["--weights", exported, "--precision", "bf16"], "exported in fp32"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["scan", str(photos), *map(str, args), "--workers", "0"])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr and "Traceback" not in result.output, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    with pytest.raises(CheckpointError, match="not a readable ONNX model"):
+        load_onnx_detector(garbage, device="cpu")
+
+
+def test_missing_onnxruntime_says_how_to_install_it(monkeypatch, exported, photos):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(MissingExtra, match=r"pip install 'forensix\[onnx\]'"):
+        require("onnxruntime")
+    result = runner.invoke(app, ["scan", str(photos), "--weights", str(exported), "--workers", "0"])
+    assert result.exit_code == 2 and "forensix[onnx]" in result.stderr and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------------------------
+# The docs' example for plain onnxruntime
+
+
+def docs_example() -> str:
+    text = (Path(__file__).parents[1] / "docs" / "onnx.md").read_text(encoding="utf-8")
+    return text.split("## Use it without forensix", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_plain_onnxruntime_example_in_the_docs_gives_forensix_scores(exported, tiny_weights, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(exported, "deeclip.onnx")
+    random_image(300, 240, seed=1).save("photo.jpg", quality=95)
+    random_image(230, 410, seed=2).save("screenshot.png")
+    namespace: dict = {}
+    exec(compile(docs_example(), "docs/onnx.md", "exec"), namespace)
+    rows = list(forensix.scan(["photo.jpg", "screenshot.png"], load_detector(weights=tiny_weights, device="cpu")))
+    scores = 1 / (1 + np.exp(-namespace["logits"].astype(np.float64)))
+    assert np.abs(scores - [r["score"] for r in rows]).max() <= 1e-4
+    # Its preprocessing is forensix's, pixel for pixel, in every mode and for images smaller than the crop.
+    for mode, interpolation in [("resize_crop", "bicubic"), ("squash", "bilinear"), ("center_crop", "bicubic")]:
+        cfg = PreprocessConfig(mode=mode, interpolation=interpolation)
+        namespace["pre"].update(mode=mode, interpolation=interpolation)
+        for i, (w, h) in enumerate([(300, 240), (225, 301), (200, 180), (231, 224), (224, 224)]):
+            random_image(w, h, seed=i).save(f"{i}.png")
+            want = preprocess(Image.open(f"{i}.png"), cfg).numpy()
+            assert np.array_equal(namespace["preprocess"](f"{i}.png"), want), (mode, w, h)
