@@ -7,13 +7,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
@@ -26,6 +27,10 @@ from .models.checkpoints import CheckpointError
 from .report import ExistingReport, ReportError
 
 if TYPE_CHECKING:
+    from .calibrate import Rate
+    from .datasets import Dataset
+    from .detector import Detector
+    from .evaluate import PredictionCache
     from .localizer import Localizer
     from .pipeline import Scanner
     from .report import ReportWriter
@@ -49,7 +54,8 @@ def fatal_errors() -> Iterator[None]:
         yield
     except (W.WeightsMissing, CheckpointError, DownloadError, ReportError, Fatal, KeyError, ValueError, OSError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        # escape: messages quote things like 'forensix[onnx]' that rich would take for markup
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -196,6 +202,53 @@ def weights_import(
         err.print(f"wrote {out_path} ({cfg.name}, threshold {cfg.threshold})", highlight=False)
 
 
+@app.command("export-onnx")
+def export_onnx_command(
+    out_path: Annotated[Path, typer.Option("--out", help="The .onnx file to write.")],
+    model: Annotated[
+        str | None, typer.Option(help="A detector from 'forensix weights list' (default: deeclip).")
+    ] = None,
+    weights_file: Annotated[
+        Path | None, typer.Option("--weights", help="A detector's weights file instead (.pth or .safetensors).")
+    ] = None,
+    localizer: Annotated[
+        str | None, typer.Option(help="Export this localizer (manifest name or file) instead of a detector.")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 (LayerNorm, softmax and L2 norms stay fp32)")] = "fp32",
+    opset: Annotated[int, typer.Option(min=17, max=20, help="ONNX opset.")] = 17,
+    check: Annotated[
+        bool, typer.Option(help="Compare onnxruntime with PyTorch on a test batch; write nothing if they differ.")
+    ] = True,
+) -> None:
+    """Export a detector or a localizer to ONNX: input the preprocessed batch (see docs/onnx.md)."""
+    from .detector import load_manifest_model, load_weights_file
+    from .onnx_export import export_onnx
+
+    with fatal_errors():
+        if localizer is not None and (model or weights_file):
+            raise Fatal("one model per ONNX file: give --localizer, or --model/--weights")
+        if model and weights_file:
+            raise Fatal("give --model or --weights, not both")
+        if localizer is not None:
+            from .localizer import load_localizer_weights
+
+            loaded = load_localizer_weights(localizer)
+        elif weights_file is not None:
+            loaded = load_weights_file(weights_file)
+        else:
+            loaded = load_manifest_model(model or "deeclip")
+        r = export_onnx(loaded, out_path, precision=precision, opset=opset, check=check)
+        checked = (
+            f"onnxruntime vs PyTorch on {r.check_inputs} inputs: max |Δ {r.compared}| {r.max_diff:.2g} "
+            f"(tolerance {r.tolerance:g})"
+            if r.max_diff is not None
+            else "not checked (--no-check)"
+        )
+        err.print(
+            f"wrote {out_path} ({loaded.name} {r.kind}, {r.precision}, opset {r.opset}); {checked}", highlight=False
+        )
+
+
 def _scan_spec(paths: list[str], from_lists: list[str], spool: Path) -> InputSpec:
     if not paths and not from_lists:
         raise Fatal("nothing to scan: give paths, '-' for paths on stdin, or --from-list FILE")
@@ -219,7 +272,11 @@ def scan(
     ] = None,
     model: Annotated[str, typer.Option(help="A detector from 'forensix weights list'.")] = "deeclip",
     weights_file: Annotated[
-        Path | None, typer.Option("--weights", help="A weights file instead (official .pth or forensix .safetensors).")
+        Path | None,
+        typer.Option("--weights", help="A weights file instead (official .pth, forensix .safetensors or .onnx)."),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="torch | onnx (default: onnx for a .onnx --weights file, else torch)")
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     precision: Annotated[
@@ -265,7 +322,6 @@ def scan(
     """Score every image and write one row per input image (see docs/scan.md)."""
     import tempfile
 
-    from .detector import load_detector
     from .pipeline import ResumeIndex, Scanner, ScanOptions, default_workers
     from .report import ReportWriter, format_for, open_for_resume, read_report
 
@@ -275,7 +331,7 @@ def scan(
             raise Fatal("--resume needs --out: the report to resume")
         spec = _scan_spec(paths or [], from_list or [], Path(spool))
         localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
-        detector = load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
+        detector = _load_scan_detector(backend, model, weights_file, device, precision, threshold)
         limits = Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio)
         options = ScanOptions(
             batch_size=batch_size,
@@ -304,6 +360,29 @@ def scan(
         _run_scan(scanner, stream, ReportWriter(stream, report_format, continued), show, close=out_path is not None)
         if fail_on_fake and scanner.stats.fake:
             raise typer.Exit(1)
+
+
+def _load_scan_detector(
+    backend: str | None, model: str, weights_file: Path | None, device: str, precision: str, threshold: float | None
+) -> Detector:
+    """The torch Detector, or onnxruntime's for --backend onnx or a .onnx weights file."""
+    is_onnx = weights_file is not None and weights_file.suffix.lower() == ".onnx"
+    backend = backend or ("onnx" if is_onnx else "torch")
+    if backend == "onnx":
+        if weights_file is None:
+            raise Fatal("--backend onnx needs --weights FILE.onnx (write one with forensix export-onnx)")
+        from .onnx_backend import load_onnx_detector
+
+        # An ONNX model's precision is fixed at export; scan's default fp32 means "as exported".
+        as_exported = None if precision == "fp32" else precision
+        return load_onnx_detector(weights_file, device=device, threshold=threshold, precision=as_exported)
+    if backend != "torch":
+        raise Fatal(f"--backend must be torch or onnx, got {backend!r}")
+    if is_onnx:
+        raise Fatal(f"{weights_file} is an ONNX model: use --backend onnx")
+    from .detector import load_detector
+
+    return load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
 
 
 def _load_localizer(
@@ -383,3 +462,409 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+
+
+# --- eval and calibrate -------------------------------------------------------------------------
+
+_DATA_HELP = "A dataset: UnivFD/GenImage/Dolos folder tree or a .csv/.jsonl list (see docs/evaluation.md)."
+
+
+def _load_for_eval(
+    data: Path,
+    layout: str,
+    split: str,
+    inverted_masks: bool,
+    model: str,
+    weights_file: Path | None,
+    device: str,
+    precision: str,
+    threshold: float | None,
+    cache_dir: Path | None,
+    use_cache: bool,
+) -> tuple[Dataset, Detector, PredictionCache | None]:
+    """The dataset (summarised on stderr), the detector and the prediction cache eval and calibrate share."""
+    from .datasets import load_dataset
+    from .detector import load_detector
+    from .evaluate import CACHE_FILE, PredictionCache, default_cache_dir
+
+    dataset = load_dataset(data, layout, split, inverted_masks)
+    s = dataset.summary()
+    missing = f", {s['missing_masks']} images without a mask" if s["missing_masks"] else ""
+    err.print(
+        f"{data}: {dataset.layout} layout, {s['samples']} images ({s['real']} real, {s['fake']} fake) in "
+        f"{len(dataset.subsets)} subsets; skipped {s['skipped_non_images']} non-images{missing}",
+        highlight=False,
+    )
+    detector = load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
+    cache = PredictionCache((cache_dir or default_cache_dir()) / CACHE_FILE) if use_cache else None
+    return dataset, detector, cache
+
+
+@contextmanager
+def _counting_progress(show: bool, total: int, what: str) -> Iterator[object]:
+    """A progress bar on stderr; yields the callback that advances it by n images (None when not shown)."""
+    if not show:
+        yield None
+        return
+    from rich.progress import MofNCompleteColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(f"[bold]{what}", *columns, console=err, transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: list[list[str]]) -> None:
+    """A table on stdout whose last row (the mean) is set apart."""
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for i, row in enumerate(rows):
+        table.add_row(*row, end_section=i == len(rows) - 2)
+    if out.is_terminal:
+        out.print(table)
+        return
+    from rich.measure import Measurement
+
+    # A file or pipe gets 80 columns by default: wider lines beat truncated figures.
+    width = max(out.width, Measurement.get(out, out.options.update_width(1000), table).maximum)
+    Console(file=out.file, width=width).print(table)
+
+
+def _rate(r: Rate) -> str:
+    if r.value is None or r.low is None or r.high is None:
+        return "- (no images)"
+    return f"{100 * r.value:.2f}% [{100 * r.low:.2f}, {100 * r.high:.2f}] ({r.k} of {r.n})"
+
+
+def _report_unreadable(errors: list[tuple[str, str]]) -> None:
+    if errors:
+        err.print(f"{len(errors)} images could not be read or scored, e.g.:", highlight=False)
+        for path, message in errors[:5]:
+            err.print(f"  {path}: {message}", highlight=False)
+
+
+_LAYOUT_OPTION = typer.Option(help="auto | univfd | genimage | list | dolos")
+_SPLIT_OPTION = typer.Option(help="GenImage split: train | val.")
+_INVERTED_OPTION = typer.Option(help="Dolos masks: 0 = manipulated (as Dolos stores them).")
+_CACHE_OPTION = typer.Option("--cache", help="Folder of the prediction cache (default: $FORENSIX_HOME/cache).")
+_USE_CACHE_OPTION = typer.Option("--use-cache/--no-cache", help="Reuse and store logits by image and model.")
+
+
+@app.command("eval")
+def eval_command(
+    data: Annotated[Path, typer.Option("--data", help=_DATA_HELP, show_default=False)],
+    model: Annotated[str, typer.Option(help="A detector from 'forensix weights list'.")] = "deeclip",
+    weights_file: Annotated[
+        Path | None, typer.Option("--weights", help="A weights file instead (official .pth or forensix .safetensors).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Verdict 'fake' when score >= this (default: stored).")
+    ] = None,
+    perturb: Annotated[
+        list[str] | None,
+        typer.Option(help="Also under KIND=V1,V2: jpeg=QUALITY, resize=FACTOR, blur=SIGMA (repeatable)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for metrics.json/.csv/.md, predictions.csv and plots.")
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="ROC curves and score histograms per subset in --out.")] = True,
+    localizer_spec: Annotated[
+        str | None,
+        typer.Option("--localizer", help="A DeCLIP localizer (name or file): IoU/F1/AP on images with masks."),
+    ] = None,
+    layout: Annotated[str, _LAYOUT_OPTION] = "auto",
+    split: Annotated[str, _SPLIT_OPTION] = "val",
+    inverted_masks: Annotated[bool, _INVERTED_OPTION] = True,
+    cache_dir: Annotated[Path | None, _CACHE_OPTION] = None,
+    use_cache: Annotated[bool, _USE_CACHE_OPTION] = True,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16")] = "fp32",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
+    ] = None,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")
+    ] = None,
+) -> None:
+    """Accuracy, AP and ROC-AUC per subset, clean and perturbed; tables on stdout (see docs/evaluation.md)."""
+    from .evaluate import EvalOptions, evaluate, localization_rows, parse_perturbations, table_rows, write_outputs
+    from .pipeline import default_workers
+
+    with fatal_errors():
+        perturbations = parse_perturbations(perturb or [])
+        dataset, detector, cache = _load_for_eval(
+            data, layout, split, inverted_masks, model, weights_file, device, precision, threshold, cache_dir, use_cache
+        )
+        localizer, masked = None, sum(s.mask is not None for s in dataset.samples)
+        if localizer_spec is not None:
+            from .localizer import load_localizer
+
+            if not masked:
+                raise Fatal("--localizer needs images with masks: a dataset in the dolos layout (images/ + masks/)")
+            localizer = load_localizer(localizer_spec, device=device, precision=precision)
+        options = EvalOptions(batch_size=batch_size, workers=default_workers() if workers is None else workers)
+        show = sys.stderr.isatty() if progress is None else progress
+        started = time.perf_counter()
+        total = (len(dataset.samples) + (masked if localizer else 0)) * len(perturbations)
+        with _counting_progress(show, total, "eval") as advance:
+            result = evaluate(dataset, detector, perturbations, options, cache, advance, localizer)
+        columns = ("subset", "real", "fake", "unread", "real acc", "fake acc", "acc", "AP", "AUC", "best acc", "best t")
+        for t in result.tables:
+            title = f"{result.model} · threshold {result.threshold:g} · {t.perturbation.name} (%)"
+            _print_table(title, columns, table_rows(t))
+            if t.localization is not None and localizer is not None:
+                columns_loc = ("subset", "images", "unread", "IoU", "F1", "best F1", "pixel AP")
+                _print_table(f"{localizer.name} · {t.perturbation.name} (%)", columns_loc, localization_rows(t))
+        scored = sum(t.predictions.scored for t in result.tables)
+        err.print(
+            f"scored {scored} images, {len(dataset.samples) * len(perturbations) - scored} from the cache or "
+            f"unreadable; {time.perf_counter() - started:.1f}s",
+            highlight=False,
+        )
+        first = result.tables[0].predictions
+        _report_unreadable([(s.path, e) for s, e in zip(dataset.samples, first.errors) if e])
+        if out_dir is not None:
+            written = write_outputs(result, out_dir, plots=plots)
+            err.print(f"wrote {len(written)} files to {out_dir}", highlight=False)
+
+
+@app.command("calibrate")
+def calibrate_command(
+    data: Annotated[Path, typer.Option("--data", help=_DATA_HELP, show_default=False)],
+    model: Annotated[str, typer.Option(help="A detector from 'forensix weights list'.")] = "deeclip",
+    weights_file: Annotated[
+        Path | None, typer.Option("--weights", help="A weights file instead (official .pth or forensix .safetensors).")
+    ] = None,
+    target_fpr: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Threshold for this false-positive rate on real images.")
+    ] = None,
+    balanced: Annotated[bool, typer.Option(help="Threshold for the best balanced accuracy instead.")] = False,
+    temperature: Annotated[
+        bool, typer.Option(help="Also fit temperature scaling: score = sigmoid(logit / T).")
+    ] = False,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="The calibrated .safetensors to write (official weights: a sidecar, no --out)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the calibration; write nothing.")] = False,
+    layout: Annotated[str, _LAYOUT_OPTION] = "auto",
+    split: Annotated[str, _SPLIT_OPTION] = "val",
+    cache_dir: Annotated[Path | None, _CACHE_OPTION] = None,
+    use_cache: Annotated[bool, _USE_CACHE_OPTION] = True,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16")] = "fp32",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
+    ] = None,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")
+    ] = None,
+) -> None:
+    """Choose the threshold (and temperature) on labelled data; scan then uses it by default."""
+    import numpy as np
+
+    from .calibrate import calibrate, calibration_record, store_calibration
+    from .evaluate import EvalOptions, predict
+    from .pipeline import default_workers
+
+    with fatal_errors():
+        if (target_fpr is None) == (not balanced):
+            raise Fatal("give one of --target-fpr RATE or --balanced")
+        dataset, detector, cache = _load_for_eval(
+            data, layout, split, True, model, weights_file, device, precision, None, cache_dir, use_cache
+        )
+        options = EvalOptions(batch_size=batch_size, workers=default_workers() if workers is None else workers)
+        show = sys.stderr.isatty() if progress is None else progress
+        with _counting_progress(show, len(dataset.samples), "calibrate") as advance:
+            predictions = predict(dataset.samples, detector, options=options, cache=cache, progress=advance)
+        ok = predictions.ok
+        labels = np.array([s.label for s in dataset.samples])[ok]
+        result = calibrate(labels, predictions.logits[ok], target_fpr, temperature, unreadable=int((~ok).sum()))
+        _report_unreadable([(s.path, e) for s, e in zip(dataset.samples, predictions.errors) if e])
+
+        table = Table(title=f"{detector.name} calibrated on {data}")
+        table.add_column("")
+        table.add_column("on the calibration data")
+        table.add_row("threshold", f"{result.threshold:.6g}")
+        table.add_row("temperature", f"{result.temperature:.4g}")
+        table.add_row("FPR (95% CI)", _rate(result.fpr))
+        table.add_row("TPR (95% CI)", _rate(result.tpr))
+        out.print(table)
+        if dry_run:
+            err.print("dry run: nothing written", highlight=False)
+            return
+        written = store_calibration(detector, calibration_record(result, detector, dataset), out_path)
+        err.print(f"wrote {written}: 'forensix scan' now uses threshold {result.threshold:.6g}", highlight=False)
+
+
+# --- bench --------------------------------------------------------------------------------------
+
+
+@app.command("bench")
+def bench_command(
+    model: Annotated[str, typer.Option(help="A detector from 'forensix weights list'.")] = "deeclip",
+    weights_file: Annotated[
+        Path | None,
+        typer.Option("--weights", help="A weights file instead (official .pth, forensix .safetensors or .onnx)."),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="torch | onnx (default: onnx for a .onnx --weights file, else torch)")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (autocast; LayerNorm stays fp32)")] = "fp32",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, file_okay=False, help="A folder of images (default: synthetic 224-512 px JPEGs in a temp dir)."
+        ),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="How many synthetic JPEGs (default: 4 batches, at least 64).")
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Timed passes per figure; the median is reported.")] = 3,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed passes before them.")] = 1,
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="Run the model through torch.compile (compiles on the first batch).")
+    ] = False,
+    gpu_decode: Annotated[
+        bool, typer.Option(help="Also time JPEG decoding on the device (nvjpeg on CUDA), after a parity check.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Images/s of the model alone, of decode + preprocess, and of the whole scan (see docs/benchmarks.md)."""
+    from .bench import BenchOptions, run_bench
+    from .detector import load_detector
+    from .pipeline import default_workers
+
+    with fatal_errors():
+        if compile_model:
+            if backend not in (None, "torch") or (weights_file is not None and weights_file.suffix.lower() == ".onnx"):
+                raise Fatal("--compile is for the torch backend")
+            detector = load_detector(model, weights=weights_file, device=device, precision=precision, compile=True)
+        else:
+            detector = _load_scan_detector(backend, model, weights_file, device, precision, None)
+        options = BenchOptions(
+            batch_size=batch_size,
+            workers=default_workers() if workers is None else workers,
+            images=images,
+            count=count,
+            runs=runs,
+            warmup=warmup,
+            gpu_decode=gpu_decode,
+        )
+        result = run_bench(detector, options, log=lambda message: err.print(message, highlight=False))
+        data = result.to_dict()
+        if as_json:
+            typer.echo(json.dumps(data))
+            return
+        table = Table(title=f"forensix bench: {detector.name}")
+        table.add_column("")
+        table.add_column("")
+        for key, value in data.items():
+            if key == "versions":
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
+            elif isinstance(value, float):
+                value = f"{value:.3g}" if key.endswith("_diff") else f"{value:,.2f}"
+            table.add_row(key, str(value))
+        out.print(table)
+
+
+@app.command("train")
+def train_command(
+    task: Annotated[str, typer.Option(help="detect (DeeCLIP) | localize (DeCLIP decoder)")],
+    data: Annotated[Path, typer.Option("--data", help=_DATA_HELP, show_default=False)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for best/last checkpoints and the log.")],
+    val: Annotated[
+        Path | None, typer.Option(help="Validation set (default: GenImage's val split, else --val-fraction of --data).")
+    ] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Held out of --data for validation.")] = 0.1,
+    config: Annotated[
+        str | None, typer.Option(help="Model config (default: deeclip-vit-l-14 / declip-vit-l-14-layer20-conv20).")
+    ] = None,
+    init: Annotated[
+        str, typer.Option(help="openai (CLIP backbone, fresh heads) | random | a checkpoint file to continue from.")
+    ] = "openai",
+    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Triplets (detect) or images (localize) per step.")] = 8,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default: 5e-5 detect, 1e-3 localize).")] = None,
+    weight_decay: Annotated[float, typer.Option(min=0.0)] = 0.01,
+    accumulate: Annotated[int, typer.Option(min=1, help="Batches per optimizer step (gradient accumulation).")] = 1,
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (autocast on CUDA)")] = "fp32",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N] (torchrun: one GPU per process)")] = "auto",
+    workers: Annotated[int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds initialisation, sampling and augmentation.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from --out's last checkpoint.")] = False,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many optimizer steps.")] = None,
+    layout: Annotated[str, _LAYOUT_OPTION] = "auto",
+    inverted_masks: Annotated[bool, _INVERTED_OPTION] = True,
+    augment: Annotated[bool, typer.Option(help="Robustness augmentations (off: the DeeCLIP authors' recipe).")] = True,
+    jpeg_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="P(JPEG re-compression, quality 30-100).")] = 0.5,
+    blur_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="P(Gaussian blur, sigma 0-3).")] = 0.5,
+    rescale_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="P(down/up-scaling by 0.5-1.5).")] = 0.2,
+    crop_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="P(random crop keeping 80-100% a side).")] = 0.5,
+    flip_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="P(horizontal flip).")] = 0.5,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")
+    ] = None,
+) -> None:
+    """Train a detector or a localizer; best and last checkpoints as safetensors (see docs/training.md)."""
+    from .pipeline import default_workers
+    from .train import TrainOptions, fit, prepare
+    from .train.augment import Augment
+
+    with fatal_errors():
+        aug = Augment(jpeg_p=jpeg_p, blur_p=blur_p, rescale_p=rescale_p, crop_p=crop_p, flip_p=flip_p)
+        options = TrainOptions(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr if lr is not None else {"detect": 5e-5, "localize": 1e-3}.get(task, 5e-5),
+            weight_decay=weight_decay,
+            accumulate=accumulate,
+            precision=precision,
+            device=device,
+            workers=default_workers() if workers is None else workers,
+            seed=seed,
+            max_steps=max_steps,
+            augment=aug if augment else Augment.none(),
+        )
+        run = prepare(task, data, val, config, init, val_fraction, seed, layout, inverted_masks)
+        counts = run.provenance["trained_on"]
+        err.print(
+            f"{task}: {run.task.cfg.name} from {init}; train {counts['train_counts']}, val {counts['val_counts']}; "
+            f"{sum(p.numel() for p in run.task.trainable()):,} trainable parameters",
+            highlight=False,
+        )
+        show = sys.stderr.isatty() if progress is None else progress
+        with _training_display(show) as report:
+            done = fit(run.task, options, out_dir, run.provenance, resume=resume, report=report)
+        best = ""
+        if done.best is not None:
+            best = ", best " + ", ".join(f"{k} {v:.4f}" for k, v in zip(run.task.best_keys, done.best))
+        err.print(f"trained {done.epoch} epochs, {done.step} steps{best}; checkpoints in {out_dir}", highlight=False)
+
+
+@contextmanager
+def _training_display(show: bool) -> Iterator[Callable[[dict], None]]:
+    """A status line with loss and images/s per step; one line per epoch's validation, always."""
+    status = err.status("training", spinner="dots") if show else nullcontext()
+    with status:
+
+        def report(event: dict) -> None:
+            if "validation" in event:
+                v = event["validation"]
+                shown = ", ".join(f"{k} {x:.4g}" if isinstance(x, float) else f"{k} {x}" for k, x in v.items())
+                err.print(f"validation: {shown}", highlight=False)
+            elif show:
+                status.update(
+                    f"epoch {event['epoch']} step {event['step']}: loss {event['loss']:.4f}, "
+                    f"{event['img_per_s']:.1f} img/s"
+                )
+
+        yield report

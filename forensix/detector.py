@@ -151,21 +151,34 @@ def autocast_forward(model: nn.Module, batch: torch.Tensor, device: torch.device
 
 
 class Detector:
-    """Scores images: P(fake) = sigmoid(logit), with the model's own preprocessing.
+    """Scores images: P(fake) = sigmoid(logit / temperature), with the model's own preprocessing.
+
+    The threshold and temperature come from the weights (a config, or a calibration sidecar for
+    official files; see ``forensix calibrate``); an explicit ``threshold`` wins.
 
     On CUDA, ``bf16``/``fp16`` run under autocast (LayerNorm and softmax stay fp32); weights stay
-    fp32 so the same object can be asked for fp32 scores.
+    fp32 so the same object can be asked for fp32 scores. ``compile`` runs the model through
+    ``torch.compile`` (each new batch shape compiles once, tens of seconds; see docs/benchmarks.md).
     """
 
     def __init__(
-        self, loaded: LoadedWeights, device: str = "auto", precision: str = "fp32", threshold: float | None = None
+        self,
+        loaded: LoadedWeights,
+        device: str = "auto",
+        precision: str = "fp32",
+        threshold: float | None = None,
+        compile: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         validate_precision(precision, self.device)
         self.loaded = loaded
         self.config = loaded.config if threshold is None else replace(loaded.config, threshold=threshold)
         self.precision = precision
-        self.model = loaded.model.to(self.device).eval()
+        # Channels-last: the patch-embedding convolution writes its tokens in the order the
+        # transformer reads them, saving a transpose (the tower's only 4-D tensors; docs/benchmarks.md).
+        self.model = loaded.model.to(self.device, memory_format=torch.channels_last).eval()
+        self.compiled = compile
+        self.forward = torch.compile(self.model) if compile else self.model
 
     @property
     def threshold(self) -> float:
@@ -184,7 +197,8 @@ class Detector:
 
     def raw_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's own logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""
-        return autocast_forward(self.model, batch, self.device, self.precision)
+        batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return autocast_forward(self.forward, batch, self.device, self.precision)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Calibrated logits (B,): the model's divided by the temperature, so P(fake) = sigmoid(logits)."""
@@ -209,7 +223,8 @@ def load_detector(
     device: str = "auto",
     precision: str = "fp32",
     threshold: float | None = None,
+    compile: bool = False,
 ) -> Detector:
     """A ready detector from a manifest name (``model``) or a weights file (``weights``)."""
     loaded = load_weights_file(Path(weights)) if weights is not None else load_manifest_model(model)
-    return Detector(loaded, device=device, precision=precision, threshold=threshold)
+    return Detector(loaded, device=device, precision=precision, threshold=threshold, compile=compile)

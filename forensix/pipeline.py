@@ -303,6 +303,10 @@ class Scanner:
             **extra,
         )
 
+    def blocks(self) -> Iterator[Block]:
+        """The prepared blocks in input order, unscored: the decode stage alone (``forensix bench`` times it)."""
+        return ordered_blocks(self._loader())
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         pending: deque[Record] = deque()  # in order, waiting for their batch to be scored
         queued: list[torch.Tensor] = []  # the unscored tensors of pending, in order
@@ -333,7 +337,7 @@ class Scanner:
                 yield self._finish(pending.popleft())
 
         try:
-            for block in ordered_blocks(self._loader()):
+            for block in self.blocks():
                 tensors = iter(block.tensor) if block.tensor is not None else iter(())
                 mask_tensors = iter(block.mask_tensor) if block.mask_tensor is not None else None
                 for record in block.records:

@@ -639,3 +639,35 @@ def convert_declip(
             out["cnn." + key] = value
     out.update({"decoder." + k: v for k, v in decoder.items()})
     return cfg, out
+
+
+# --------------------------------------------------------------------------------------------
+# Training from OpenAI's CLIP: the frozen backbone's weights, everything else freshly initialised
+
+
+def load_clip_backbone(
+    model: nn.Module,
+    clip: Mapping[str, torch.Tensor],
+    cnn_clip: Mapping[str, torch.Tensor] | None = None,
+    source: str = "CLIP weights",
+) -> None:
+    """Copy an OpenAI-layout CLIP's vision tower (open_clip's safetensors) into ``model.backbone``.
+
+    ``cnn_clip`` is the RN50 CLIP for a ViT+RN50 localizer's ``model.cnn``. Only the blocks the
+    model built are read; every backbone key the model has must be found, with its shape. Call it
+    before LoRA is added (peft renames the wrapped weights).
+    """
+    found = {"backbone." + k: v for k, v in split_in_proj(_visual_keys(clip, source), "visual.").items()}
+    if cnn_clip is not None:
+        found.update({"cnn." + k: v for k, v in _visual_keys(cnn_clip, source).items()})
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(("backbone.", "cnn."))}
+    problems = [f"missing key {k} (expected shape {tuple(v.shape)})" for k, v in expected.items() if k not in found]
+    problems += [
+        f"key {k} has shape {tuple(found[k].shape)}, expected {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in found and found[k].shape != v.shape
+    ]
+    if problems:
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise CheckpointError(f"{source}: " + "; ".join(problems[:8]) + more)
+    model.load_state_dict({k: found[k] for k in expected}, strict=False)

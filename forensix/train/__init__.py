@@ -1,0 +1,164 @@
+"""``forensix train``: build a task's model and data from the command's choices, then run the loop.
+
+Where the model starts (``init``):
+- ``openai`` — OpenAI's CLIP weights for the frozen backbone (``forensix weights fetch
+  clip-vit-l-14``; ViT+RN50 also ``clip-rn50``), everything trained starts fresh (LoRA B = 0, as
+  peft initialises it);
+- ``random`` — random weights everywhere (toy runs and tests);
+- a file — a forensix checkpoint of the same architecture (``last.safetensors`` of another run,
+  or ``forensix weights import --keep-lora``) or an official DeeCLIP / DeCLIP checkpoint: training
+  continues from it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import weights as W
+from ..datasets import Dataset, Sample, load_dataset
+from ..models.checkpoints import (
+    CheckpointError,
+    build_and_load,
+    convert_declip,
+    convert_deeclip,
+    detect_format,
+    is_safetensors,
+    load_clip_backbone,
+    read_checkpoint,
+    read_state_dict,
+)
+from ..models.config import ModelConfig, get_config
+from ..models.factory import create_model
+from ..models.lora import add_lora, has_lora
+from .loop import TrainOptions, fit
+from .tasks import TASKS, DetectTask, LocalizeTask, Task
+
+DEFAULT_CONFIGS = {"detect": "deeclip-vit-l-14", "localize": "declip-vit-l-14-layer20-conv20"}
+ARCH_FOR_TASK = {"detect": "deeclip", "localize": "declip"}
+
+__all__ = ["TASKS", "TrainOptions", "TrainRun", "build_model", "fit", "prepare", "split_samples"]
+
+
+@dataclass
+class TrainRun:
+    task: Task
+    provenance: dict[str, Any]
+
+
+def build_model(task: str, cfg: ModelConfig, init: str, seed: int = 0) -> tuple[ModelConfig, torch.nn.Module]:
+    """The model to train, on the CPU, with LoRA layers for detection; see the module docstring for ``init``."""
+    if cfg.arch != ARCH_FOR_TASK[task]:
+        raise ValueError(f"--task {task} trains a {ARCH_FOR_TASK[task]} model; config {cfg.name!r} is {cfg.arch}")
+    torch.manual_seed(seed)
+    if init in ("openai", "random"):
+        model = create_model(cfg)
+        if init == "openai":
+            clip = read_state_dict(W.resolve("clip-vit-l-14")["backbone"])
+            cnn = read_state_dict(W.resolve("clip-rn50")["backbone"]) if cfg.cnn is not None else None
+            load_clip_backbone(model, clip, cnn, source="OpenAI CLIP")
+    else:
+        cfg, model = _from_file(Path(init))
+        if cfg.arch != ARCH_FOR_TASK[task]:
+            raise CheckpointError(f"{init}: a {cfg.arch} model; --task {task} trains {ARCH_FOR_TASK[task]}")
+    if task == "detect" and not has_lora(model):
+        if cfg.lora is None:
+            raise ValueError(f"config {cfg.name!r} has no LoRA settings to train")
+        add_lora(model.backbone, cfg.lora)
+    return cfg, model
+
+
+def _from_file(path: Path) -> tuple[ModelConfig, torch.nn.Module]:
+    if not path.is_file():
+        raise CheckpointError(f"--init {path}: no such file (or use openai | random)")
+    if is_safetensors(path):
+        cfg, state, _ = read_checkpoint(path)
+    else:
+        obj = read_state_dict(path)
+        kind = detect_format(obj)
+        if kind == "deeclip-official":
+            cfg, state = convert_deeclip(obj, merge_lora=False, source=str(path))
+        elif kind == "declip-official":
+            cfg, state = convert_declip(obj, source=str(path))
+        else:
+            raise CheckpointError(f"{path}: not a checkpoint training can start from (detected: {kind})")
+    model = build_and_load(cfg, state, source=str(path))
+    for name, p in model.named_parameters():
+        # Loaded tensors keep the module's flags, but be explicit: only LoRA and the heads learn.
+        p.requires_grad_(not name.startswith(("backbone.", "cnn.")) or ".lora_" in name)
+    return cfg, model
+
+
+def split_samples(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """A deterministic validation split of ``fraction`` of each class."""
+    rng = random.Random(f"split:{seed}")
+    held: set[int] = set()
+    for label in (0, 1):
+        group = [i for i, s in enumerate(samples) if s.label == label]
+        rng.shuffle(group)
+        held.update(group[: round(len(group) * fraction)])
+    train = [s for i, s in enumerate(samples) if i not in held]
+    return train, [s for i, s in enumerate(samples) if i in held]
+
+
+def _counts(samples: list[Sample]) -> dict[str, int]:
+    c = Counter("fake" if s.label else "real" for s in samples)
+    return {"real": c["real"], "fake": c["fake"]}
+
+
+def prepare(
+    task: str,
+    data: str | Path,
+    val: str | Path | None = None,
+    config: str | None = None,
+    init: str = "openai",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    layout: str = "auto",
+    masks_inverted: bool = True,
+) -> TrainRun:
+    """Read the data, build the model, and pick the task: everything ``fit`` needs."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    train_set = load_dataset(data, layout, split="train", inverted_masks=masks_inverted)
+    train_samples = list(train_set.samples)
+    if val is not None:
+        val_set: Dataset | None = load_dataset(val, layout, split="val", inverted_masks=masks_inverted)
+        val_samples = list(val_set.samples)
+    elif train_set.layout == "genimage":
+        val_set = load_dataset(data, "genimage", split="val")
+        val_samples = list(val_set.samples)
+    else:
+        val_set = None
+        train_samples, val_samples = split_samples(train_samples, val_fraction, seed)
+    if task == "localize":  # fake images with masks only
+        train_samples = [s for s in train_samples if s.label == 1 and s.mask]
+        val_samples = [s for s in val_samples if s.label == 1 and s.mask]
+        if not train_samples:
+            raise ValueError(f"{data}: no fake images with masks to train a localizer on (a Dolos layout is needed)")
+    cfg = get_config(config or DEFAULT_CONFIGS[task])
+    cfg, model = build_model(task, cfg, init, seed)
+    built = (
+        DetectTask(cfg, model, train_samples, val_samples)
+        if task == "detect"
+        else LocalizeTask(cfg, model, train_samples, val_samples, masks_inverted=masks_inverted)
+    )
+    provenance = {
+        "trained_on": {
+            "data": str(data),
+            "layout": train_set.layout,
+            "val": str(val)
+            if val is not None
+            else (f"{data} (val split)" if val_set else f"{val_fraction:g} of {data}"),
+            "train_counts": _counts(train_samples),
+            "val_counts": _counts(val_samples),
+        },
+        "init": init,
+        "seed": seed,
+    }
+    return TrainRun(built, provenance)
