@@ -836,6 +836,8 @@ def train_command(
         )
         run = prepare(task, data, val, config, init, val_fraction, seed, layout, inverted_masks)
         counts = run.provenance["trained_on"]
+        if int(os.environ.get("RANK", "0")):
+            err.quiet = True  # under torchrun, rank 0 speaks for all
         err.print(
             f"{task}: {run.task.cfg.name} from {init}; train {counts['train_counts']}, val {counts['val_counts']}; "
             f"{sum(p.numel() for p in run.task.trainable()):,} trainable parameters",

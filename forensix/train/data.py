@@ -136,7 +136,7 @@ class TripletSampler(Sampler[list[int]]):
             pos = [rng.choice(self.by_class[self.labels[a]]) for a in group]
             neg = [rng.choice(self.by_class[1 - self.labels[a]]) for a in group]
             out.append(group + pos + neg)
-        return out[self.rank :: self.world]
+        return _share(out, self.rank, self.world)
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
@@ -159,10 +159,17 @@ class ShuffleSampler(Sampler[list[int]]):
         order = list(range(self.n))
         random.Random(f"shuffle:{self.seed}:{self.epoch}").shuffle(order)
         out = [order[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
-        return out[self.rank :: self.world]
+        return _share(out, self.rank, self.world)
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
 
     def __len__(self) -> int:
         return len(self.batches())
+
+
+def _share(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
+    """This process's batches: every world-th one, the list first padded with its own start so that
+    every process takes the same number of steps (DistributedDataParallel's collectives need it)."""
+    pad = -len(batches) % world
+    return (batches + batches[:pad])[rank::world]
