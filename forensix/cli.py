@@ -322,6 +322,7 @@ def scan(
     """Score every image and write one row per input image (see docs/scan.md)."""
     import tempfile
 
+    from .detector import load_detector
     from .pipeline import ResumeIndex, Scanner, ScanOptions, default_workers
     from .report import ReportWriter, format_for, open_for_resume, read_report
 
@@ -331,7 +332,9 @@ def scan(
             raise Fatal("--resume needs --out: the report to resume")
         spec = _scan_spec(paths or [], from_list or [], Path(spool))
         localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
-        detector = _load_scan_detector(backend, model, weights_file, device, precision, threshold)
+        detector = load_detector(
+            model, weights=weights_file, device=device, precision=precision, threshold=threshold, backend=backend
+        )
         limits = Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio)
         options = ScanOptions(
             batch_size=batch_size,
@@ -360,29 +363,6 @@ def scan(
         _run_scan(scanner, stream, ReportWriter(stream, report_format, continued), show, close=out_path is not None)
         if fail_on_fake and scanner.stats.fake:
             raise typer.Exit(1)
-
-
-def _load_scan_detector(
-    backend: str | None, model: str, weights_file: Path | None, device: str, precision: str, threshold: float | None
-) -> Detector:
-    """The torch Detector, or onnxruntime's for --backend onnx or a .onnx weights file."""
-    is_onnx = weights_file is not None and weights_file.suffix.lower() == ".onnx"
-    backend = backend or ("onnx" if is_onnx else "torch")
-    if backend == "onnx":
-        if weights_file is None:
-            raise Fatal("--backend onnx needs --weights FILE.onnx (write one with forensix export-onnx)")
-        from .onnx_backend import load_onnx_detector
-
-        # An ONNX model's precision is fixed at export; scan's default fp32 means "as exported".
-        as_exported = None if precision == "fp32" else precision
-        return load_onnx_detector(weights_file, device=device, threshold=threshold, precision=as_exported)
-    if backend != "torch":
-        raise Fatal(f"--backend must be torch or onnx, got {backend!r}")
-    if is_onnx:
-        raise Fatal(f"{weights_file} is an ONNX model: use --backend onnx")
-    from .detector import load_detector
-
-    return load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
 
 
 def _load_localizer(
@@ -749,7 +729,7 @@ def bench_command(
                 raise Fatal("--compile is for the torch backend")
             detector = load_detector(model, weights=weights_file, device=device, precision=precision, compile=True)
         else:
-            detector = _load_scan_detector(backend, model, weights_file, device, precision, None)
+            detector = load_detector(model, weights=weights_file, device=device, precision=precision, backend=backend)
         options = BenchOptions(
             batch_size=batch_size,
             workers=default_workers() if workers is None else workers,

@@ -224,7 +224,25 @@ def load_detector(
     precision: str = "fp32",
     threshold: float | None = None,
     compile: bool = False,
+    backend: str | None = None,
 ) -> Detector:
-    """A ready detector from a manifest name (``model``) or a weights file (``weights``)."""
+    """A ready detector from a manifest name (``model``) or a weights file (``weights``).
+
+    ``backend`` is ``torch`` or ``onnx`` (onnxruntime; the default for a ``.onnx`` file, whose
+    precision was fixed at export: ``fp32`` then means "as exported").
+    """
+    is_onnx = weights is not None and Path(weights).suffix.lower() == ".onnx"
+    backend = backend or ("onnx" if is_onnx else "torch")
+    if backend == "onnx":
+        if weights is None:
+            raise ValueError("--backend onnx needs --weights FILE.onnx (write one with forensix export-onnx)")
+        from .onnx_backend import load_onnx_detector
+
+        as_exported = None if precision == "fp32" else precision
+        return load_onnx_detector(Path(weights), device=device, threshold=threshold, precision=as_exported)
+    if backend != "torch":
+        raise ValueError(f"--backend must be torch or onnx, got {backend!r}")
+    if is_onnx:
+        raise ValueError(f"{weights} is an ONNX model: use --backend onnx")
     loaded = load_weights_file(Path(weights)) if weights is not None else load_manifest_model(model)
     return Detector(loaded, device=device, precision=precision, threshold=threshold, compile=compile)

@@ -343,3 +343,15 @@ def test_the_plain_onnxruntime_example_in_the_docs_gives_forensix_scores(exporte
             random_image(w, h, seed=i).save(f"{i}.png")
             want = preprocess(Image.open(f"{i}.png"), cfg).numpy()
             assert np.array_equal(namespace["preprocess"](f"{i}.png"), want), (mode, w, h)
+
+
+def test_the_library_loads_an_onnx_file_with_onnxruntime(exported, tiny_weights):
+    from forensix.onnx_backend import OnnxDetector
+
+    onnx = forensix.load_detector(weights=exported, device="cpu")
+    torch_detector = forensix.load_detector(weights=tiny_weights, device="cpu")
+    assert isinstance(onnx, OnnxDetector) and not isinstance(torch_detector, OnnxDetector)
+    images = [random_image(240, 300, seed=s) for s in range(3)]
+    assert np.abs(onnx.score(images) - torch_detector.score(images)).max() <= 1e-5
+    with pytest.raises(ValueError, match="ONNX model: use --backend onnx"):
+        forensix.load_detector(weights=exported, backend="torch")
