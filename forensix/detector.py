@@ -150,7 +150,30 @@ def autocast_forward(model: nn.Module, batch: torch.Tensor, device: torch.device
         return model(batch).float()
 
 
-class Detector:
+class Runner:
+    """A loaded model ready to run on a device at a precision, with its own preprocessing.
+
+    What the detector, the localizer and the attributor share; each adds what its outputs mean.
+    """
+
+    def __init__(
+        self, loaded: LoadedWeights, device: str = "auto", precision: str = "fp32", config: ModelConfig | None = None
+    ) -> None:
+        self.device = resolve_device(device)
+        validate_precision(precision, self.device)
+        self.loaded, self.precision = loaded, precision
+        self.config = config or loaded.config
+
+    @property
+    def name(self) -> str:
+        """The model's name @ the first 12 hex digits of its weights' sha256 (the report's ``model``)."""
+        return f"{self.loaded.name}@{self.loaded.sha256[:12]}" if self.loaded.sha256 else self.loaded.name
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return preprocess(image, self.config.preprocess)
+
+
+class Detector(Runner):
     """Scores images: P(fake) = sigmoid(logit / temperature), with the model's own preprocessing.
 
     The threshold and temperature come from the weights (a config, or a calibration sidecar for
@@ -169,11 +192,8 @@ class Detector:
         threshold: float | None = None,
         compile: bool = False,
     ) -> None:
-        self.device = resolve_device(device)
-        validate_precision(precision, self.device)
-        self.loaded = loaded
-        self.config = loaded.config if threshold is None else replace(loaded.config, threshold=threshold)
-        self.precision = precision
+        config = loaded.config if threshold is None else replace(loaded.config, threshold=threshold)
+        super().__init__(loaded, device, precision, config)
         # Channels-last: the patch-embedding convolution writes its tokens in the order the
         # transformer reads them, saving a transpose (the tower's only 4-D tensors; docs/benchmarks.md).
         self.model = loaded.model.to(self.device, memory_format=torch.channels_last).eval()
@@ -187,13 +207,6 @@ class Detector:
     @property
     def temperature(self) -> float:
         return self.config.temperature
-
-    @property
-    def name(self) -> str:
-        return f"{self.loaded.name}@{self.loaded.sha256[:12]}" if self.loaded.sha256 else self.loaded.name
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return preprocess(image, self.config.preprocess)
 
     def raw_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's own logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""

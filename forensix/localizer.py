@@ -21,8 +21,7 @@ import torch
 from PIL import Image
 
 from . import weights as W
-from .detector import LoadedWeights, autocast_forward, resolve_device, validate_precision
-from .imaging import preprocess
+from .detector import LoadedWeights, Runner, autocast_forward
 from .models.checkpoints import (
     CheckpointError,
     build_and_load,
@@ -107,21 +106,12 @@ def load_localizer_weights(spec: str | Path) -> LoadedWeights:
     return loaded
 
 
-class Localizer:
+class Localizer(Runner):
     """Per-pixel P(manipulated) maps (mask_size x mask_size) with the model's own preprocessing."""
 
     def __init__(self, loaded: LoadedWeights, device: str = "auto", precision: str = "fp32") -> None:
-        self.device = resolve_device(device)
-        validate_precision(precision, self.device)
-        self.loaded, self.config, self.precision = loaded, loaded.config, precision
+        super().__init__(loaded, device, precision)
         self.model = loaded.model.to(self.device).eval()
-
-    @property
-    def name(self) -> str:
-        return f"{self.loaded.name}@{self.loaded.sha256[:12]}" if self.loaded.sha256 else self.loaded.name
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return preprocess(image, self.config.preprocess)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Mask logits (B, S, S) in float32 for a preprocessed batch (B, 3, H, W)."""
