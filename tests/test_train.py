@@ -200,7 +200,7 @@ def test_triplets_pair_each_anchor_with_its_class_and_the_other():
     sampler.set_epoch(1)
     assert sampler.batches() != batches
     halves = [TripletSampler(labels, 3, seed=5, rank=r, world=2).batches() for r in (0, 1)]
-    assert sorted(map(tuple, halves[0] + halves[1])) == sorted(map(tuple, batches))
+    assert set(map(tuple, halves[0] + halves[1])) == set(map(tuple, batches))  # 3 batches, one repeated
 
 
 def test_one_class_is_not_enough_for_triplets():
