@@ -24,6 +24,13 @@ def load_localizer(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
+def load_attributor(*args, **kwargs):
+    """See :func:`forensix.attributor.load_attributor`: which generator made an image, or "real"."""
+    from .attributor import load_attributor as _load
+
+    return _load(*args, **kwargs)
+
+
 def scan(*args, **kwargs):
     """See :func:`forensix.pipeline.scan`: one row per image, in input order."""
     from .pipeline import scan as _scan
@@ -31,4 +38,4 @@ def scan(*args, **kwargs):
     return _scan(*args, **kwargs)
 
 
-__all__ = ["__version__", "load_detector", "load_localizer", "scan"]
+__all__ = ["__version__", "load_attributor", "load_detector", "load_localizer", "scan"]

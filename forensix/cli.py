@@ -318,6 +318,10 @@ def scan(
         Path | None, typer.Option("--masks", help="Folder for the mask and overlay PNGs (with --localizer).")
     ] = None,
     masks_all: Annotated[bool, typer.Option(help="Masks for every image, not only those judged fake.")] = False,
+    attributor_spec: Annotated[
+        str | None,
+        typer.Option("--attributor", help="A source-attribution model (manifest name or file): source, source_score."),
+    ] = None,
 ) -> None:
     """Score every image and write one row per input image (see docs/scan.md)."""
     import tempfile
@@ -332,6 +336,11 @@ def scan(
             raise Fatal("--resume needs --out: the report to resume")
         spec = _scan_spec(paths or [], from_list or [], Path(spool))
         localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
+        attributor = None
+        if attributor_spec is not None:
+            from .attributor import load_attributor
+
+            attributor = load_attributor(attributor_spec, device=device, precision=precision)
         detector = load_detector(
             model, weights=weights_file, device=device, precision=precision, threshold=threshold, backend=backend
         )
@@ -355,7 +364,7 @@ def scan(
                 err.print(f"resuming {out_path}: {existing.rows} rows already there", highlight=False)
         else:
             stream = open(out_path, "w", newline="", encoding="utf-8") if out_path else sys.stdout
-        scanner = Scanner(spec, detector, options, done, localizer=localizer)
+        scanner = Scanner(spec, detector, options, done, localizer=localizer, attributor=attributor)
         meta_file = meta_path or (out_path.with_name(out_path.name + ".meta.json") if out_path else None)
         if meta_file is not None:
             meta_file.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
@@ -758,7 +767,9 @@ def bench_command(
 
 @app.command("train")
 def train_command(
-    task: Annotated[str, typer.Option(help="detect (DeeCLIP) | localize (DeCLIP decoder)")],
+    task: Annotated[
+        str, typer.Option(help="detect (DeeCLIP) | localize (DeCLIP decoder) | attribute (CLIP source attribution)")
+    ],
     data: Annotated[Path, typer.Option("--data", help=_DATA_HELP, show_default=False)],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for best/last checkpoints and the log.")],
     val: Annotated[
@@ -766,15 +777,25 @@ def train_command(
     ] = None,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Held out of --data for validation.")] = 0.1,
     config: Annotated[
-        str | None, typer.Option(help="Model config (default: deeclip-vit-l-14 / declip-vit-l-14-layer20-conv20).")
+        str | None,
+        typer.Option(
+            help="Model config (default: deeclip-vit-l-14 / declip-vit-l-14-layer20-conv20 / attribution-vit-l-14)."
+        ),
     ] = None,
     init: Annotated[
         str, typer.Option(help="openai (CLIP backbone, fresh heads) | random | a checkpoint file to continue from.")
     ] = "openai",
-    epochs: Annotated[int, typer.Option(min=1)] = 5,
-    batch_size: Annotated[int, typer.Option(min=1, help="Triplets (detect) or images (localize) per step.")] = 8,
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default: 5e-5 detect, 1e-3 localize).")] = None,
-    weight_decay: Annotated[float, typer.Option(min=0.0)] = 0.01,
+    epochs: Annotated[int | None, typer.Option(min=1, help="(default: 5; attribute 12)")] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Triplets (detect) or images (localize, attribute) per step.")
+    ] = 8,
+    lr: Annotated[
+        float | None, typer.Option(help="AdamW learning rate (default: 5e-5 detect, 1e-3 localize, 5e-5 attribute).")
+    ] = None,
+    weight_decay: Annotated[float | None, typer.Option(min=0.0, help="(default: 0.01; attribute 0, i.e. Adam)")] = None,
+    finetune: Annotated[
+        str, typer.Option(help="attribute: lora (LoRA on q/k/v of both towers) | full (every weight).")
+    ] = "lora",
     accumulate: Annotated[int, typer.Option(min=1, help="Batches per optimizer step (gradient accumulation).")] = 1,
     precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (autocast on CUDA)")] = "fp32",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N] (torchrun: one GPU per process)")] = "auto",
@@ -794,18 +815,19 @@ def train_command(
         bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")
     ] = None,
 ) -> None:
-    """Train a detector or a localizer; best and last checkpoints as safetensors (see docs/training.md)."""
+    """Train a detector, a localizer or an attributor; best and last checkpoints as safetensors (docs/training.md)."""
     from .pipeline import default_workers
-    from .train import TrainOptions, fit, prepare
+    from .train import RECIPES, TrainOptions, fit, prepare
     from .train.augment import Augment
 
     with fatal_errors():
         aug = Augment(jpeg_p=jpeg_p, blur_p=blur_p, rescale_p=rescale_p, crop_p=crop_p, flip_p=flip_p)
+        recipe = RECIPES.get(task, RECIPES["detect"])  # an unknown task is prepare's to report
         options = TrainOptions(
-            epochs=epochs,
+            epochs=epochs if epochs is not None else int(recipe["epochs"]),
             batch_size=batch_size,
-            lr=lr if lr is not None else {"detect": 5e-5, "localize": 1e-3}.get(task, 5e-5),
-            weight_decay=weight_decay,
+            lr=lr if lr is not None else recipe["lr"],
+            weight_decay=weight_decay if weight_decay is not None else recipe["weight_decay"],
             accumulate=accumulate,
             precision=precision,
             device=device,
@@ -814,7 +836,7 @@ def train_command(
             max_steps=max_steps,
             augment=aug if augment else Augment.none(),
         )
-        run = prepare(task, data, val, config, init, val_fraction, seed, layout, inverted_masks)
+        run = prepare(task, data, val, config, init, val_fraction, seed, layout, inverted_masks, finetune)
         counts = run.provenance["trained_on"]
         if int(os.environ.get("RANK", "0")):
             err.quiet = True  # under torchrun, rank 0 speaks for all

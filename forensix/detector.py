@@ -52,6 +52,8 @@ def load_weights_file(path: Path, *, feature_layers: tuple[int, ...] | None = No
     digest = W.cached_sha256(path)
     if is_safetensors(path):
         cfg, state, provenance = read_checkpoint(path)
+        if cfg.arch == "attribution":
+            raise CheckpointError(f"{path}: an attributor, not a detector: use --attributor")
         name = cfg.name
     else:
         state = read_state_dict(path)

@@ -12,6 +12,10 @@ With a localizer, workers also make its input tensor and keep the file's bytes; 
 runs the localizer on the images judged fake (or all, ``masks_all``) and a small thread pool
 re-decodes them and writes their mask files (:mod:`forensix.overlay`) while the next batches run.
 Each row leaves once its mask files are written, still in input order.
+
+With an attributor, the main process runs it on every scored batch and fills ``source`` and
+``source_score``; workers prepare its input too when its preprocessing differs from the
+detector's (else the detector's batch serves both).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from .models.config import PreprocessConfig
 from .overlay import MaskFiles, write_mask_files
 
 if TYPE_CHECKING:
+    from .attributor import Attributor
     from .localizer import Localizer
 
 SKIP_NON_IMAGE = "non-image"
@@ -110,7 +115,8 @@ class ResumeIndex:
 class Record:
     """One prepared entry: a row (without score), its input tensor(s) if it decoded, or a skip marker.
 
-    ``mask_tensor`` and ``raw`` (the file's bytes) are there only when a localizer runs.
+    ``mask_tensor`` and ``raw`` (the file's bytes) are there only when a localizer runs, ``attr_tensor``
+    only when an attributor with its own preprocessing runs.
     """
 
     index: int
@@ -120,6 +126,7 @@ class Record:
     mask_tensor: torch.Tensor | None = None
     raw: bytes | None = None
     mask_job: Future[MaskFiles] | None = None
+    attr_tensor: torch.Tensor | None = None
 
 
 @dataclass
@@ -129,12 +136,13 @@ class Block:
     records: list[Record]
     tensor: torch.Tensor | None  # (n, 3, H, W) for the records that have one, in order
     mask_tensor: torch.Tensor | None = None  # the localizer's inputs of the same records
+    attr_tensor: torch.Tensor | None = None  # the attributor's
 
     def pin_memory(self) -> Block:
         def pin(t: torch.Tensor | None) -> torch.Tensor | None:
             return t.pin_memory() if t is not None else None
 
-        return Block(self.records, pin(self.tensor), pin(self.mask_tensor))
+        return Block(self.records, pin(self.tensor), pin(self.mask_tensor), pin(self.attr_tensor))
 
 
 def collate(records: list[Record]) -> Block:
@@ -144,7 +152,7 @@ def collate(records: list[Record]) -> Block:
             setattr(r, attr, None)  # the stacked copy is the one that travels
         return torch.stack(tensors) if tensors else None
 
-    return Block(records, stack("tensor"), stack("mask_tensor"))
+    return Block(records, stack("tensor"), stack("mask_tensor"), stack("attr_tensor"))
 
 
 def new_row(item: InputItem) -> dict[str, Any]:
@@ -162,6 +170,8 @@ def new_row(item: InputItem) -> dict[str, Any]:
         "notes": "",
         "mask": "",
         "mask_fraction": None,
+        "source": "",
+        "source_score": None,
         "error": item.error,
     }
 
@@ -173,11 +183,13 @@ def prepare(
     options: ScanOptions,
     done: ResumeIndex | None,
     mask_cfg: PreprocessConfig | None = None,
+    attr_cfg: PreprocessConfig | None = None,
 ) -> Record:
     """Read, hash, decode, read notes and preprocess one entry; every failure becomes the row's error.
 
     With ``mask_cfg`` (a localizer's preprocessing) the record also carries the localizer's input
-    and the file's bytes, from which the mask files are drawn at the image's own size.
+    and the file's bytes, from which the mask files are drawn at the image's own size; with
+    ``attr_cfg`` (an attributor's) the attributor's input.
     """
     if item.skipped:
         return Record(index, None, skip=SKIP_NON_IMAGE)
@@ -203,6 +215,8 @@ def prepare(
         record = Record(index, row, preprocess(decoded.image, cfg))
         if mask_cfg is not None:
             record.mask_tensor, record.raw = preprocess(decoded.image, mask_cfg), data
+        if attr_cfg is not None:
+            record.attr_tensor = preprocess(decoded.image, attr_cfg)
         return record
     except (DecodeError, ValueError, OSError) as e:
         row["error"] = str(e)
@@ -219,8 +233,10 @@ class ScanDataset(IterableDataset):
         options: ScanOptions,
         done: ResumeIndex | None = None,
         mask_cfg: PreprocessConfig | None = None,
+        attr_cfg: PreprocessConfig | None = None,
     ) -> None:
         self.spec, self.cfg, self.options, self.done, self.mask_cfg = spec, cfg, options, done, mask_cfg
+        self.attr_cfg = attr_cfg
 
     def __iter__(self) -> Iterator[Record]:
         info = get_worker_info()
@@ -228,7 +244,7 @@ class ScanDataset(IterableDataset):
         block = self.options.batch_size
         for index, item in enumerate(iter_entries(self.spec.paths(), self.options.limits)):
             if (index // block) % workers == worker:
-                yield prepare(index, item, self.cfg, self.options, self.done, self.mask_cfg)
+                yield prepare(index, item, self.cfg, self.options, self.done, self.mask_cfg, self.attr_cfg)
 
 
 def _init_worker(_: int) -> None:
@@ -268,6 +284,7 @@ class Scanner:
 
     With a ``localizer`` and ``options.masks_dir``, images judged fake (all with
     ``options.masks_all``) also get mask files; their rows name the overlay and the flagged area.
+    With an ``attributor``, every scored row gets its most likely ``source`` and ``source_score``.
     """
 
     def __init__(
@@ -277,8 +294,13 @@ class Scanner:
         options: ScanOptions | None = None,
         done: ResumeIndex | None = None,
         localizer: Localizer | None = None,
+        attributor: Attributor | None = None,
     ) -> None:
-        self.spec, self.detector, self.localizer = spec, detector, localizer
+        self.spec, self.detector, self.localizer, self.attributor = spec, detector, localizer, attributor
+        # The attributor's own input only when the detector's batch is not already that input.
+        self.attr_cfg = None
+        if attributor is not None and attributor.config.preprocess != detector.config.preprocess:
+            self.attr_cfg = attributor.config.preprocess
         self.options = options or ScanOptions()
         if (localizer is None) != (self.options.masks_dir is None):
             raise ValueError("a localizer and a masks folder go together (--localizer with --masks DIR)")
@@ -288,7 +310,7 @@ class Scanner:
     def _loader(self) -> DataLoader:
         o = self.options
         mask_cfg = self.localizer.config.preprocess if self.localizer is not None else None
-        dataset = ScanDataset(self.spec, self.detector.config.preprocess, o, self.done, mask_cfg)
+        dataset = ScanDataset(self.spec, self.detector.config.preprocess, o, self.done, mask_cfg, self.attr_cfg)
         extra: dict[str, Any] = {}
         if o.workers > 0:
             # in_order=False: a slow image in one worker does not stall the others; ordered_blocks
@@ -325,6 +347,8 @@ class Scanner:
                     if r.row["score"] is None:
                         break
                     scored.append(r)
+            if self.attributor is not None:
+                self._attribute(scored, batch)
             if pool is not None:
                 self._start_masks(scored, pool)
 
@@ -340,6 +364,7 @@ class Scanner:
             for block in self.blocks():
                 tensors = iter(block.tensor) if block.tensor is not None else iter(())
                 mask_tensors = iter(block.mask_tensor) if block.mask_tensor is not None else None
+                attr_tensors = iter(block.attr_tensor) if block.attr_tensor is not None else None
                 for record in block.records:
                     self.stats.entries += 1
                     if record.skip:
@@ -349,6 +374,8 @@ class Scanner:
                         record.tensor = next(tensors)  # a view into the block's (pinned) tensor
                         if mask_tensors is not None:
                             record.mask_tensor = next(mask_tensors)
+                        if attr_tensors is not None:
+                            record.attr_tensor = next(attr_tensors)
                     pending.append(record)
                 if block.tensor is not None:
                     queued.append(block.tensor)
@@ -364,6 +391,18 @@ class Scanner:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _attribute(self, scored: list[Record], batch: torch.Tensor) -> None:
+        """Run the attributor on the records the detector just scored (its ``batch``, or their own inputs)."""
+        assert self.attributor is not None
+        inputs = torch.stack([r.attr_tensor for r in scored]) if self.attr_cfg is not None else batch
+        probabilities = self.attributor.probabilities(inputs)
+        for r, (source, p) in zip(scored, self.attributor.top(probabilities)):
+            if math.isfinite(p):
+                r.row["source"], r.row["source_score"] = source, p
+            elif not r.row["error"]:
+                r.row["error"] = "the attributor returned a non-finite score (try --precision fp32)"
+            r.attr_tensor = None
 
     def _start_masks(self, scored: list[Record], pool: ThreadPoolExecutor) -> None:
         """Run the localizer on the scored records that get masks; write their files in ``pool``."""
@@ -420,6 +459,14 @@ class Scanner:
                 "masks_dir": str(o.masks_dir),
                 "masks_for": "all images" if o.masks_all else "images judged fake",
             }
+        if (attr := self.attributor) is not None:
+            found["attributor"] = {
+                "model": attr.name,
+                "weights": {"source": attr.loaded.source, "sha256": attr.loaded.sha256},
+                "config": attr.config.name,
+                "classes": list(attr.classes),
+                "preprocess": asdict(attr.config.preprocess),
+            }
         return found
 
     def _count_skip(self, reason: str) -> None:
@@ -442,7 +489,7 @@ class Scanner:
                 self.stats.masks += 1
             except (OSError, ValueError) as e:  # the verdict stands; the row says what is missing
                 row["error"] = f"mask files not written: {e}"
-        record.tensor = record.mask_tensor = record.raw = record.mask_job = None
+        record.tensor = record.mask_tensor = record.attr_tensor = record.raw = record.mask_job = None
         row["model"] = self.detector.name
         row["threshold"] = self.detector.threshold
         if row["score"] is not None and not math.isfinite(row["score"]):
@@ -463,7 +510,12 @@ def _write_masks(data: bytes, prob: np.ndarray, out_dir: Path, row: dict[str, An
 
 
 def scan(
-    paths: list[str], detector: Detector, localizer: Localizer | None = None, **options: Any
+    paths: list[str],
+    detector: Detector,
+    localizer: Localizer | None = None,
+    attributor: Attributor | None = None,
+    **options: Any,
 ) -> Iterator[dict[str, Any]]:
     """One row per image in ``paths`` (files, folders, archives), in order: ``forensix scan`` as a library."""
-    return iter(Scanner(InputSpec.from_args(paths), detector, ScanOptions(**options), localizer=localizer))
+    spec, scan_options = InputSpec.from_args(paths), ScanOptions(**options)
+    return iter(Scanner(spec, detector, scan_options, localizer=localizer, attributor=attributor))

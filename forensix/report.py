@@ -29,6 +29,8 @@ COLUMNS = (
     "notes",
     "mask",
     "mask_fraction",
+    "source",
+    "source_score",
     "error",
 )
 FORMATS = ("csv", "json", "jsonl")

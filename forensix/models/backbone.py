@@ -54,6 +54,12 @@ class SplitQKVAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, n, c)), None
 
 
+def split_attention(transformer: nn.Module, heads: int) -> None:
+    """Give every block of an open_clip ``Transformer`` a :class:`SplitQKVAttention` (fresh weights)."""
+    for block in transformer.resblocks:
+        block.attn = SplitQKVAttention(transformer.width, heads)
+
+
 class ClipVisionTower(nn.Module):
     """CLIP ViT vision tower exposing the residual stream after any block.
 
@@ -84,8 +90,7 @@ class ClipVisionTower(nn.Module):
         if not pooled:
             # Drop the blocks nobody reads, ln_post and the projection: never built, never run.
             visual.prune_intermediate_layers([blocks - 1], prune_norm=True, prune_head=True)
-        for block in visual.transformer.resblocks:
-            block.attn = SplitQKVAttention(cfg.width, cfg.heads)
+        split_attention(visual.transformer, cfg.heads)
         self.visual = visual
         self.pooled = pooled
 

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from torch import nn
 
+from .attribution import AttributionCLIP
 from .config import ModelConfig
 from .declip import DeCLIP
 from .deeclip import DeeCLIP
 from .lora import add_lora
 from .univfd import UnivFD
 
-_BUILDERS = {"deeclip": DeeCLIP, "univfd": UnivFD, "declip": DeCLIP}
+_BUILDERS = {"deeclip": DeeCLIP, "univfd": UnivFD, "declip": DeCLIP, "attribution": AttributionCLIP}
 
 
 def create_model(cfg: ModelConfig, *, with_lora: bool = False) -> nn.Module:
     """Build the model ``cfg`` describes, with random weights.
 
     ``with_lora`` wraps the backbone's q/k/v projections in trainable LoRA layers (config's r,
-    alpha, dropout). Build under ``torch.device("meta")`` to skip initialisation before a load.
+    alpha, dropout; the attributor's backbone is the whole CLIP: both towers). Build under
+    ``torch.device("meta")`` to skip initialisation before a load.
     """
     model = _BUILDERS[cfg.arch](cfg)
     if with_lora:

@@ -5,6 +5,7 @@
   0.5 and AP (the best checkpoint is the one with the highest AP).
 - ``localize``: a DeCLIP decoder on the frozen backbone; fake images with their masks, BCE against
   the soft 256x256 mask. Validation: mean IoU at 0.5 over images (DeCLIP's early-stopping metric).
+- ``attribute``: source attribution with CLIP (:mod:`forensix.train.attribute`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .augment import Augment
 from .data import Batch, Item, ShuffleSampler, TrainDataset, TripletSampler, collate
 from .losses import deeclip_loss
 
-TASKS = ("detect", "localize")
+TASKS = ("detect", "localize", "attribute")  # attribute: forensix.train.attribute
 
 
 @dataclass
