@@ -1,0 +1,52 @@
+"""The device JPEG path (run here on the CPU with libjpeg) against the Pillow path."""
+
+import io
+
+import pytest
+import torch
+from conftest import random_image
+from PIL import Image
+
+from forensix.detector import load_detector
+from forensix.gpu_decode import check_parity, is_jpeg, preprocess_jpegs
+from forensix.imaging import decode_image, preprocess
+from forensix.models.config import PreprocessConfig
+
+
+def jpeg(image: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def jpegs() -> list[bytes]:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: both paths must turn it upright
+    return [
+        jpeg(random_image(300, 240, seed=1)),
+        jpeg(random_image(224, 513, seed=2), exif=exif.tobytes()),
+        jpeg(random_image(640, 480, seed=3).convert("L")),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["resize_crop", "center_crop", "squash"])
+def test_tensor_preprocessing_is_within_a_level_of_pillow(jpegs, mode):
+    cfg = PreprocessConfig(mode=mode)
+    pillow = torch.stack([preprocess(decode_image(d).image, cfg) for d in jpegs])
+    tensor = preprocess_jpegs(jpegs, cfg, "cpu")
+    assert tensor.shape == pillow.shape == (3, 3, 224, 224)
+    levels = (pillow - tensor).abs() * torch.tensor(cfg.std).view(1, 3, 1, 1) * 255
+    assert levels.max().item() <= 1.01 and levels.mean().item() < 0.01
+
+
+def test_parity_check_scores(tiny_weights, jpegs):
+    parity = check_parity(load_detector(weights=tiny_weights, device="cpu"), jpegs)
+    assert parity.ok and parity.images == 3 and parity.max_score_diff <= 1e-3
+    assert parity.tolerance == 1e-3 and parity.max_level_diff <= 1.01
+
+
+def test_only_jpeg_bytes_are_jpegs(jpegs):
+    buf = io.BytesIO()
+    random_image(230, 230).save(buf, "PNG")
+    assert is_jpeg(jpegs[0]) and not is_jpeg(buf.getvalue())
