@@ -51,10 +51,6 @@ def load_attributor_weights(spec: str | Path) -> LoadedWeights:
 class Attributor(Runner):
     """Class probabilities (B, classes) with the model's own preprocessing; ``classes[0]`` is ``real``."""
 
-    def __init__(self, loaded: LoadedWeights, device: str = "auto", precision: str = "fp32") -> None:
-        super().__init__(loaded, device, precision)
-        self.model = loaded.model.to(self.device).eval()
-
     @property
     def classes(self) -> tuple[str, ...]:
         return self.config.attribution.classes

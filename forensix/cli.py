@@ -42,6 +42,22 @@ app.add_typer(weights_app, name="weights")
 err = Console(stderr=True, soft_wrap=True)  # messages are lines for logs: never wrapped
 out = Console()
 
+# Options several commands share, spelled once.
+ModelOpt = Annotated[str, typer.Option(help="A detector from 'forensix weights list'.")]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", help="A weights file instead (official .pth, forensix .safetensors or .onnx)."),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")]
+PrecisionOpt = Annotated[
+    str, typer.Option(help="fp32 | bf16 | fp16 (autocast on CUDA; LayerNorm and softmax stay fp32)")
+]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
+]
+ProgressOpt = Annotated[bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")]
+
 
 class Fatal(Exception):
     """A usage or fatal error: one line on stderr, exit code 2."""
@@ -270,22 +286,15 @@ def scan(
     from_list: Annotated[
         list[str] | None, typer.Option("--from-list", help="A file listing paths, one per line ('-' = stdin).")
     ] = None,
-    model: Annotated[str, typer.Option(help="A detector from 'forensix weights list'.")] = "deeclip",
-    weights_file: Annotated[
-        Path | None,
-        typer.Option("--weights", help="A weights file instead (official .pth, forensix .safetensors or .onnx)."),
-    ] = None,
+    model: ModelOpt = "deeclip",
+    weights_file: WeightsOpt = None,
     backend: Annotated[
         str | None, typer.Option(help="torch | onnx (default: onnx for a .onnx --weights file, else torch)")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="fp32 | bf16 | fp16 (autocast on CUDA; LayerNorm stays fp32)")
-    ] = "fp32",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
-    workers: Annotated[
-        int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
-    ] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Verdict 'fake' when score >= this (default: stored).")
     ] = None,
@@ -306,10 +315,11 @@ def scan(
     meta_path: Annotated[
         Path | None, typer.Option("--meta", help="Where to write the scan's provenance (default: <out>.meta.json).")
     ] = None,
-    progress: Annotated[
-        bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")
-    ] = None,
+    progress: ProgressOpt = None,
     fail_on_fake: Annotated[bool, typer.Option(help="Exit 1 when any image is judged fake.")] = False,
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="Run the model through torch.compile (compiles on the first batch).")
+    ] = False,
     localizer_spec: Annotated[
         str | None,
         typer.Option("--localizer", help="A DeCLIP localizer (manifest name or file) drawing masks; needs --masks."),
@@ -342,7 +352,13 @@ def scan(
 
             attributor = load_attributor(attributor_spec, device=device, precision=precision)
         detector = load_detector(
-            model, weights=weights_file, device=device, precision=precision, threshold=threshold, backend=backend
+            model,
+            weights=weights_file,
+            device=device,
+            precision=precision,
+            threshold=threshold,
+            compile=compile_model,
+            backend=backend,
         )
         limits = Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio)
         options = ScanOptions(
@@ -543,10 +559,8 @@ _USE_CACHE_OPTION = typer.Option("--use-cache/--no-cache", help="Reuse and store
 @app.command("eval")
 def eval_command(
     data: Annotated[Path, typer.Option("--data", help=_DATA_HELP, show_default=False)],
-    model: Annotated[str, typer.Option(help="A detector from 'forensix weights list'.")] = "deeclip",
-    weights_file: Annotated[
-        Path | None, typer.Option("--weights", help="A weights file instead (official .pth or forensix .safetensors).")
-    ] = None,
+    model: ModelOpt = "deeclip",
+    weights_file: WeightsOpt = None,
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Verdict 'fake' when score >= this (default: stored).")
     ] = None,
@@ -567,15 +581,11 @@ def eval_command(
     inverted_masks: Annotated[bool, _INVERTED_OPTION] = True,
     cache_dir: Annotated[Path | None, _CACHE_OPTION] = None,
     use_cache: Annotated[bool, _USE_CACHE_OPTION] = True,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16")] = "fp32",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
-    workers: Annotated[
-        int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
-    ] = None,
-    progress: Annotated[
-        bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")
-    ] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
+    progress: ProgressOpt = None,
 ) -> None:
     """Accuracy, AP and ROC-AUC per subset, clean and perturbed; tables on stdout (see docs/evaluation.md)."""
     from .evaluate import EvalOptions, evaluate, localization_rows, parse_perturbations, table_rows, write_outputs
@@ -622,10 +632,8 @@ def eval_command(
 @app.command("calibrate")
 def calibrate_command(
     data: Annotated[Path, typer.Option("--data", help=_DATA_HELP, show_default=False)],
-    model: Annotated[str, typer.Option(help="A detector from 'forensix weights list'.")] = "deeclip",
-    weights_file: Annotated[
-        Path | None, typer.Option("--weights", help="A weights file instead (official .pth or forensix .safetensors).")
-    ] = None,
+    model: ModelOpt = "deeclip",
+    weights_file: WeightsOpt = None,
     target_fpr: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Threshold for this false-positive rate on real images.")
     ] = None,
@@ -642,15 +650,11 @@ def calibrate_command(
     split: Annotated[str, _SPLIT_OPTION] = "val",
     cache_dir: Annotated[Path | None, _CACHE_OPTION] = None,
     use_cache: Annotated[bool, _USE_CACHE_OPTION] = True,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16")] = "fp32",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
-    workers: Annotated[
-        int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
-    ] = None,
-    progress: Annotated[
-        bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")
-    ] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
+    progress: ProgressOpt = None,
 ) -> None:
     """Choose the threshold (and temperature) on labelled data; scan then uses it by default."""
     import numpy as np
@@ -694,20 +698,15 @@ def calibrate_command(
 
 @app.command("bench")
 def bench_command(
-    model: Annotated[str, typer.Option(help="A detector from 'forensix weights list'.")] = "deeclip",
-    weights_file: Annotated[
-        Path | None,
-        typer.Option("--weights", help="A weights file instead (official .pth, forensix .safetensors or .onnx)."),
-    ] = None,
+    model: ModelOpt = "deeclip",
+    weights_file: WeightsOpt = None,
     backend: Annotated[
         str | None, typer.Option(help="torch | onnx (default: onnx for a .onnx --weights file, else torch)")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (autocast; LayerNorm stays fp32)")] = "fp32",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
-    workers: Annotated[
-        int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
-    ] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    batch_size: BatchOpt = 32,
+    workers: WorkersOpt = None,
     images: Annotated[
         Path | None,
         typer.Option(
@@ -733,12 +732,9 @@ def bench_command(
     from .pipeline import default_workers
 
     with fatal_errors():
-        if compile_model:
-            if backend not in (None, "torch") or (weights_file is not None and weights_file.suffix.lower() == ".onnx"):
-                raise Fatal("--compile is for the torch backend")
-            detector = load_detector(model, weights=weights_file, device=device, precision=precision, compile=True)
-        else:
-            detector = load_detector(model, weights=weights_file, device=device, precision=precision, backend=backend)
+        detector = load_detector(
+            model, weights=weights_file, device=device, precision=precision, compile=compile_model, backend=backend
+        )
         options = BenchOptions(
             batch_size=batch_size,
             workers=default_workers() if workers is None else workers,
@@ -811,9 +807,7 @@ def train_command(
     rescale_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="P(down/up-scaling by 0.5-1.5).")] = 0.2,
     crop_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="P(random crop keeping 80-100% a side).")] = 0.5,
     flip_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="P(horizontal flip).")] = 0.5,
-    progress: Annotated[
-        bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")
-    ] = None,
+    progress: ProgressOpt = None,
 ) -> None:
     """Train a detector, a localizer or an attributor; best and last checkpoints as safetensors (docs/training.md)."""
     from .pipeline import default_workers

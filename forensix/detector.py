@@ -165,6 +165,7 @@ class Runner:
         validate_precision(precision, self.device)
         self.loaded, self.precision = loaded, precision
         self.config = config or loaded.config
+        self.model = loaded.model.to(self.device).eval()
 
     @property
     def name(self) -> str:
@@ -198,7 +199,7 @@ class Detector(Runner):
         super().__init__(loaded, device, precision, config)
         # Channels-last: the patch-embedding convolution writes its tokens in the order the
         # transformer reads them, saving a transpose (the tower's only 4-D tensors; docs/benchmarks.md).
-        self.model = loaded.model.to(self.device, memory_format=torch.channels_last).eval()
+        self.model = self.model.to(memory_format=torch.channels_last)
         self.compiled = compile
         self.forward = torch.compile(self.model) if compile else self.model
 
@@ -249,6 +250,8 @@ def load_detector(
     is_onnx = weights is not None and Path(weights).suffix.lower() == ".onnx"
     backend = backend or ("onnx" if is_onnx else "torch")
     if backend == "onnx":
+        if compile:
+            raise ValueError("--compile is for the torch backend")
         if weights is None:
             raise ValueError("--backend onnx needs --weights FILE.onnx (write one with forensix export-onnx)")
         from .onnx_backend import load_onnx_detector

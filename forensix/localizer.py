@@ -109,10 +109,6 @@ def load_localizer_weights(spec: str | Path) -> LoadedWeights:
 class Localizer(Runner):
     """Per-pixel P(manipulated) maps (mask_size x mask_size) with the model's own preprocessing."""
 
-    def __init__(self, loaded: LoadedWeights, device: str = "auto", precision: str = "fp32") -> None:
-        super().__init__(loaded, device, precision)
-        self.model = loaded.model.to(self.device).eval()
-
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Mask logits (B, S, S) in float32 for a preprocessed batch (B, 3, H, W)."""
         return autocast_forward(self.model, batch, self.device, self.precision)
