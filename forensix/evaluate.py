@@ -40,7 +40,7 @@ from .detector import Detector, LoadedWeights, scale_logits
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import LocalizationScores, load_mask, score_mask
 from .models.config import PreprocessConfig
-from .pipeline import _init_worker, package_versions
+from .pipeline import init_worker, package_versions
 
 if TYPE_CHECKING:
     from .localizer import Localizer
@@ -220,7 +220,7 @@ def predict(
     lookup = partial(cache.get, model=key, perturbation=perturbation.name) if cache is not None else None
     n = len(samples)
     out = Predictions(np.full(n, np.nan), [""] * n, [""] * n)
-    for batch in _loader(samples, detector.config.preprocess, perturbation, options, detector.device, lookup):
+    for batch in image_loader(samples, detector.config.preprocess, perturbation, options, detector.device, lookup):
         fresh = [p for p in batch.items if p.logit is None and not p.error]
         if batch.tensor is not None:
             raw = detector.raw_logits(batch.tensor).cpu().tolist()
@@ -239,7 +239,7 @@ def predict(
     return out
 
 
-def _loader(
+def image_loader(
     samples: Sequence[Sample],
     cfg: PreprocessConfig,
     perturbation: Perturbation,
@@ -250,7 +250,7 @@ def _loader(
     """Batches of prepared samples in order; decoding and the perturbation run in the workers."""
     transform = perturbation if perturbation.kind != "none" else None
     dataset = ImageDataset(samples, cfg, transform, lookup, options.max_pixels)
-    extra: dict[str, Any] = dict(worker_init_fn=_init_worker) if options.workers > 0 else {}
+    extra: dict[str, Any] = dict(worker_init_fn=init_worker) if options.workers > 0 else {}
     return DataLoader(
         dataset,
         batch_size=options.batch_size,
@@ -271,7 +271,7 @@ def localize(
 ) -> list[LocalizationScores | None]:
     """Per sample with a mask, DeCLIP's per-image scores (:func:`forensix.metrics.score_mask`); None if unreadable."""
     found: list[LocalizationScores | None] = [None] * len(samples)
-    for batch in _loader(samples, localizer.config.preprocess, perturbation, options, localizer.device):
+    for batch in image_loader(samples, localizer.config.preprocess, perturbation, options, localizer.device):
         fresh = [p for p in batch.items if not p.error]
         if batch.tensor is not None:
             for p, prob in zip(fresh, localizer.probabilities(batch.tensor)):

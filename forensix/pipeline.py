@@ -247,7 +247,7 @@ class ScanDataset(IterableDataset):
                 yield prepare(index, item, self.cfg, self.options, self.done, self.mask_cfg, self.attr_cfg)
 
 
-def _init_worker(_: int) -> None:
+def init_worker(_: int) -> None:
     # One thread per worker (the workers are the parallelism); Ctrl-C is the main process's to handle.
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -315,7 +315,7 @@ class Scanner:
         if o.workers > 0:
             # in_order=False: a slow image in one worker does not stall the others; ordered_blocks
             # restores the order, holding at most workers x prefetch blocks.
-            extra = dict(prefetch_factor=o.prefetch, worker_init_fn=_init_worker, in_order=False)
+            extra = dict(prefetch_factor=o.prefetch, worker_init_fn=init_worker, in_order=False)
         return DataLoader(
             dataset,
             batch_size=o.batch_size,

@@ -29,7 +29,7 @@ from .. import weights as W
 from ..attributor import Attributor, p_fake
 from ..datasets import Sample
 from ..detector import LoadedWeights
-from ..evaluate import EvalOptions, Perturbation, _loader, detection_metrics
+from ..evaluate import EvalOptions, Perturbation, detection_metrics, image_loader
 from ..models.attribution import convert_openai_clip
 from ..models.checkpoints import CheckpointError, build_and_load, load_weights, read_checkpoint, read_state_dict
 from ..models.config import ModelConfig
@@ -128,7 +128,7 @@ class AttributeTask(Task):
         attributor = Attributor(LoadedWeights(self.model, self.cfg, self.cfg.name, "", "training", {}), str(device))
         n = len(self.val_samples)
         probs = np.full((n, len(attributor.classes)), np.nan, np.float32)
-        for batch in _loader(self.val_samples, self.cfg.preprocess, Perturbation(), options, device):
+        for batch in image_loader(self.val_samples, self.cfg.preprocess, Perturbation(), options, device):
             if batch.tensor is not None:
                 probs[[p.index for p in batch.items if not p.error]] = attributor.probabilities(batch.tensor)
         ok = ~np.isnan(probs).any(axis=1)
