@@ -299,3 +299,28 @@ def test_every_process_gets_the_same_number_of_batches():
     assert [len(s) for s in shares] == [2, 2, 2]  # padded with the epoch's first batches
     anchors = {i for s in shares for b in s for i in b[: len(b) // 3]}
     assert anchors == set(range(10))
+
+
+def test_openai_init_copies_the_clip_tower_and_nothing_else(home, toy):
+    """--init openai: the frozen tower from OpenAI's CLIP file (fused q/k/v split), fresh heads, LoRA B = 0."""
+    from reference_declip import RefCLIP
+    from safetensors.torch import save_file
+
+    from forensix.models.config import get_config
+    from forensix.train import build_model
+
+    torch.manual_seed(9)
+    clip = {k: v.detach().clone().contiguous() for k, v in RefCLIP(64, 4, 1, 14, 224, 48).state_dict().items()}
+    home.mkdir(parents=True, exist_ok=True)
+    save_file(clip, str(home / "openai_clip_vit_l_14.safetensors"))
+    _, model = build_model("detect", get_config("deeclip-tiny"), "openai")
+    state = model.state_dict()
+    q, k, v = clip["visual.transformer.resblocks.1.attn.in_proj_weight"].chunk(3)
+    assert torch.equal(state["backbone.visual.transformer.resblocks.1.attn.k_proj.base_layer.weight"], k)
+    assert torch.equal(state["backbone.visual.conv1.weight"], clip["visual.conv1.weight"])
+    assert not any("resblocks.3." in key for key in state)  # the unread 4th block: neither built nor loaded
+    assert all(not p.requires_grad for n, p in model.backbone.named_parameters() if ".lora_" not in n)
+    del clip["visual.ln_pre.weight"]
+    save_file(clip, str(home / "openai_clip_vit_l_14.safetensors"))
+    with pytest.raises(ValueError, match=r"OpenAI CLIP \(backbone\): missing key visual.ln_pre.weight"):
+        build_model("detect", get_config("deeclip-tiny"), "openai")
