@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from . import weights as W
-from .detector import LoadedWeights, Runner, autocast_forward
+from .detector import LoadedWeights, Runner
 from .models.checkpoints import CheckpointError, build_and_load, is_safetensors, read_checkpoint
 from .models.lora import merge_lora
 
@@ -57,17 +57,13 @@ class Attributor(Runner):
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits (B, classes) in float32 for a preprocessed batch (B, 3, H, W)."""
-        return autocast_forward(self.model, batch, self.device, self.precision)
+        return self.run(batch)
 
     def probabilities(self, images: list[Image.Image | torch.Tensor] | torch.Tensor) -> np.ndarray:
         """P(class) (B, classes), float32, rows summing to 1, for PIL images, preprocessed tensors, or a batch."""
-        if isinstance(images, torch.Tensor):
-            batch = images
-        else:
-            if not len(images):
-                return np.zeros((0, len(self.classes)), np.float32)
-            batch = torch.stack([im if isinstance(im, torch.Tensor) else self.preprocess(im) for im in images])
-        return torch.softmax(self.logits(batch), dim=-1).cpu().numpy()
+        if not len(images):
+            return np.zeros((0, len(self.classes)), np.float32)
+        return torch.softmax(self.logits(self.stack(images)), dim=-1).cpu().numpy()
 
     def top(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
         """The most likely class of each row and its probability."""

@@ -175,6 +175,16 @@ class Runner:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return preprocess(image, self.config.preprocess)
 
+    def stack(self, images: Sequence[Image.Image | torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """A preprocessed batch from PIL images (preprocessed here) and/or preprocessed tensors; a batch passes."""
+        if isinstance(images, torch.Tensor):
+            return images
+        return torch.stack([im if isinstance(im, torch.Tensor) else self.preprocess(im) for im in images])
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's output in float32 for a preprocessed batch (B, 3, H, W), on this runner's device."""
+        return autocast_forward(self.model, batch, self.device, self.precision)
+
 
 class Detector(Runner):
     """Scores images: P(fake) = sigmoid(logit / temperature), with the model's own preprocessing.
@@ -224,8 +234,7 @@ class Detector(Runner):
         """P(fake) for PIL images (preprocessed here) or already-preprocessed tensors."""
         if not len(images):
             return np.zeros(0, dtype=np.float32)
-        batch = torch.stack([im if isinstance(im, torch.Tensor) else self.preprocess(im) for im in images])
-        return torch.sigmoid(self.logits(batch)).cpu().numpy()
+        return torch.sigmoid(self.logits(self.stack(images))).cpu().numpy()
 
 
 def scale_logits(raw: torch.Tensor, temperature: float) -> torch.Tensor:

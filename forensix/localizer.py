@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from . import weights as W
-from .detector import LoadedWeights, Runner, autocast_forward
+from .detector import LoadedWeights, Runner
 from .models.checkpoints import (
     CheckpointError,
     build_and_load,
@@ -111,17 +111,13 @@ class Localizer(Runner):
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Mask logits (B, S, S) in float32 for a preprocessed batch (B, 3, H, W)."""
-        return autocast_forward(self.model, batch, self.device, self.precision)
+        return self.run(batch)
 
     def probabilities(self, images: list[Image.Image | torch.Tensor] | torch.Tensor) -> np.ndarray:
         """P(manipulated) maps (B, S, S), float32, for PIL images, preprocessed tensors, or a batch."""
-        if isinstance(images, torch.Tensor):
-            batch = images
-        else:
-            if not len(images):
-                return np.zeros((0, self.config.decoder.mask_size, self.config.decoder.mask_size), np.float32)
-            batch = torch.stack([im if isinstance(im, torch.Tensor) else self.preprocess(im) for im in images])
-        return torch.sigmoid(self.logits(batch)).cpu().numpy()
+        if not len(images):
+            return np.zeros((0, self.config.decoder.mask_size, self.config.decoder.mask_size), np.float32)
+        return torch.sigmoid(self.logits(self.stack(images))).cpu().numpy()
 
 
 def load_localizer(spec: str | Path, device: str = "auto", precision: str = "fp32") -> Localizer:
