@@ -218,53 +218,6 @@ def weights_import(
         err.print(f"wrote {out_path} ({cfg.name}, threshold {cfg.threshold})", highlight=False)
 
 
-@app.command("export-onnx")
-def export_onnx_command(
-    out_path: Annotated[Path, typer.Option("--out", help="The .onnx file to write.")],
-    model: Annotated[
-        str | None, typer.Option(help="A detector from 'forensix weights list' (default: deeclip).")
-    ] = None,
-    weights_file: Annotated[
-        Path | None, typer.Option("--weights", help="A detector's weights file instead (.pth or .safetensors).")
-    ] = None,
-    localizer: Annotated[
-        str | None, typer.Option(help="Export this localizer (manifest name or file) instead of a detector.")
-    ] = None,
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 (LayerNorm, softmax and L2 norms stay fp32)")] = "fp32",
-    opset: Annotated[int, typer.Option(min=17, max=20, help="ONNX opset.")] = 17,
-    check: Annotated[
-        bool, typer.Option(help="Compare onnxruntime with PyTorch on a test batch; write nothing if they differ.")
-    ] = True,
-) -> None:
-    """Export a detector or a localizer to ONNX: input the preprocessed batch (see docs/onnx.md)."""
-    from .detector import load_manifest_model, load_weights_file
-    from .onnx_export import export_onnx
-
-    with fatal_errors():
-        if localizer is not None and (model or weights_file):
-            raise Fatal("one model per ONNX file: give --localizer, or --model/--weights")
-        if model and weights_file:
-            raise Fatal("give --model or --weights, not both")
-        if localizer is not None:
-            from .localizer import load_localizer_weights
-
-            loaded = load_localizer_weights(localizer)
-        elif weights_file is not None:
-            loaded = load_weights_file(weights_file)
-        else:
-            loaded = load_manifest_model(model or "deeclip")
-        r = export_onnx(loaded, out_path, precision=precision, opset=opset, check=check)
-        checked = (
-            f"onnxruntime vs PyTorch on {r.check_inputs} inputs: max |Δ {r.compared}| {r.max_diff:.2g} "
-            f"(tolerance {r.tolerance:g})"
-            if r.max_diff is not None
-            else "not checked (--no-check)"
-        )
-        err.print(
-            f"wrote {out_path} ({loaded.name} {r.kind}, {r.precision}, opset {r.opset}); {checked}", highlight=False
-        )
-
-
 def _scan_spec(paths: list[str], from_lists: list[str], spool: Path) -> InputSpec:
     if not paths and not from_lists:
         raise Fatal("nothing to scan: give paths, '-' for paths on stdin, or --from-list FILE")
@@ -694,6 +647,53 @@ def calibrate_command(
 
 
 # --- bench --------------------------------------------------------------------------------------
+
+
+@app.command("export-onnx")
+def export_onnx_command(
+    out_path: Annotated[Path, typer.Option("--out", help="The .onnx file to write.")],
+    model: Annotated[
+        str | None, typer.Option(help="A detector from 'forensix weights list' (default: deeclip).")
+    ] = None,
+    weights_file: Annotated[
+        Path | None, typer.Option("--weights", help="A detector's weights file instead (.pth or .safetensors).")
+    ] = None,
+    localizer: Annotated[
+        str | None, typer.Option(help="Export this localizer (manifest name or file) instead of a detector.")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 (LayerNorm, softmax and L2 norms stay fp32)")] = "fp32",
+    opset: Annotated[int, typer.Option(min=17, max=20, help="ONNX opset.")] = 17,
+    check: Annotated[
+        bool, typer.Option(help="Compare onnxruntime with PyTorch on a test batch; write nothing if they differ.")
+    ] = True,
+) -> None:
+    """Export a detector or a localizer to ONNX: input the preprocessed batch (see docs/onnx.md)."""
+    from .detector import load_manifest_model, load_weights_file
+    from .onnx_export import export_onnx
+
+    with fatal_errors():
+        if localizer is not None and (model or weights_file):
+            raise Fatal("one model per ONNX file: give --localizer, or --model/--weights")
+        if model and weights_file:
+            raise Fatal("give --model or --weights, not both")
+        if localizer is not None:
+            from .localizer import load_localizer_weights
+
+            loaded = load_localizer_weights(localizer)
+        elif weights_file is not None:
+            loaded = load_weights_file(weights_file)
+        else:
+            loaded = load_manifest_model(model or "deeclip")
+        r = export_onnx(loaded, out_path, precision=precision, opset=opset, check=check)
+        checked = (
+            f"onnxruntime vs PyTorch on {r.check_inputs} inputs: max |Δ {r.compared}| {r.max_diff:.2g} "
+            f"(tolerance {r.tolerance:g})"
+            if r.max_diff is not None
+            else "not checked (--no-check)"
+        )
+        err.print(
+            f"wrote {out_path} ({loaded.name} {r.kind}, {r.precision}, opset {r.opset}); {checked}", highlight=False
+        )
 
 
 @app.command("bench")
