@@ -40,9 +40,7 @@ def load_attributor_weights(spec: str | Path) -> LoadedWeights:
     if Path(spec).is_file():
         return load_attributor_file(Path(spec))
     name = str(spec)
-    entry = W.get_entry(name)
-    if entry.kind != "attributor":
-        raise ValueError(f"{name} is a {entry.kind}, not an attributor")
+    W.get_entry_of_kind(name, "attributor")
     loaded = load_attributor_file(W.resolve(name)["checkpoint"])
     loaded.name = name
     return loaded

@@ -74,9 +74,7 @@ def load_weights_file(path: Path, *, feature_layers: tuple[int, ...] | None = No
 
 def load_manifest_model(name: str) -> LoadedWeights:
     """A model from the weights manifest; raises WeightsMissing if its files are not on disk."""
-    entry = W.get_entry(name)
-    if entry.kind != "detector":
-        raise ValueError(f"{name} is a {entry.kind}, not a detector")
+    entry = W.get_entry_of_kind(name, "detector")
     paths = W.resolve(name)
     if entry.format == "deeclip-official":
         loaded = load_weights_file(paths["checkpoint"])

@@ -96,9 +96,7 @@ def load_localizer_weights(spec: str | Path) -> LoadedWeights:
     if Path(spec).is_file():
         return load_localizer_file(Path(spec))
     name = str(spec)
-    entry = W.get_entry(name)
-    if entry.kind != "localizer":
-        raise ValueError(f"{name} is a {entry.kind}, not a localizer")
+    W.get_entry_of_kind(name, "localizer")
     paths = W.resolve(name)
     backbones = {role: paths[role] for role in BACKBONE_ROLES if role in paths}
     loaded = load_localizer_file(paths["checkpoint"], backbones or None)

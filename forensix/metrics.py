@@ -147,13 +147,7 @@ def best_f1(pred_prob: np.ndarray, gt_bool: np.ndarray, valid: np.ndarray | None
     predicted values, so `f1(pred_prob, gt_bool, t, valid)` gives the same F1 back. Ties go to the
     highest threshold. With no fake pixel counted, the answer is (1.0, +inf).
     """
-    pred, gt = _check(pred_prob, gt_bool)
-    scores, labels = pred.ravel(), gt.ravel()
-    if valid is not None:
-        keep = _check_valid(valid, gt.shape).ravel()
-        scores, labels = scores[keep], labels[keep]
-    order = np.argsort(scores, kind="stable")[::-1]
-    return _best_f1_sorted(scores[order], labels[order])
+    return _best_f1_sorted(*_counted_desc(pred_prob, gt_bool, valid))
 
 
 def pixel_ap(pred_prob: np.ndarray, gt_bool: np.ndarray, valid: np.ndarray | None = None) -> float:
@@ -162,13 +156,7 @@ def pixel_ap(pred_prob: np.ndarray, gt_bool: np.ndarray, valid: np.ndarray | Non
     Defined as scikit-learn's `average_precision_score`: sum over thresholds of
     (R_n − R_{n−1}) · P_n, no interpolation. NaN when no counted pixel is fake.
     """
-    pred, gt = _check(pred_prob, gt_bool)
-    scores, labels = pred.ravel(), gt.ravel()
-    if valid is not None:
-        keep = _check_valid(valid, gt.shape).ravel()
-        scores, labels = scores[keep], labels[keep]
-    order = np.argsort(scores, kind="stable")[::-1]
-    return _ap_sorted(scores[order], labels[order])
+    return _ap_sorted(*_counted_desc(pred_prob, gt_bool, valid))
 
 
 def score_mask(
@@ -206,6 +194,19 @@ def score_mask(
 
 
 # --- internals -------------------------------------------------------------------------------
+
+
+def _counted_desc(
+    pred_prob: np.ndarray, gt_bool: np.ndarray, valid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The counted pixels' scores and labels (where ``valid``), flattened, by descending score (stable)."""
+    pred, gt = _check(pred_prob, gt_bool)
+    scores, labels = pred.ravel(), gt.ravel()
+    if valid is not None:
+        keep = _check_valid(valid, gt.shape).ravel()
+        scores, labels = scores[keep], labels[keep]
+    order = np.argsort(scores, kind="stable")[::-1]
+    return scores[order], labels[order]
 
 
 def _f1(tp: int, wrong: int) -> float:

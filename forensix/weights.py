@@ -82,6 +82,15 @@ def local_path(f: WeightFile) -> Path:
     return weights_dir() / f.file
 
 
+def get_entry_of_kind(name: str, kind: str) -> ManifestEntry:
+    """The manifest entry ``name``, which must be a ``kind`` (detector, localizer, attributor, backbone)."""
+    entry = get_entry(name)
+    if entry.kind != kind:
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ValueError(f"{name} is a {entry.kind}, not {article} {kind}")
+    return entry
+
+
 def resolve(name: str) -> dict[str, Path]:
     """Paths of an entry's files by role; raise WeightsMissing naming the command that gets them."""
     entry = get_entry(name)

@@ -28,7 +28,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
-from .backbone import split_attention, split_in_proj
+from .backbone import open_clip_vision_cfg, split_attention, split_in_proj
 from .config import ModelConfig
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp of exp(logit_scale)
@@ -37,14 +37,7 @@ MAX_LOGIT_SCALE = 100.0  # CLIP's clamp of exp(logit_scale)
 def open_clip_cfgs(cfg: ModelConfig) -> tuple[int, CLIPVisionCfg, CLIPTextCfg]:
     """open_clip's (embed_dim, vision, text) settings for ``cfg``; checked against ``clip_model`` when named."""
     v, t = cfg.vision, cfg.attribution.text
-    vision = CLIPVisionCfg(
-        layers=v.layers,
-        width=v.width,
-        head_width=v.width // v.heads,
-        mlp_ratio=v.mlp_ratio,
-        patch_size=v.patch_size,
-        image_size=v.image_size,
-    )
+    vision = open_clip_vision_cfg(v)
     text = CLIPTextCfg(
         context_length=t.context_length, vocab_size=t.vocab_size, width=t.width, heads=t.heads, layers=t.layers
     )

@@ -60,6 +60,18 @@ def split_attention(transformer: nn.Module, heads: int) -> None:
         block.attn = SplitQKVAttention(transformer.width, heads)
 
 
+def open_clip_vision_cfg(cfg: VisionConfig) -> CLIPVisionCfg:
+    """open_clip's settings for an OpenAI-layout ViT of this size."""
+    return CLIPVisionCfg(
+        layers=cfg.layers,
+        width=cfg.width,
+        head_width=cfg.width // cfg.heads,
+        mlp_ratio=cfg.mlp_ratio,
+        patch_size=cfg.patch_size,
+        image_size=cfg.image_size,
+    )
+
+
 class ClipVisionTower(nn.Module):
     """CLIP ViT vision tower exposing the residual stream after any block.
 
@@ -70,18 +82,7 @@ class ClipVisionTower(nn.Module):
     def __init__(self, cfg: VisionConfig, blocks: int | None = None, pooled: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
-        visual = _build_vision_tower(
-            embed_dim=cfg.output_dim,
-            vision_cfg=CLIPVisionCfg(
-                layers=cfg.layers,
-                width=cfg.width,
-                head_width=cfg.width // cfg.heads,
-                mlp_ratio=cfg.mlp_ratio,
-                patch_size=cfg.patch_size,
-                image_size=cfg.image_size,
-            ),
-            quick_gelu=True,
-        )
+        visual = _build_vision_tower(embed_dim=cfg.output_dim, vision_cfg=open_clip_vision_cfg(cfg), quick_gelu=True)
         blocks = cfg.layers if blocks is None else blocks
         if not 1 <= blocks <= cfg.layers:
             raise ValueError(f"blocks must be in 1..{cfg.layers}, got {blocks}")
