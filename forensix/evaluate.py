@@ -40,7 +40,8 @@ from .detector import Detector, LoadedWeights, scale_logits
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import LocalizationScores, load_mask, score_mask
 from .models.config import PreprocessConfig
-from .pipeline import init_worker, package_versions
+from .pipeline import package_versions
+from .workers import WorkerLoader, init_worker
 
 if TYPE_CHECKING:
     from .localizer import Localizer
@@ -251,7 +252,7 @@ def image_loader(
     transform = perturbation if perturbation.kind != "none" else None
     dataset = ImageDataset(samples, cfg, transform, lookup, options.max_pixels)
     extra: dict[str, Any] = dict(worker_init_fn=init_worker) if options.workers > 0 else {}
-    return DataLoader(
+    return WorkerLoader(
         dataset,
         batch_size=options.batch_size,
         num_workers=options.workers,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import signal
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from .inputs import InputItem, InputSpec, Limits, iter_entries
 from .metadata import read_metadata
 from .models.config import PreprocessConfig
 from .overlay import MaskFiles, write_mask_files
+from .workers import WorkerLoader, init_worker
 
 if TYPE_CHECKING:
     from .attributor import Attributor
@@ -247,12 +247,6 @@ class ScanDataset(IterableDataset):
                 yield prepare(index, item, self.cfg, self.options, self.done, self.mask_cfg, self.attr_cfg)
 
 
-def init_worker(_: int) -> None:
-    # One thread per worker (the workers are the parallelism); Ctrl-C is the main process's to handle.
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def ordered_blocks(loader: DataLoader) -> Iterator[Block]:
     """Blocks in input order, whatever order the workers finish them in."""
     waiting: dict[int, Block] = {}
@@ -316,7 +310,7 @@ class Scanner:
             # in_order=False: a slow image in one worker does not stall the others; ordered_blocks
             # restores the order, holding at most workers x prefetch blocks.
             extra = dict(prefetch_factor=o.prefetch, worker_init_fn=init_worker, in_order=False)
-        return DataLoader(
+        return WorkerLoader(
             dataset,
             batch_size=o.batch_size,
             num_workers=o.workers,

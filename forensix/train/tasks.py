@@ -25,7 +25,7 @@ from ..detector import Detector, LoadedWeights
 from ..evaluate import EvalOptions, detection_metrics, localize, predict
 from ..localizer import Localizer
 from ..models.config import ModelConfig
-from ..pipeline import init_worker
+from ..workers import WorkerLoader, init_worker
 from .augment import Augment
 from .data import Batch, Item, ShuffleSampler, TrainDataset, TripletSampler, collate
 from .losses import deeclip_loss
@@ -101,7 +101,7 @@ class Task:
         dataset = self.dataset(augment, seed)
         sampler = self.sampler(batch_size, seed, rank, world)
         extra: dict[str, Any] = dict(worker_init_fn=init_worker, persistent_workers=False) if workers else {}
-        loader = DataLoader(
+        loader = WorkerLoader(
             dataset,
             batch_sampler=sampler,
             num_workers=workers,

@@ -1,0 +1,75 @@
+"""Forked loader workers must not collect the parent's garbage: its destructors belong to the parent."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from forensix.workers import WorkerLoader
+
+
+class CollectingDataset(Dataset):
+    """Each item runs a full collection in the worker, as any allocation there may."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> int:
+        gc.collect()
+        return os.getpid()
+
+
+class Cycle:
+    """Garbage only the cycle collector frees; records in ``log`` the process its destructor ran in."""
+
+    def __init__(self, log: Path) -> None:
+        self.me, self.log = self, log
+
+    def __del__(self) -> None:
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def test_garbage_of_the_parent_is_collected_in_the_parent_only(tmp_path):
+    log = tmp_path / "freed"
+    log.touch()
+    gc.disable()  # keep the cycle alive until the loader starts, whatever the test run allocated
+    try:
+        Cycle(log)
+        pids = [int(p) for p in WorkerLoader(CollectingDataset(), batch_size=1, num_workers=2, timeout=60)]
+    finally:
+        gc.enable()
+    assert os.getpid() not in pids  # the items were made in workers
+    assert log.read_text().split() == [str(os.getpid())]
+
+
+def test_workers_start_beside_an_onnxruntime_session_in_a_reference_cycle(tmp_path):
+    """The hang seen in the suite: a worker's collection freed an onnxruntime session whose thread
+    pool lives only in the parent and blocked in pthread_cond_destroy for good."""
+    ort = pytest.importorskip("onnxruntime")
+    model = torch.nn.Linear(4, 2)
+    torch.onnx.export(model, (torch.zeros(1, 4),), tmp_path / "m.onnx", dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2  # a pool thread beside the caller's
+    gc.disable()
+    try:
+        holder: dict = {"session": ort.InferenceSession(str(tmp_path / "m.onnx"), options)}
+        holder["self"] = holder
+        holder["session"].run(None, {holder["session"].get_inputs()[0].name: torch.zeros(1, 4).numpy()})
+        del holder
+        time.sleep(0.5)  # the pool thread stops spinning and waits on its condition variable
+        loader = WorkerLoader(CollectingDataset(), batch_size=1, num_workers=2, timeout=60)
+        assert len(list(loader)) == 4  # a hung worker raises after the timeout instead
+    finally:
+        gc.enable()
+
+
+def test_without_workers_it_is_a_plain_loader():
+    assert [int(b) for b in WorkerLoader(list(range(3)), batch_size=1)] == [0, 1, 2]
+    assert issubclass(WorkerLoader, DataLoader)
