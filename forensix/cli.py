@@ -273,6 +273,12 @@ def scan(
     compile_model: Annotated[
         bool, typer.Option("--compile", help="Run the model through torch.compile (compiles on the first batch).")
     ] = False,
+    gpu_decode: Annotated[
+        bool,
+        typer.Option(
+            help="Decode JPEGs in batches on the model's device (nvjpeg on CUDA) after a parity check with Pillow."
+        ),
+    ] = False,
     localizer_spec: Annotated[
         str | None,
         typer.Option("--localizer", help="A DeCLIP localizer (manifest name or file) drawing masks; needs --masks."),
@@ -322,6 +328,7 @@ def scan(
             metadata=metadata,
             masks_dir=masks_dir,
             masks_all=masks_all,
+            gpu_decode=gpu_decode,
         )
         done, continued = None, None
         if resume and out_path is not None:
@@ -406,6 +413,8 @@ def _run_scan(scanner: Scanner, stream: IO[str], writer: ReportWriter, show_prog
         f"{s.images / max(elapsed, 1e-9):.1f} images/s",
         highlight=False,
     )
+    for notice in scanner.notices:
+        err.print(f"note: {notice}", highlight=False)
     if interrupted:
         raise typer.Exit(130)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,18 +66,32 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
 
     Truncated or corrupt data raises DecodeError: a half-decoded image is never returned.
     """
+    with _decode_errors(data):
+        image = open_image(data, max_pixels)
+        image.load()
+        rgb = to_rgb(ImageOps.exif_transpose(image))
+    return DecodedImage(rgb, image.format, image.size[0], image.size[1], image)
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image's header only (nothing decoded yet), its format and size checked; DecodeError if refused."""
+    with _decode_errors(data):
+        image = Image.open(io.BytesIO(data))
+        if (image.format or "unknown") not in IMAGE_FORMATS:
+            raise DecodeError(f"unsupported image format {image.format or 'unknown'}")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise DecodeError(f"{width}x{height} exceeds the max-pixels limit ({max_pixels})")
+    return image
+
+
+@contextmanager
+def _decode_errors(data: bytes) -> Iterator[None]:
+    """Pillow's many exception types (and its decompression-bomb warning) as one DecodeError with a reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            fmt = image.format or "unknown"
-            if fmt not in IMAGE_FORMATS:
-                raise DecodeError(f"unsupported image format {fmt}")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise DecodeError(f"{width}x{height} exceeds the max-pixels limit ({max_pixels})")
-            image.load()
-            rgb = to_rgb(ImageOps.exif_transpose(image))
+            yield
     except DecodeError:
         raise
     except UnidentifiedImageError:
@@ -84,7 +100,6 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
         raise DecodeError("not an image in a format forensix reads") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DecodeError(f"cannot decode image: {e}") from None
-    return DecodedImage(rgb, fmt, width, height, image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -1,4 +1,5 @@
 import io
+import json
 import math
 import os
 import tarfile
@@ -236,3 +237,68 @@ def test_heic_and_avif_are_found_by_content_and_scored(tmp_path, detector):
     for row, name in zip(rows, ("a_photo", "b_photo")):
         decoded = decode_image((root / name).read_bytes()).image
         assert row["score"] == pytest.approx(float(detector.score([decoded])[0]), abs=1e-6)
+
+
+@pytest.fixture
+def jpegs(tmp_path) -> Path:
+    """JPEGs of several kinds (EXIF-rotated, greyscale, CMYK, progressive), a PNG, a truncated JPEG."""
+    root = tmp_path / "jpegs"
+    root.mkdir()
+    (root / "a_plain.jpg").write_bytes(png_bytes(random_image(400, 300, seed=1), "JPEG", quality=90))
+    (root / "b_rotated.jpg").write_bytes(exif_jpeg(6))
+    (root / "c_grey.jpg").write_bytes(png_bytes(random_image(260, 300, seed=2).convert("L"), "JPEG"))
+    (root / "d_cmyk.jpg").write_bytes(png_bytes(random_image(300, 240, seed=3).convert("CMYK"), "JPEG"))
+    (root / "e_progressive.jpg").write_bytes(png_bytes(random_image(333, 250, seed=4), "JPEG", progressive=True))
+    (root / "f.png").write_bytes(png_bytes(random_image(250, 250, seed=5)))
+    full = png_bytes(random_image(300, 300, seed=6), "JPEG")
+    (root / "g_truncated.jpg").write_bytes(full[: len(full) // 2])
+    return root
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_gpu_decode_gives_the_same_rows_within_the_parity_tolerance(jpegs, detector, workers, monkeypatch):
+    """The device path (here torchvision's libjpeg on the CPU, nvjpeg on CUDA) against the Pillow path."""
+    import forensix.pipeline as pipeline
+
+    on_device: list[int] = []
+    real = pipeline.preprocess_jpegs
+
+    def counted(data, cfg, device):
+        on_device.append(len(data))
+        return real(data, cfg, device)
+
+    monkeypatch.setattr(pipeline, "preprocess_jpegs", counted)
+    plain, _ = scan_rows([jpegs], detector, workers=workers, batch_size=3)
+    fast, scanner = scan_rows([jpegs], detector, workers=workers, batch_size=3, gpu_decode=True)
+    assert scanner.gpu_parity is True and scanner.notices == []
+    assert sum(on_device) >= 5  # the five complete JPEGs went through the device path (whole or one by one)
+    keys = ("path", "verdict", "width", "height", "format", "notes", "error", "sha256")
+    assert [{k: r[k] for k in keys} for r in fast] == [{k: r[k] for k in keys} for r in plain]
+    assert fast[-1]["verdict"] == "error" and "cannot decode" in fast[-1]["error"]  # truncated: Pillow refuses it
+    for a, b in zip(plain, fast):
+        if a["score"] is not None:
+            assert abs(a["score"] - b["score"]) <= 1e-3
+
+
+def test_gpu_decode_falls_back_to_pillow_when_parity_fails(jpegs, detector, monkeypatch):
+    import forensix.gpu_decode as gpu_decode
+
+    monkeypatch.setattr(gpu_decode, "PARITY_TOLERANCE", 0.0)
+    monkeypatch.setattr("forensix.pipeline.check_parity", lambda d, data: gpu_decode.check_parity(d, data, 0.0))
+    plain, _ = scan_rows([jpegs], detector)
+    fallback, scanner = scan_rows([jpegs], detector, gpu_decode=True)
+    assert scanner.gpu_parity is False and "decoded with Pillow" in scanner.notices[0]
+    assert [r["score"] for r in fallback] == [r["score"] for r in plain]  # Pillow's pixels exactly
+
+
+def test_cli_gpu_decode_scans_and_records_the_choice(jpegs, tiny_weights, tmp_path):
+    from typer.testing import CliRunner
+
+    from forensix.cli import app
+
+    out = tmp_path / "r.jsonl"
+    args = ["scan", str(jpegs), "--weights", str(tiny_weights), "--gpu-decode", "--workers", "0", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 7
+    assert json.loads((tmp_path / "r.jsonl.meta.json").read_text())["gpu_decode"] is True
