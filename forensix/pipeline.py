@@ -55,8 +55,8 @@ if TYPE_CHECKING:
     from .localizer import Localizer
 
 SKIP_NON_IMAGE = "non-image"
-PARITY_IMAGES = 8  # JPEGs scored both ways before the device decodes any (gpu_decode)
 SKIP_RESUMED = "resumed"
+PARITY_IMAGES = 8  # JPEGs scored both ways before the device decodes any (gpu_decode)
 
 
 def package_versions() -> dict[str, str]:
@@ -323,6 +323,11 @@ class Scanner:
         self.stats = ScanStats()
         self.notices: list[str] = []  # things the user should know about how the scan ran
         self.gpu_parity: bool | None = None  # gpu_decode: None until the parity check has run
+        if self.options.gpu_decode and detector.device.type != "cuda":
+            self.notices.append(
+                f"--gpu-decode with the model on {detector.device.type}: JPEGs are decoded in the main process, "
+                "not in the workers, which is slower; it pays only with a CUDA device"
+            )
 
     def _loader(self) -> DataLoader:
         o = self.options
