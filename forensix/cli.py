@@ -297,7 +297,7 @@ def scan(
 
     from .detector import load_detector
     from .pipeline import ResumeIndex, Scanner, ScanOptions, default_workers
-    from .report import ReportWriter, format_for, open_for_resume, read_report
+    from .report import COLUMNS, ReportWriter, format_for, open_for_resume, read_report
 
     with tempfile.TemporaryDirectory(prefix="forensix-") as spool, fatal_errors():
         report_format = format_for(str(out_path) if out_path else None, fmt)
@@ -337,7 +337,9 @@ def scan(
             done = ResumeIndex.from_rows(existing.keys)
             stream, continued = open_for_resume(out_path, report_format, existing)
             if existing.rows:
-                err.print(f"resuming {out_path}: {existing.rows} rows already there", highlight=False)
+                added = [c for c in COLUMNS if c not in existing.columns]
+                upgraded = f" (written by an older forensix: added the columns {', '.join(added)})" if added else ""
+                err.print(f"resuming {out_path}: {existing.rows} rows already there{upgraded}", highlight=False)
         else:
             stream = open(out_path, "w", newline="", encoding="utf-8") if out_path else sys.stdout
         scanner = Scanner(spec, detector, options, done, localizer=localizer, attributor=attributor)

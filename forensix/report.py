@@ -100,6 +100,7 @@ class ExistingReport:
     thresholds: set[float] = field(default_factory=set)
     end: int = 0  # byte offset just after the last complete row
     dropped: int = 0  # bytes of a partial last row (a killed scan) to cut
+    columns: tuple[str, ...] = COLUMNS  # a CSV's header: an older forensix's has fewer columns
 
     @property
     def rows(self) -> int:
@@ -132,15 +133,23 @@ def _read_csv(data: bytes, name: str) -> ExistingReport:
     records = _csv_records(data)
     if not records:
         return report  # empty or a partial header: start over
-    header = next(csv.reader([records[0][0].decode("utf-8")]))
-    if tuple(header) != COLUMNS:
+    header = tuple(next(csv.reader([records[0][0].decode("utf-8")])))
+    if not _is_forensix_header(header):
         raise ReportError(f"{name}: its header is not a forensix report's; not resuming into it")
+    report.columns = header
     for record, end in records[1:]:
         values = next(csv.reader(io.StringIO(record.decode("utf-8"), newline="")))
-        report.add(dict(zip(COLUMNS, values)))
+        report.add(dict(zip(header, values)))
         report.end = end
     report.end = max(report.end, records[0][1])
     return report
+
+
+def _is_forensix_header(header: tuple[str, ...]) -> bool:
+    """Today's columns, or an older forensix's: some of them, in today's order, the row keys among them."""
+    order = {c: i for i, c in enumerate(COLUMNS)}
+    places = [order.get(c, -1) for c in header]
+    return {"path", "member", "sha256"} <= set(header) and min(places) >= 0 and places == sorted(set(places))
 
 
 def _read_lines(data: bytes, name: str, fmt: str) -> ExistingReport:
@@ -199,9 +208,29 @@ def read_report(path: str | os.PathLike[str], fmt: str) -> ExistingReport:
 
 
 def open_for_resume(path: str | os.PathLike[str], fmt: str, existing: ExistingReport) -> tuple[IO[str], int | None]:
-    """Cut a partial last row, open to append; returns the stream and ``continued`` for ReportWriter."""
+    """Cut a partial last row, open to append; returns the stream and ``continued`` for ReportWriter.
+
+    A CSV written by an older forensix (fewer columns) is first rewritten under today's header, its
+    rows' new columns empty, so that the report stays one table.
+    """
     if existing.end == 0:  # nothing usable: write a fresh report
         return open(path, "w", newline="", encoding="utf-8"), None
-    with open(path, "r+b") as f:
-        f.truncate(existing.end)
+    if fmt == "csv" and existing.columns != COLUMNS:
+        _upgrade_csv(path, existing)
+    else:
+        with open(path, "r+b") as f:
+            f.truncate(existing.end)
     return open(path, "a", newline="", encoding="utf-8"), existing.rows
+
+
+def _upgrade_csv(path: str | os.PathLike[str], existing: ExistingReport) -> None:
+    """Rewrite the complete rows under COLUMNS, through a temporary file renamed over the report."""
+    with open(path, "rb") as f:
+        text = f.read(existing.end).decode("utf-8")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    temporary = f"{os.fspath(path)}.upgrade"
+    with open(temporary, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, restval="", lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(reader)
+    os.replace(temporary, path)

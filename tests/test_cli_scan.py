@@ -145,6 +145,25 @@ def test_resume_after_a_cut_report_gives_exactly_one_row_per_image(photos, tiny_
     assert {r["path"]: r["score"] for r in resumed} == {r["path"]: r["score"] for r in first}
 
 
+def test_resume_upgrades_a_csv_report_of_an_older_version(photos, tiny_weights, tmp_path):
+    out = tmp_path / "report.csv"
+    assert scan(photos, "--weights", tiny_weights, "--out", out, "--workers", "0").exit_code == 0
+    first = read_rows(out.read_text(), "csv")
+    old = [c for c in COLUMNS if c not in ("source", "source_score")]
+    legacy = io.StringIO(newline="")
+    writer = csv.DictWriter(legacy, fieldnames=old, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(first[:3])
+    out.write_text(legacy.getvalue(), newline="")
+    result = scan(photos, "--weights", tiny_weights, "--out", out, "--resume", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    upgraded = "3 rows already there (written by an older forensix: added the columns source, source_score)"
+    assert upgraded in result.stderr
+    resumed = read_rows(out.read_text(), "csv")
+    assert list(resumed[0]) == list(COLUMNS)
+    assert [(r["path"], r["score"]) for r in resumed] == [(r["path"], r["score"]) for r in first]
+
+
 def test_resume_refuses_a_report_of_another_threshold(photos, tiny_weights, tmp_path):
     out = tmp_path / "report.jsonl"
     assert scan(photos, "--weights", tiny_weights, "--out", out, "--workers", "0").exit_code == 0

@@ -124,3 +124,49 @@ def test_foreign_files_are_not_resumed_into(tmp_path, fmt, content, message):
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(ReportError, match=message):
         read_report(path, fmt)
+
+
+OLD_COLUMNS = tuple(c for c in COLUMNS if c not in ("mask_fraction", "source", "source_score"))  # before 2026-11-24
+
+
+def old_csv(rows: list[dict]) -> str:
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=OLD_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    return out.getvalue()
+
+
+def test_an_older_csv_report_is_resumed_under_todays_header(tmp_path):
+    path = tmp_path / "r.csv"
+    text = old_csv([row(0, notes="a, comma"), row(1, path="line\r\nbreak.png"), row(2)])
+    path.write_bytes(text.encode()[:-20])  # its last row cut off by a killed scan
+    existing = read_report(path, "csv")
+    assert existing.columns == OLD_COLUMNS and [k[0] for k in existing.keys] == ["/data/img0.png", "line\r\nbreak.png"]
+    stream, continued = open_for_resume(path, "csv", existing)
+    with stream:
+        writer = ReportWriter(stream, "csv", continued)
+        writer.write(row(2, mask_fraction=0.25, source="sdxl", source_score=0.9))
+        writer.close()
+    parsed = list(csv.DictReader(io.StringIO(path.read_bytes().decode(), newline="")))
+    assert path.read_bytes().decode().startswith(",".join(COLUMNS) + "\r\n")
+    assert [r["path"] for r in parsed] == ["/data/img0.png", "line\r\nbreak.png", "/data/img2.png"]
+    assert parsed[0]["notes"] == "a, comma" and parsed[0]["sha256"] == f"{0:064x}"  # old values where they were
+    assert [(r["mask_fraction"], r["source"]) for r in parsed] == [("", ""), ("", ""), ("0.25", "sdxl")]
+    assert read_report(path, "csv").columns == COLUMNS and not list(tmp_path.glob("*.upgrade"))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("member", "path", "sha256"),  # not in forensix's order
+        ("path", "member", "sha256", "colour"),  # a column forensix never wrote
+        ("path", "score", "verdict"),  # no sha256: its rows could not be matched
+        ("path", "path", "member", "sha256"),
+    ],
+)
+def test_csv_headers_of_no_forensix_version_are_refused(tmp_path, header):
+    path = tmp_path / "r.csv"
+    path.write_text(",".join(header) + "\r\n" + ",".join("x" * len(header)) + "\r\n", newline="")
+    with pytest.raises(ReportError, match="header"):
+        read_report(path, "csv")
