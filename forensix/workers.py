@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import sys
 from typing import Any
 
 import torch
@@ -27,7 +28,17 @@ def init_worker(_: int) -> None:
 
 
 class WorkerLoader(DataLoader):
-    """A DataLoader whose forked workers never collect the parent's objects (see the module's doc)."""
+    """A DataLoader whose forked workers never collect the parent's objects (see the module's doc).
+
+    Its workers are forked on Linux whatever the Python version (3.14 made ``forkserver`` the
+    default, which would re-import torch in every worker of every loader); elsewhere they start
+    the platform's default way (macOS: spawn; fork is unsafe there).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if sys.platform.startswith("linux") and kwargs.get("num_workers", 0) > 0:
+            kwargs.setdefault("multiprocessing_context", "fork")
+        super().__init__(*args, **kwargs)
 
     def _get_iterator(self) -> Any:
         if self.num_workers == 0:

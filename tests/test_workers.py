@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -68,6 +69,12 @@ def test_workers_start_beside_an_onnxruntime_session_in_a_reference_cycle(tmp_pa
         assert len(list(loader)) == 4  # a hung worker raises after the timeout instead
     finally:
         gc.enable()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork on Linux only")
+def test_workers_fork_on_linux_whatever_pythons_default():
+    loader = WorkerLoader(CollectingDataset(), batch_size=1, num_workers=2)
+    assert loader.multiprocessing_context.get_start_method() == "fork"
 
 
 def test_without_workers_it_is_a_plain_loader():
