@@ -16,7 +16,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class BenchResult:
     versions: dict[str, str]
     gpu_decode_img_per_s: float | None = None
     gpu_decode_max_score_diff: float | None = None
+    end_to_end_gpu_decode_img_per_s: float | None = None  # the scan with gpu_decode
 
     def to_dict(self) -> dict[str, Any]:
         """One flat object: the figures, then the settings, then the versions."""
@@ -173,12 +174,17 @@ def run_bench(detector: Detector, options: BenchOptions, log: Callable[[str], No
         say("model only")
         model_rate = median_rate(model_pass, options.runs, options.warmup, sync)
 
-        def scan_pass() -> int:
-            return sum(1 for _ in Scanner(spec, detector, scan_options))
+        def scan_pass(o: ScanOptions = scan_options) -> int:
+            return sum(1 for _ in Scanner(spec, detector, o))
 
         say("end to end")
         end_to_end_rate = median_rate(scan_pass, options.runs, options.warmup, sync)
-        gpu_rate, parity_diff = _gpu_decode(detector, spec, options, sync, say) if options.gpu_decode else (None, None)
+        gpu_rate, parity_diff, gpu_end_to_end_rate = None, None, None
+        if options.gpu_decode:
+            gpu_rate, parity_diff = _gpu_decode(detector, spec, options, sync, say)
+            say("end to end, JPEGs decoded on the device")
+            device_decoding = replace(scan_options, gpu_decode=True)
+            gpu_end_to_end_rate = median_rate(lambda: scan_pass(device_decoding), options.runs, options.warmup, sync)
 
     settings = {
         "model": detector.name,
@@ -206,6 +212,7 @@ def run_bench(detector: Detector, options: BenchOptions, log: Callable[[str], No
         versions=package_versions(),
         gpu_decode_img_per_s=gpu_rate,
         gpu_decode_max_score_diff=parity_diff,
+        end_to_end_gpu_decode_img_per_s=gpu_end_to_end_rate,
     )
 
 
@@ -213,11 +220,9 @@ def _gpu_decode(
     detector: Detector, spec: InputSpec, options: BenchOptions, sync: Callable[[], None], say: Callable[[str], None]
 ) -> tuple[float, float]:
     """Images/s of JPEG decode + preprocess on the device from bytes in memory, after the parity check."""
-    from .gpu_decode import check_parity, is_jpeg, preprocess_jpegs
-    from .inputs import iter_entries
+    from .gpu_decode import check_parity, first_jpegs, preprocess_jpegs
 
-    items = (item for item in iter_entries(spec.paths(), ScanOptions().limits) if not item.skipped and not item.error)
-    jpegs = [data for data in (item.read() for item in items) if is_jpeg(data)]
+    jpegs = first_jpegs(spec, ScanOptions().limits)
     if not jpegs:
         raise ValueError("--gpu-decode: no JPEG among the images")
     parity = check_parity(detector, jpegs[: options.batch_size])

@@ -20,7 +20,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import InterpolationMode
 
 from .detector import Detector
-from .imaging import decode_image, preprocess, shortest_edge_size
+from .imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, open_image, preprocess, shortest_edge_size
+from .inputs import InputSpec, Limits, iter_entries
 from .models.config import PreprocessConfig
 
 PARITY_TOLERANCE = 1e-3  # |Δ score| against the Pillow path, from the issue
@@ -33,6 +34,38 @@ _INTERPOLATION = {
 
 def is_jpeg(data: bytes) -> bool:
     return data.startswith(b"\xff\xd8\xff")
+
+
+def is_complete_jpeg(data: bytes) -> bool:
+    """A JPEG that ends with its end-of-image marker: a truncated one is left to Pillow, which refuses it."""
+    return is_jpeg(data) and data.rstrip(b"\0").endswith(b"\xff\xd9")
+
+
+def first_jpegs(
+    spec: InputSpec,
+    limits: Limits,
+    count: int | None = None,
+    look_at: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[bytes]:
+    """The bytes of the first ``count`` complete JPEGs (all by default) among the first ``look_at`` inputs.
+
+    Inputs that can't be read, or whose header is refused (over ``max_pixels``), are passed over.
+    """
+    found: list[bytes] = []
+    for n, item in enumerate(iter_entries(spec.paths(), limits)):
+        if (count is not None and len(found) >= count) or (look_at is not None and n >= look_at):
+            break
+        if item.skipped or item.error:
+            continue
+        try:
+            data = item.read()
+            if is_complete_jpeg(data):
+                open_image(data, max_pixels)
+                found.append(data)
+        except (OSError, ValueError, EOFError, RuntimeError, DecodeError):
+            continue
+    return found
 
 
 def decode_jpegs(data: Sequence[bytes], device: torch.device | str) -> list[torch.Tensor]:

@@ -13,10 +13,11 @@ runs the localizer on the images judged fake (or all, ``masks_all``) and a small
 re-decodes them and writes their mask files (:mod:`forensix.overlay`) while the next batches run.
 Each row leaves once its mask files are written, still in input order.
 
-With ``gpu_decode``, workers only read a JPEG's header and notes and hand over its bytes; the main
-process decodes the block's JPEGs in one batched call on the model's device (nvjpeg on CUDA), once
-a parity check on the first of them has shown scores within 1e-3 of the Pillow path (otherwise it
-decodes them with Pillow itself and says so in ``notices``).
+With ``gpu_decode``, a parity check first scores the first JPEGs of the inputs both ways, before
+any worker starts. If the scores agree within 1e-3, workers only read a JPEG's header and notes and
+hand over its bytes, and the main process decodes each block's JPEGs in one batched call on the
+model's device (nvjpeg on CUDA); otherwise the workers decode everything with Pillow as usual and
+the scan says why in ``notices``.
 
 With an attributor, the main process runs it on every scored batch and fills ``source`` and
 ``source_score``; workers prepare its input too when its preprocessing differs from the
@@ -32,7 +33,7 @@ import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .detector import Detector
-from .gpu_decode import check_parity, is_jpeg, preprocess_jpegs
+from .gpu_decode import check_parity, first_jpegs, is_complete_jpeg, preprocess_jpegs
 from .imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, open_image, preprocess
 from .inputs import InputItem, InputSpec, Limits, iter_entries
 from .metadata import read_metadata
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 SKIP_NON_IMAGE = "non-image"
 SKIP_RESUMED = "resumed"
 PARITY_IMAGES = 8  # JPEGs scored both ways before the device decodes any (gpu_decode)
+PARITY_LOOK_AT = 1000  # inputs searched for them
 
 
 def package_versions() -> dict[str, str]:
@@ -215,7 +217,7 @@ def prepare(
     if row["error"]:
         return Record(index, row)
     try:
-        if options.gpu_decode and mask_cfg is None and attr_cfg is None and _complete_jpeg(data):
+        if options.gpu_decode and mask_cfg is None and attr_cfg is None and is_complete_jpeg(data):
             header = open_image(data, options.max_pixels)
             row.update(width=header.size[0], height=header.size[1], format=header.format)
             if options.metadata:
@@ -237,11 +239,6 @@ def prepare(
     except (DecodeError, ValueError, OSError) as e:
         row["error"] = str(e)
         return Record(index, row)
-
-
-def _complete_jpeg(data: bytes) -> bool:
-    """A JPEG that ends with its end-of-image marker: a truncated one is left to Pillow, which refuses it."""
-    return is_jpeg(data) and data.rstrip(b"\0").endswith(b"\xff\xd9")
 
 
 class ScanDataset(IterableDataset):
@@ -322,7 +319,7 @@ class Scanner:
         self.done = done if done is not None and len(done) else None
         self.stats = ScanStats()
         self.notices: list[str] = []  # things the user should know about how the scan ran
-        self.gpu_parity: bool | None = None  # gpu_decode: None until the parity check has run
+        self.gpu_parity: bool | None = None  # gpu_decode: the parity check's verdict; None until it has run
         if self.options.gpu_decode and detector.device.type != "cuda":
             self.notices.append(
                 f"--gpu-decode with the model on {detector.device.type}: JPEGs are decoded in the main process, "
@@ -331,6 +328,8 @@ class Scanner:
 
     def _loader(self) -> DataLoader:
         o = self.options
+        if o.gpu_decode and not self._device_decodes():
+            o = replace(o, gpu_decode=False)  # the workers decode every image with Pillow
         mask_cfg = self.localizer.config.preprocess if self.localizer is not None else None
         dataset = ScanDataset(self.spec, self.detector.config.preprocess, o, self.done, mask_cfg, self.attr_cfg)
         extra: dict[str, Any] = {}
@@ -384,7 +383,7 @@ class Scanner:
 
         try:
             for block in self.blocks():
-                if self.options.gpu_decode:
+                if self.gpu_parity:
                     self._decode_jpegs(block)
                 tensors = iter(block.tensor) if block.tensor is not None else iter(())
                 mask_tensors = iter(block.mask_tensor) if block.mask_tensor is not None else None
@@ -416,20 +415,29 @@ class Scanner:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _decode_jpegs(self, block: Block) -> None:
-        """Decode the block's JPEGs on the model's device and make ``block.tensor`` every input, in order, there."""
-        device, cfg = self.detector.device, self.detector.config.preprocess
-        jpegs = [r for r in block.records if r.jpeg is not None]
-        if jpegs and self.gpu_parity is None:
-            parity = check_parity(self.detector, [r.jpeg for r in jpegs[:PARITY_IMAGES]])
+    def _device_decodes(self) -> bool:
+        """gpu_decode: the parity check on the first JPEGs, before any worker starts, picks the whole scan's decoder."""
+        if self.gpu_parity is None:
+            o = self.options
+            jpegs = first_jpegs(self.spec, o.limits, PARITY_IMAGES, PARITY_LOOK_AT, o.max_pixels)
+            if not jpegs:
+                self.notices.append(f"--gpu-decode: no JPEG among the first {PARITY_LOOK_AT} inputs; Pillow decoded")
+                return False
+            parity = check_parity(self.detector, jpegs)
             self.gpu_parity = parity.ok
             if not parity.ok:
                 self.notices.append(
                     f"JPEGs decoded with Pillow, not on the device: max |Δ score| {parity.max_score_diff:.2g} "
                     f"on {parity.images} images exceeds {parity.tolerance:g}"
                 )
+        return self.gpu_parity
+
+    def _decode_jpegs(self, block: Block) -> None:
+        """Decode the block's JPEGs on the model's device and make ``block.tensor`` every input, in order, there."""
+        device, cfg = self.detector.device, self.detector.config.preprocess
+        jpegs = [r for r in block.records if r.jpeg is not None]
         decoded: dict[int, torch.Tensor] = {}
-        if jpegs and self.gpu_parity:
+        if jpegs:
             try:
                 decoded = {id(r): t for r, t in zip(jpegs, preprocess_jpegs([r.jpeg for r in jpegs], cfg, device))}
             except (RuntimeError, ValueError):
@@ -447,13 +455,12 @@ class Scanner:
         block.tensor = torch.stack(ordered) if ordered else None
 
     def _decode_one(self, record: Record) -> torch.Tensor | None:
-        """One JPEG on the device if allowed and it decodes there, else with Pillow; None (an error row) if neither."""
+        """One JPEG on the device if it decodes there, else with Pillow; None (an error row) if neither."""
         cfg, device = self.detector.config.preprocess, self.detector.device
-        if self.gpu_parity:
-            try:
-                return preprocess_jpegs([record.jpeg], cfg, device)[0]
-            except (RuntimeError, ValueError):
-                pass
+        try:
+            return preprocess_jpegs([record.jpeg], cfg, device)[0]
+        except (RuntimeError, ValueError):
+            pass
         try:
             return preprocess(decode_image(record.jpeg, self.options.max_pixels).image, cfg).to(device)
         except (DecodeError, ValueError, OSError) as e:

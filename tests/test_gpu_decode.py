@@ -8,8 +8,9 @@ from conftest import random_image
 from PIL import Image
 
 from forensix.detector import load_detector
-from forensix.gpu_decode import check_parity, is_jpeg, preprocess_jpegs
+from forensix.gpu_decode import check_parity, first_jpegs, is_complete_jpeg, is_jpeg, preprocess_jpegs
 from forensix.imaging import decode_image, preprocess
+from forensix.inputs import InputSpec, Limits
 from forensix.models.config import PreprocessConfig
 
 
@@ -50,3 +51,19 @@ def test_only_jpeg_bytes_are_jpegs(jpegs):
     buf = io.BytesIO()
     random_image(230, 230).save(buf, "PNG")
     assert is_jpeg(jpegs[0]) and not is_jpeg(buf.getvalue())
+    assert is_complete_jpeg(jpegs[0]) and is_complete_jpeg(jpegs[0] + b"\0\0")  # padding after the end marker
+    assert is_jpeg(jpegs[0][:-100]) and not is_complete_jpeg(jpegs[0][:-100])
+
+
+def test_first_jpegs_are_complete_readable_and_within_the_limits(tmp_path, jpegs):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tmp_path / "b.jpg").write_bytes(jpegs[0][:-100])  # truncated
+    (tmp_path / "c.jpg").write_bytes(jpeg(random_image(3000, 2000, seed=4)))  # over max_pixels below
+    for i, data in enumerate(jpegs):
+        (tmp_path / f"d{i}.jpg").write_bytes(data)
+    (tmp_path / "e.jpg").symlink_to(tmp_path / "missing.jpg")  # unreadable
+    spec = InputSpec.from_args([str(tmp_path)])
+    assert first_jpegs(spec, Limits(), max_pixels=1_000_000) == jpegs
+    assert first_jpegs(spec, Limits(), count=2, max_pixels=1_000_000) == jpegs[:2]
+    assert first_jpegs(spec, Limits(), look_at=4, max_pixels=1_000_000) == jpegs[:1]  # a, b, c, d0
+    assert len(first_jpegs(spec, Limits())) == 4  # c counts with the default limit

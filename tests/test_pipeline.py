@@ -281,15 +281,37 @@ def test_gpu_decode_gives_the_same_rows_within_the_parity_tolerance(jpegs, detec
             assert abs(a["score"] - b["score"]) <= 1e-3
 
 
-def test_gpu_decode_falls_back_to_pillow_when_parity_fails(jpegs, detector, monkeypatch):
+def never_on_the_device(*args):
+    raise AssertionError("the scan decoded on the device")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_gpu_decode_leaves_decoding_to_the_workers_when_parity_fails(jpegs, detector, monkeypatch, workers):
     import forensix.gpu_decode as gpu_decode
 
-    monkeypatch.setattr(gpu_decode, "PARITY_TOLERANCE", 0.0)
-    monkeypatch.setattr("forensix.pipeline.check_parity", lambda d, data: gpu_decode.check_parity(d, data, 0.0))
-    plain, _ = scan_rows([jpegs], detector)
-    fallback, scanner = scan_rows([jpegs], detector, gpu_decode=True)
+    checked: list[int] = []
+
+    def strict(d, data):
+        checked.append(len(data))
+        return gpu_decode.check_parity(d, data, 0.0)
+
+    monkeypatch.setattr("forensix.pipeline.check_parity", strict)
+    monkeypatch.setattr("forensix.pipeline.preprocess_jpegs", never_on_the_device)
+    plain, _ = scan_rows([jpegs], detector, workers=workers)
+    fallback, scanner = scan_rows([jpegs], detector, gpu_decode=True, workers=workers)
+    assert checked == [5]  # the five complete JPEGs, before the workers started
     assert scanner.gpu_parity is False and "decoded with Pillow" in scanner.notices[-1]
     assert [r["score"] for r in fallback] == [r["score"] for r in plain]  # Pillow's pixels exactly
+
+
+def test_gpu_decode_without_jpegs_decodes_with_pillow_and_says_so(tmp_path, detector, monkeypatch):
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(png_bytes(random_image(240, 240, seed=i)))
+    monkeypatch.setattr("forensix.pipeline.preprocess_jpegs", never_on_the_device)
+    plain, _ = scan_rows([tmp_path], detector)
+    rows, scanner = scan_rows([tmp_path], detector, gpu_decode=True)
+    assert scanner.gpu_parity is None and "no JPEG among the first 1000 inputs" in scanner.notices[-1]
+    assert [r["score"] for r in rows] == [r["score"] for r in plain]
 
 
 def test_cli_gpu_decode_scans_and_records_the_choice(jpegs, tiny_weights, tmp_path):
