@@ -496,22 +496,25 @@ def test_factory_builds_tiny_and_full_from_the_same_code():
 # ------------------------------------------------------------------------------------------------
 # Full size
 
+# The authors' ViT-L/14 at layer 20 with the conv-20 decoder: what both full-size releases share.
+FULL_SIZE_VIT_CONV20 = dict(
+    width=1024,
+    layers=24,
+    heads=16,
+    patch=14,
+    image=224,
+    output_dim=768,
+    feature_layer="layer20",
+    decoder_type="conv-20",
+)
+
 
 @pytest.mark.slow
 def test_full_size_vit_l14_conv20_file_gives_the_reference_mask(tmp_path, ref_images):
     """ViT-L/14 + conv-20 at full size, random weights, through a real file: the shipped config's layout."""
     torch.manual_seed(0)
     x = _batch(ref_images[:1])
-    ref = RefDeCLIP(
-        width=1024,
-        layers=24,
-        heads=16,
-        patch=14,
-        image=224,
-        output_dim=768,
-        feature_layer="layer20",
-        decoder_type="conv-20",
-    ).randomize(x)
+    ref = RefDeCLIP(**FULL_SIZE_VIT_CONV20).randomize(x)
     path = tmp_path / "declip_vit_layer20_conv20.pth"
     torch.save(ref.official_checkpoint(), path)
     with torch.no_grad():
@@ -533,14 +536,7 @@ def test_full_size_vit_rn50_release_gives_the_reference_mask(ref_images):
     torch.manual_seed(1)
     x = _batch(ref_images[:1])
     ref = RefDeCLIPViTRN50(
-        width=1024,
-        layers=24,
-        heads=16,
-        patch=14,
-        image=224,
-        output_dim=768,
-        feature_layer="layer20",
-        decoder_type="conv-20",
+        **FULL_SIZE_VIT_CONV20,
         filter_sizes=[2048, 512, 256, 128, 64],
         rn_layers=[3, 4, 6, 3],
         rn_width=64,
