@@ -59,6 +59,17 @@ WorkersOpt = Annotated[
 ProgressOpt = Annotated[bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")]
 
 
+def _workers(workers: int | None) -> int:
+    """--workers, else the default (imported late: the pipeline pulls in torch, --help should not)."""
+    from .pipeline import default_workers
+
+    return default_workers() if workers is None else workers
+
+
+def _show_progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
 class Fatal(Exception):
     """A usage or fatal error: one line on stderr, exit code 2."""
 
@@ -296,7 +307,7 @@ def scan(
     import tempfile
 
     from .detector import load_detector
-    from .pipeline import ResumeIndex, Scanner, ScanOptions, default_workers
+    from .pipeline import ResumeIndex, Scanner, ScanOptions
     from .report import COLUMNS, ReportWriter, format_for, open_for_resume, read_report
 
     with tempfile.TemporaryDirectory(prefix="forensix-") as spool, fatal_errors():
@@ -322,7 +333,7 @@ def scan(
         limits = Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio)
         options = ScanOptions(
             batch_size=batch_size,
-            workers=default_workers() if workers is None else workers,
+            workers=_workers(workers),
             limits=limits,
             max_pixels=max_pixels,
             metadata=metadata,
@@ -346,7 +357,7 @@ def scan(
         meta_file = meta_path or (out_path.with_name(out_path.name + ".meta.json") if out_path else None)
         if meta_file is not None:
             meta_file.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
-        show = sys.stderr.isatty() if progress is None else progress
+        show = _show_progress(progress)
         _run_scan(scanner, stream, ReportWriter(stream, report_format, continued), show, close=out_path is not None)
         if fail_on_fake and scanner.stats.fake:
             raise typer.Exit(1)
@@ -553,7 +564,6 @@ def eval_command(
 ) -> None:
     """Accuracy, AP and ROC-AUC per subset, clean and perturbed; tables on stdout (see docs/evaluation.md)."""
     from .evaluate import EvalOptions, evaluate, localization_rows, parse_perturbations, table_rows, write_outputs
-    from .pipeline import default_workers
 
     with fatal_errors():
         perturbations = parse_perturbations(perturb or [])
@@ -567,8 +577,8 @@ def eval_command(
             if not masked:
                 raise Fatal("--localizer needs images with masks: a dataset in the dolos layout (images/ + masks/)")
             localizer = load_localizer(localizer_spec, device=device, precision=precision)
-        options = EvalOptions(batch_size=batch_size, workers=default_workers() if workers is None else workers)
-        show = sys.stderr.isatty() if progress is None else progress
+        options = EvalOptions(batch_size=batch_size, workers=_workers(workers))
+        show = _show_progress(progress)
         started = time.perf_counter()
         total = (len(dataset.samples) + (masked if localizer else 0)) * len(perturbations)
         with _counting_progress(show, total, "eval") as advance:
@@ -625,7 +635,6 @@ def calibrate_command(
 
     from .calibrate import calibrate, calibration_record, store_calibration
     from .evaluate import EvalOptions, predict
-    from .pipeline import default_workers
 
     with fatal_errors():
         if (target_fpr is None) == (not balanced):
@@ -633,8 +642,8 @@ def calibrate_command(
         dataset, detector, cache = _load_for_eval(
             data, layout, split, True, model, weights_file, device, precision, None, cache_dir, use_cache
         )
-        options = EvalOptions(batch_size=batch_size, workers=default_workers() if workers is None else workers)
-        show = sys.stderr.isatty() if progress is None else progress
+        options = EvalOptions(batch_size=batch_size, workers=_workers(workers))
+        show = _show_progress(progress)
         with _counting_progress(show, len(dataset.samples), "calibrate") as advance:
             predictions = predict(dataset.samples, detector, options=options, cache=cache, progress=advance)
         ok = predictions.ok
@@ -740,7 +749,6 @@ def bench_command(
     """Images/s of the model alone, of decode + preprocess, and of the whole scan (see docs/benchmarks.md)."""
     from .bench import BenchOptions, run_bench
     from .detector import load_detector
-    from .pipeline import default_workers
 
     with fatal_errors():
         detector = load_detector(
@@ -748,7 +756,7 @@ def bench_command(
         )
         options = BenchOptions(
             batch_size=batch_size,
-            workers=default_workers() if workers is None else workers,
+            workers=_workers(workers),
             images=images,
             count=count,
             runs=runs,
@@ -821,7 +829,6 @@ def train_command(
     progress: ProgressOpt = None,
 ) -> None:
     """Train a detector, a localizer or an attributor; best and last checkpoints as safetensors (docs/training.md)."""
-    from .pipeline import default_workers
     from .train import RECIPES, TrainOptions, fit, prepare
     from .train.augment import Augment
 
@@ -836,7 +843,7 @@ def train_command(
             accumulate=accumulate,
             precision=precision,
             device=device,
-            workers=default_workers() if workers is None else workers,
+            workers=_workers(workers),
             seed=seed,
             max_steps=max_steps,
             augment=aug if augment else Augment.none(),
@@ -850,7 +857,7 @@ def train_command(
             f"{sum(p.numel() for p in run.task.trainable()):,} trainable parameters",
             highlight=False,
         )
-        show = sys.stderr.isatty() if progress is None else progress
+        show = _show_progress(progress)
         with _training_display(show) as report:
             done = fit(run.task, options, out_dir, run.provenance, resume=resume, report=report)
         best = ""
