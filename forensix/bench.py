@@ -80,6 +80,7 @@ class BenchResult:
     end_to_end_img_per_s: float
     settings: dict[str, Any]
     peak_rss_mb: float  # this process (decode workers are separate processes, not included)
+    peak_worker_rss_mb: float | None  # the largest decode worker (None without workers)
     peak_gpu_mb: float | None  # CUDA only: torch's peak allocation
     versions: dict[str, str]
     gpu_decode_img_per_s: float | None = None
@@ -208,6 +209,8 @@ def run_bench(detector: Detector, options: BenchOptions, log: Callable[[str], No
         end_to_end_img_per_s=end_to_end_rate,
         settings=settings,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib,
+        # The largest child this process has waited for: the workers, in the CLI (all of them end with each pass).
+        peak_worker_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib if options.workers else None,
         peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
         versions=package_versions(),
         gpu_decode_img_per_s=gpu_rate,

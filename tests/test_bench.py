@@ -38,7 +38,7 @@ def test_bench_on_a_folder_with_device_decoding(tiny_weights, tmp_path):
     result = run_bench(detector, options)
     data = result.to_dict()
     device_figures = ("gpu_decode_img_per_s", "end_to_end_gpu_decode_img_per_s")
-    assert all(data[key] > 0 for key in (*FIGURES, "peak_rss_mb", *device_figures))
+    assert all(data[key] > 0 for key in (*FIGURES, "peak_rss_mb", "peak_worker_rss_mb", *device_figures))
     assert data["gpu_decode_max_score_diff"] <= 1e-3
     assert data["image_count"] == 4 and data["images"] == str(folder) and data["peak_gpu_mb"] is None
     assert (data["batch_size"], data["workers"], data["compile"], data["device"]) == (2, 1, False, "cpu")
@@ -50,7 +50,7 @@ def test_bench_cli_json(tiny_weights):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert all(isinstance(data[key], float) and data[key] > 0 for key in FIGURES)
-    assert data["images"] == "synthetic" and data["image_count"] == 5
+    assert data["images"] == "synthetic" and data["image_count"] == 5 and data["peak_worker_rss_mb"] is None
     assert (data["batch_size"], data["workers"], data["runs"], data["warmup"]) == (3, 0, 2, 0)
     assert data["precision"] == "fp32" and data["model"].startswith("deeclip-tiny@")
     assert data["versions"]["torch"]
@@ -60,6 +60,28 @@ def test_bench_cli_refuses_a_folder_without_images(tiny_weights, tmp_path):
     args = ["bench", "--weights", str(tiny_weights), "--device", "cpu", "--workers", "0", "--images", str(tmp_path)]
     result = CliRunner().invoke(app, [*args, "--runs", "1", "--warmup", "0"])
     assert result.exit_code == 2 and "no image" in result.stderr
+
+
+def test_gpu_targets_script_runs_its_stages_and_tabulates_them(tmp_path):
+    """benchmarks/gpu_targets.py, tiny and on the CPU: what a GPU session will run at full size."""
+    script = ROOT / "benchmarks" / "gpu_targets.py"
+    args = ["--size", "tiny", "--device", "cpu", "--precision", "fp32", "--images", "6", "--batch-size", "4"]
+    args += ["--runs", "1", "--warmup", "0", "--workers", "1", "--layout-batches", "1", "--work", str(tmp_path)]
+    for stages in ("setup,torch", "gpu-decode,layout,onnx"):  # two calls, one record file
+        done = subprocess.run(
+            [sys.executable, str(script), *args, "--stages", stages], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    records = [json.loads(line) for line in (tmp_path / "figures.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["setup", "torch", "gpu-decode", "layout", "onnx"]
+    figures = {r["stage"]: r["figures"] for r in records}
+    assert figures["torch"]["end_to_end_img_per_s"] > 0 and figures["torch"]["peak_worker_rss_mb"] > 0
+    assert figures["gpu-decode"]["gpu_decode_max_score_diff"] <= 1e-3
+    assert set(figures["layout"]) == {"model_img_per_s_channels_last", "model_img_per_s_contiguous"}
+    assert all(figures["onnx"][f"{b}_b{n}_model_img_per_s"] > 0 for b in ("torch", "onnx") for n in (1, 32, 256))
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 20")]
+    assert any("| torch | model_img_per_s |" in row and "≥ 2,500 on an H100 |" in row for row in rows)
+    assert not any("| batch_size |" in row for row in rows)  # settings stay out of the table
 
 
 def test_compare_reference_tiny_agrees():
