@@ -583,7 +583,8 @@ def eval_command(
         total = (len(dataset.samples) + (masked if localizer else 0)) * len(perturbations)
         with _counting_progress(show, total, "eval") as advance:
             result = evaluate(dataset, detector, perturbations, options, cache, advance, localizer)
-        columns = ("subset", "real", "fake", "unread", "real acc", "fake acc", "acc", "AP", "AUC", "best acc", "best t")
+        columns = ("subset", "real", "fake", "unread", "real acc", "fake acc", "acc", "AP", "AUC", "best acc")
+        columns += ("TPR@1%FPR", "ECE", "flipped", "best t")
         for t in result.tables:
             title = f"{result.model} · threshold {result.threshold:g} · {t.perturbation.name} (%)"
             _print_table(title, columns, table_rows(t))

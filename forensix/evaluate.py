@@ -299,16 +299,41 @@ class DetectionMetrics:
     ap: float | None  # average precision, fake = positive
     auc: float | None  # ROC-AUC
     best_acc: float | None  # accuracy at the best threshold for this subset
-    best_threshold: float | None  # that threshold (None: calling every image real was best)
+    tpr_at_1pct_fpr: float | None  # fakes found at the subset's best threshold flagging at most 1% of reals
+    ece: float | None  # expected calibration error of the scores as P(fake), 15 equal-width bins
+    flipped: float | None  # perturbed passes: images whose verdict differs from the clean pass's
+    best_threshold: float | None  # the best_acc threshold (None: calling every image real was best)
 
 
-METRIC_FIELDS = ("real_acc", "fake_acc", "acc", "ap", "auc", "best_acc")
+METRIC_FIELDS = ("real_acc", "fake_acc", "acc", "ap", "auc", "best_acc", "tpr_at_1pct_fpr", "ece", "flipped")
+ECE_BINS = 15
+LOW_FPR = 0.01
+
+
+def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Σ over equal-width score bins of (bin's share of images) × |fraction fake − mean score| in it."""
+    y = np.asarray(labels, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    which = np.minimum((s * bins).astype(int), bins - 1)  # [k/B, (k+1)/B), the last bin closed
+    count = np.bincount(which, minlength=bins)
+    used = count > 0
+    fake = np.bincount(which, weights=y, minlength=bins)[used] / count[used]
+    confidence = np.bincount(which, weights=s, minlength=bins)[used] / count[used]
+    return float(np.sum(count[used] / len(s) * np.abs(fake - confidence)))
 
 
 def detection_metrics(
-    labels: np.ndarray, scores: np.ndarray, threshold: float, subset: str = "", unreadable: int = 0
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    subset: str = "",
+    unreadable: int = 0,
+    clean_scores: np.ndarray | None = None,
 ) -> DetectionMetrics:
-    """The metrics of one subset from labels (1 = fake) and scores (P(fake)); verdict fake when score >= threshold."""
+    """The metrics of one subset from labels (1 = fake) and scores (P(fake)); verdict fake when score >= threshold.
+
+    ``clean_scores`` (the same images unperturbed, NaN where unread) gives ``flipped``.
+    """
     y = np.asarray(labels, dtype=int)
     s = np.asarray(scores, dtype=np.float64)
     real, fake = s[y == 0], s[y == 1]
@@ -324,8 +349,15 @@ def detection_metrics(
         ap=None,
         auc=None,
         best_acc=None,
+        tpr_at_1pct_fpr=None,
+        ece=expected_calibration_error(y, s) if len(s) else None,
+        flipped=None,
         best_threshold=None,
     )
+    if clean_scores is not None:
+        both = ~np.isnan(clean_scores)
+        if both.any():
+            m.flipped = float(np.mean(flagged[both] != (clean_scores[both] >= threshold)))
     if len(real) and len(fake):
         m.ap = float(average_precision_score(y, s))
         m.auc = float(roc_auc_score(y, s))
@@ -334,6 +366,7 @@ def detection_metrics(
         best = int(np.argmax(accs))  # the first maximum: the highest such threshold
         m.best_acc = float(accs[best])
         m.best_threshold = float(thresholds[best]) if math.isfinite(thresholds[best]) else None
+        m.tpr_at_1pct_fpr = float(tpr[fpr <= LOW_FPR].max())  # the first point (0, 0) always qualifies
     return m
 
 
@@ -450,17 +483,28 @@ class EvalResult:
 
 
 def table_for(
-    dataset: Dataset, predictions: Predictions, perturbation: Perturbation, threshold: float, temperature: float
+    dataset: Dataset,
+    predictions: Predictions,
+    perturbation: Perturbation,
+    threshold: float,
+    temperature: float,
+    clean: Predictions | None = None,
 ) -> PerturbationResult:
+    """The table of one pass; with ``clean`` (the unperturbed pass), how many verdicts it flipped."""
     labels = np.array([s.label for s in dataset.samples], dtype=int)
     subsets = np.array([s.subset for s in dataset.samples], dtype=object)
     scores = scores_from_logits(np.nan_to_num(predictions.logits), temperature)
+    clean_scores = None
+    if clean is not None:
+        clean_scores = np.where(clean.ok, scores_from_logits(np.nan_to_num(clean.logits), temperature), np.nan)
     ok = predictions.ok
     rows = []
     for name in dataset.subsets:
         mine = subsets == name
         keep = mine & ok
-        rows.append(detection_metrics(labels[keep], scores[keep], threshold, name, int((mine & ~ok).sum())))
+        reference = clean_scores[keep] if clean_scores is not None else None
+        unread = int((mine & ~ok).sum())
+        rows.append(detection_metrics(labels[keep], scores[keep], threshold, name, unread, reference))
     return PerturbationResult(perturbation, rows, mean_row(rows), predictions)
 
 
@@ -479,9 +523,13 @@ def evaluate(
     """
     masked = [s for s in dataset.samples if s.mask is not None] if localizer is not None else []
     tables = []
+    clean: Predictions | None = None
     for p in perturbations:
         predictions = predict(dataset.samples, detector, p, options, cache, progress)
-        table = table_for(dataset, predictions, p, detector.threshold, detector.temperature)
+        if p.kind == "none":
+            clean = predictions
+        reference = clean if p.kind != "none" else None
+        table = table_for(dataset, predictions, p, detector.threshold, detector.temperature, reference)
         if localizer is not None and masked:
             scores = localize(masked, localizer, dataset.masks_inverted, p, options, progress)
             names = [s.subset for s in masked]

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import random_image
 from PIL import Image
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
@@ -69,6 +70,19 @@ def test_metrics_equal_hand_computed_values():
     assert m.best_acc == pytest.approx(0.75) and m.best_threshold == pytest.approx(0.9)
     # the threshold is inclusive: a score equal to it is fake
     assert detection_metrics(labels, scores, 0.4).fake_acc == 1.0
+    # no real flagged only above 0.6: the fake at 0.9 is caught, the one at 0.4 not
+    assert m.tpr_at_1pct_fpr == 0.5
+    # one image per bin: the mean of |label - score| = (0.1 + 0.6 + 0.6 + 0.1) / 4
+    assert m.ece == pytest.approx(0.35) and m.flipped is None
+
+
+def test_flipped_verdicts_against_the_clean_pass():
+    labels, scores = np.array([0, 1, 1]), np.array([0.6, 0.4, 0.9])
+    # image 0 turned fake, image 1 turned real, image 2 unread in the clean pass (left out)
+    assert detection_metrics(labels, scores, 0.5, clean_scores=np.array([0.4, 0.6, np.nan])).flipped == 1.0
+    assert detection_metrics(labels, scores, 0.5, clean_scores=np.array([0.7, 0.3, 0.95])).flipped == 0.0
+    assert detection_metrics(labels, scores, 0.5, clean_scores=np.array([0.7, 0.6, 0.95])).flipped == pytest.approx(1 / 3)
+    assert detection_metrics(labels, scores, 0.5, clean_scores=np.full(3, np.nan)).flipped is None
 
 
 def test_metrics_equal_scikit_learn_on_random_predictions():
@@ -82,6 +96,14 @@ def test_metrics_equal_scikit_learn_on_random_predictions():
     brute = max(np.mean((scores >= t) == labels) for t in np.append(scores, np.inf))
     assert m.best_acc == pytest.approx(brute)
     assert np.mean((scores >= m.best_threshold) == labels) == pytest.approx(brute)
+    real, fake = scores[labels == 0], scores[labels == 1]
+    allowed = [t for t in np.append(scores, np.inf) if np.mean(real >= t) <= 0.01]
+    assert m.tpr_at_1pct_fpr == pytest.approx(max(np.mean(fake >= t) for t in allowed))
+    # ECE from scikit-learn's reliability curve, weighted by the images in each (non-empty) bin
+    fraction_fake, mean_score = calibration_curve(labels, scores, n_bins=15, strategy="uniform")
+    counts = np.histogram(scores, bins=15, range=(0, 1))[0]
+    weights = counts[counts > 0] / len(scores)
+    assert m.ece == pytest.approx(float(np.sum(weights * np.abs(fraction_fake - mean_score))))
 
 
 def test_one_class_subsets_and_the_mean_row():
@@ -211,6 +233,14 @@ def test_eval_cli_writes_every_output(tree, tiny_weights, tmp_path):
     expected = detection_metrics(labels, scores, 0.5)
     row = next(r for r in clean["subsets"] if r["subset"] == "gan")
     assert (row["ap"], row["acc"], row["unreadable"]) == (expected.ap, expected.acc, 1)
+    assert row["ece"] == pytest.approx(expected.ece) and row["flipped"] is None
+    # flipped under jpeg=50: verdicts compared with the clean pass's, image by image
+    every = list(csv.DictReader((out / "predictions.csv").open()))
+    verdicts = {(r["path"], r["perturbation"]): float(r["score"]) >= 0.5 for r in every if r["score"]}
+    gan_paths = {r["path"] for r in gan}
+    flips = [verdicts[(path, "jpeg=50")] != verdicts[(path, "none")] for path in gan_paths]
+    jpeg_gan = next(r for r in metrics["perturbations"][1]["subsets"] if r["subset"] == "gan")
+    assert jpeg_gan["flipped"] == pytest.approx(np.mean(flips))
     assert [e["perturbation"] for e in metrics["errors"]] == ["none", "jpeg=50", "resize=0.5"]
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert len(rows) == 3 * 3 and rows[2]["subset"] == "mean"
