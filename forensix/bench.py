@@ -201,6 +201,7 @@ def run_bench(detector: Detector, options: BenchOptions, log: Callable[[str], No
         "warmup": options.warmup,
         "compile": getattr(detector, "compiled", False),  # the ONNX detector has no such option
         "gpu_decode": options.gpu_decode,
+        "max_batch": detector.max_batch,  # not None: batch_size ran out of GPU memory, the figures are of pieces
     }
     kib = 1024.0  # ru_maxrss is in KiB on Linux
     return BenchResult(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,7 @@ class Runner:
         self.loaded, self.precision = loaded, precision
         self.config = config or loaded.config
         self.model = loaded.model.to(self.device).eval()
+        self.max_batch: int | None = None  # set once a batch ran out of GPU memory: the piece size that fits
 
     @property
     def name(self) -> str:
@@ -181,7 +183,29 @@ class Runner:
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's output in float32 for a preprocessed batch (B, 3, H, W), on this runner's device."""
-        return autocast_forward(self.model, batch, self.device, self.precision)
+        return self.run_in_pieces(self.model, batch)
+
+    def run_in_pieces(self, module: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+        """``module`` on ``batch`` at this precision; in pieces along the batch if the whole does not fit the GPU.
+
+        Out of memory, the piece size halves and stays halved for later batches (``max_batch``);
+        only a single image that does not fit raises. The outputs are the same (one image's
+        output does not depend on its batch), so a scan never stops for a batch size too big.
+        """
+        forward = partial(autocast_forward, module, device=self.device, precision=self.precision)
+        while True:
+            size = min(len(batch), self.max_batch or len(batch))
+            try:
+                if size == len(batch):
+                    return forward(batch)
+                return torch.cat([forward(batch[i : i + size]) for i in range(0, len(batch), size)])
+            except torch.OutOfMemoryError:
+                if size <= 1:
+                    raise
+            # Past the except block, so the failed attempt's tensors are already freed.
+            self.max_batch = size // 2
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 class Detector(Runner):
@@ -222,7 +246,7 @@ class Detector(Runner):
     def raw_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's own logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""
         batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
-        return autocast_forward(self.forward, batch, self.device, self.precision)
+        return self.run_in_pieces(self.forward, batch)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Calibrated logits (B,): the model's divided by the temperature, so P(fake) = sigmoid(logits)."""

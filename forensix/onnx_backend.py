@@ -208,6 +208,7 @@ class OnnxDetector(Detector):
         self.config = loaded.config if threshold is None else replace(loaded.config, threshold=threshold)
         self.precision = loaded.precision
         self.device = loaded.device
+        self.max_batch = None  # onnxruntime runs each batch whole
 
     def raw_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's own logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""

@@ -414,6 +414,12 @@ class Scanner:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+            for runner in (self.detector, self.localizer, self.attributor):
+                if runner is not None and runner.max_batch is not None:
+                    self.notices.append(
+                        f"{runner.name} ran out of GPU memory at batch {size}: it ran in pieces of "
+                        f"{runner.max_batch} images (same scores; pass --batch-size {runner.max_batch} next time)"
+                    )
 
     def _device_decodes(self) -> bool:
         """gpu_decode: the parity check on the first JPEGs, before any worker starts, picks the whole scan's decoder."""

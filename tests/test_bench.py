@@ -42,6 +42,7 @@ def test_bench_on_a_folder_with_device_decoding(tiny_weights, tmp_path):
     assert data["gpu_decode_max_score_diff"] <= 1e-3
     assert data["image_count"] == 4 and data["images"] == str(folder) and data["peak_gpu_mb"] is None
     assert (data["batch_size"], data["workers"], data["compile"], data["device"]) == (2, 1, False, "cpu")
+    assert data["max_batch"] is None  # every batch fitted
 
 
 def test_bench_cli_json(tiny_weights):

@@ -326,3 +326,45 @@ def test_cli_gpu_decode_scans_and_records_the_choice(jpegs, tiny_weights, tmp_pa
     assert len(out.read_text().splitlines()) == 7
     assert "note: --gpu-decode with the model on cpu" in result.output
     assert json.loads((tmp_path / "r.jsonl.meta.json").read_text())["gpu_decode"] is True
+
+
+class OutOfMemoryAbove(torch.nn.Module):
+    """The model, failing as CUDA does when a batch holds more than ``limit`` images."""
+
+    def __init__(self, model: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.model, self.limit, self.calls = model, limit, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(x))
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate (simulated)")
+        return self.model(x)
+
+
+def test_a_batch_too_big_for_the_gpu_runs_in_pieces_with_the_same_scores(tiny_weights):
+    detector = load_detector(weights=tiny_weights, device="cpu")
+    images = [random_image(240, 230, seed=i) for i in range(8)]
+    expected = detector.score(images)
+    detector.forward = OutOfMemoryAbove(detector.model, limit=3)
+    np.testing.assert_allclose(detector.score(images), expected, atol=1e-6)
+    assert detector.forward.calls == [8, 4, 2, 2, 2, 2] and detector.max_batch == 2  # halved until it fits
+    detector.score(images[:5])
+    assert detector.forward.calls[6:] == [2, 2, 1]  # later batches start at the size that fits
+    detector.forward.limit = 0
+    with pytest.raises(torch.OutOfMemoryError):  # not even one image fits: that error stands
+        detector.score(images[:1])
+
+
+def test_a_scan_survives_running_out_of_gpu_memory_and_says_so(tree, detector, tiny_weights):
+    plain, _ = scan_rows([tree], detector, batch_size=8)
+    squeezed = load_detector(weights=tiny_weights, device="cpu")
+    squeezed.forward = OutOfMemoryAbove(squeezed.model, limit=5)
+    rows, scanner = scan_rows([tree], squeezed, batch_size=8)
+    assert [(r["path"], r["verdict"]) for r in rows] == [(r["path"], r["verdict"]) for r in plain]
+    assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in plain], abs=1e-6)
+    assert squeezed.max_batch == 4
+    assert scanner.notices == [
+        f"{squeezed.name} ran out of GPU memory at batch 8: it ran in pieces of 4 images "
+        "(same scores; pass --batch-size 4 next time)"
+    ]
