@@ -21,9 +21,10 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from . import __version__
+from .cache import weights_identity
 from .datasets import Dataset
 from .detector import Detector, calibration_sidecar
-from .evaluate import scores_from_logits, weights_identity
+from .evaluate import scores_from_logits
 from .models.checkpoints import CheckpointError, is_safetensors, read_checkpoint, save_checkpoint
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile

@@ -27,10 +27,10 @@ from .models.checkpoints import CheckpointError
 from .report import ExistingReport, ReportError
 
 if TYPE_CHECKING:
+    from .cache import PredictionCache
     from .calibrate import Rate
     from .datasets import Dataset
     from .detector import Detector
-    from .evaluate import PredictionCache
     from .localizer import Localizer
     from .pipeline import Scanner
     from .report import ReportWriter
@@ -463,9 +463,9 @@ def _load_for_eval(
     use_cache: bool,
 ) -> tuple[Dataset, Detector, PredictionCache | None]:
     """The dataset (summarised on stderr), the detector and the prediction cache eval and calibrate share."""
+    from .cache import CACHE_FILE, PredictionCache, default_cache_dir
     from .datasets import load_dataset
     from .detector import load_detector
-    from .evaluate import CACHE_FILE, PredictionCache, default_cache_dir
 
     dataset = load_dataset(data, layout, split, inverted_masks)
     s = dataset.summary()

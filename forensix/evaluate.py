@@ -14,15 +14,12 @@ scores nothing twice.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
-import os
 import re
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -35,8 +32,9 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from torch.utils.data import DataLoader
 
+from .cache import CLEAN, PredictionCache, model_key
 from .datasets import Dataset, ImageDataset, Sample, collate_prepared
-from .detector import Detector, LoadedWeights, scale_logits
+from .detector import Detector, scale_logits
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import LocalizationScores, load_mask, score_mask
 from .models.config import PreprocessConfig
@@ -47,7 +45,6 @@ if TYPE_CHECKING:
     from .localizer import Localizer
 
 PERTURBATIONS = ("jpeg", "resize", "blur")
-CACHE_FILE = "predictions.sqlite"
 
 
 # --- perturbations ----------------------------------------------------------------------------
@@ -70,7 +67,7 @@ class Perturbation:
 
     @property
     def name(self) -> str:
-        return "none" if self.kind == "none" else f"{self.kind}={self.value:g}"
+        return CLEAN if self.kind == "none" else f"{self.kind}={self.value:g}"
 
     def __call__(self, image: Image.Image) -> Image.Image:
         if self.kind == "jpeg":
@@ -112,70 +109,6 @@ def parse_perturbations(specs: Sequence[str]) -> list[Perturbation]:
             if p not in found:
                 found.append(p)
     return found
-
-
-# --- the prediction cache ---------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    home = os.environ.get("FORENSIX_HOME")
-    return Path(home).expanduser() / "cache" if home else Path("~/.cache/forensix").expanduser()
-
-
-class PredictionCache:
-    """Raw logits by (image sha256, model key, perturbation) in one SQLite file.
-
-    Workers read through their own connections (opened lazily per process: a connection can't
-    cross a fork or a pickle); the main process writes. WAL mode lets both go on at once, and
-    several evals may share the file.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db()
-        except sqlite3.Error as e:
-            raise OSError(f"prediction cache {self.path}: {e}") from None
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
-            self._conn = sqlite3.connect(self.path, timeout=60)
-            self._pid = os.getpid()
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS logits (sha256 TEXT, model TEXT, perturbation TEXT, logit REAL, "
-                "PRIMARY KEY (sha256, model, perturbation)) WITHOUT ROWID"
-            )
-        return self._conn
-
-    def get(self, sha256: str, model: str, perturbation: str) -> float | None:
-        query = "SELECT logit FROM logits WHERE sha256=? AND model=? AND perturbation=?"
-        row = self._db().execute(query, (sha256, model, perturbation)).fetchone()
-        return None if row is None else float(row[0])
-
-    def put_many(self, rows: Sequence[tuple[str, str, str, float]]) -> None:
-        with self._db() as db:
-            db.executemany("INSERT OR REPLACE INTO logits VALUES (?, ?, ?, ?)", rows)
-
-    def __len__(self) -> int:
-        return int(self._db().execute("SELECT COUNT(*) FROM logits").fetchone()[0])
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_conn": None, "_pid": 0}
-
-
-def weights_identity(loaded: LoadedWeights) -> str:
-    """sha256 of the weights' tensors' origin: a calibrated copy keeps the file it was made from."""
-    return str(loaded.provenance.get("calibration", {}).get("weights_sha256") or loaded.sha256)
-
-
-def model_key(detector: Detector) -> str:
-    """What a raw logit depends on: weights, architecture and preprocessing, precision (not threshold)."""
-    arch = replace(detector.config, threshold=0.5, temperature=1.0).to_json()
-    return f"{weights_identity(detector.loaded)}:{hashlib.sha256(arch.encode()).hexdigest()[:16]}:{detector.precision}"
 
 
 # --- prediction -------------------------------------------------------------------------------

@@ -16,17 +16,16 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
+from forensix.cache import PredictionCache, model_key
 from forensix.cli import app
 from forensix.datasets import load_dataset
 from forensix.detector import load_detector
 from forensix.evaluate import (
     EvalOptions,
     Perturbation,
-    PredictionCache,
     detection_metrics,
     evaluate,
     mean_row,
-    model_key,
     parse_perturbations,
     predict,
     scores_from_logits,

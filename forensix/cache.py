@@ -1,0 +1,81 @@
+"""Raw logits cached by image sha256 and model, shared by eval, calibrate and scan (``--cache``).
+
+A logit depends on the image's bytes, the weights, the architecture and preprocessing, and the
+precision (:func:`model_key`), not on the threshold or temperature, which are applied on reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .detector import Detector, LoadedWeights
+
+CACHE_FILE = "predictions.sqlite"
+CLEAN = "none"  # the perturbation name of unperturbed images (eval's clean pass, and every scan)
+
+
+def default_cache_dir() -> Path:
+    home = os.environ.get("FORENSIX_HOME")
+    return Path(home).expanduser() / "cache" if home else Path("~/.cache/forensix").expanduser()
+
+
+class PredictionCache:
+    """Raw logits by (image sha256, model key, perturbation) in one SQLite file.
+
+    Workers read through their own connections (opened lazily per process: a connection can't
+    cross a fork or a pickle); the main process writes. WAL mode lets both go on at once, and
+    several evals may share the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db()
+        except sqlite3.Error as e:
+            raise OSError(f"prediction cache {self.path}: {e}") from None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = sqlite3.connect(self.path, timeout=60)
+            self._pid = os.getpid()
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS logits (sha256 TEXT, model TEXT, perturbation TEXT, logit REAL, "
+                "PRIMARY KEY (sha256, model, perturbation)) WITHOUT ROWID"
+            )
+        return self._conn
+
+    def get(self, sha256: str, model: str, perturbation: str) -> float | None:
+        query = "SELECT logit FROM logits WHERE sha256=? AND model=? AND perturbation=?"
+        row = self._db().execute(query, (sha256, model, perturbation)).fetchone()
+        return None if row is None else float(row[0])
+
+    def put_many(self, rows: Sequence[tuple[str, str, str, float]]) -> None:
+        with self._db() as db:
+            db.executemany("INSERT OR REPLACE INTO logits VALUES (?, ?, ?, ?)", rows)
+
+    def __len__(self) -> int:
+        return int(self._db().execute("SELECT COUNT(*) FROM logits").fetchone()[0])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_conn": None, "_pid": 0}
+
+
+def weights_identity(loaded: LoadedWeights) -> str:
+    """sha256 of the weights' tensors' origin: a calibrated copy keeps the file it was made from."""
+    return str(loaded.provenance.get("calibration", {}).get("weights_sha256") or loaded.sha256)
+
+
+def model_key(detector: Detector) -> str:
+    """What a raw logit depends on: weights, architecture and preprocessing, precision (not threshold)."""
+    arch = replace(detector.config, threshold=0.5, temperature=1.0).to_json()
+    return f"{weights_identity(detector.loaded)}:{hashlib.sha256(arch.encode()).hexdigest()[:16]}:{detector.precision}"
