@@ -59,6 +59,16 @@ WorkersOpt = Annotated[
 ProgressOpt = Annotated[bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")]
 
 
+_CACHE_OPTION = typer.Option("--cache", help="Folder of the prediction cache (default: $FORENSIX_HOME/cache).")
+_USE_CACHE_OPTION = typer.Option("--use-cache/--no-cache", help="Reuse and store logits by image and model.")
+
+
+def _open_cache(cache_dir: Path | None, use: bool) -> PredictionCache | None:
+    from .cache import CACHE_FILE, PredictionCache, default_cache_dir
+
+    return PredictionCache((cache_dir or default_cache_dir()) / CACHE_FILE) if use else None
+
+
 def _workers(workers: int | None) -> int:
     """--workers, else the default (imported late: the pipeline pulls in torch, --help should not)."""
     from .pipeline import default_workers
@@ -302,6 +312,8 @@ def scan(
         str | None,
         typer.Option("--attributor", help="A source-attribution model (manifest name or file): source, source_score."),
     ] = None,
+    use_cache: Annotated[bool, _USE_CACHE_OPTION] = False,
+    cache_dir: Annotated[Path | None, _CACHE_OPTION] = None,
 ) -> None:
     """Score every image and write one row per input image (see docs/scan.md)."""
     import tempfile
@@ -353,7 +365,8 @@ def scan(
                 err.print(f"resuming {out_path}: {existing.rows} rows already there{upgraded}", highlight=False)
         else:
             stream = open(out_path, "w", newline="", encoding="utf-8") if out_path else sys.stdout
-        scanner = Scanner(spec, detector, options, done, localizer=localizer, attributor=attributor)
+        cache = _open_cache(cache_dir, use_cache)
+        scanner = Scanner(spec, detector, options, done, localizer=localizer, attributor=attributor, cache=cache)
         meta_file = meta_path or (out_path.with_name(out_path.name + ".meta.json") if out_path else None)
         if meta_file is not None:
             meta_file.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
@@ -420,9 +433,10 @@ def _run_scan(scanner: Scanner, stream: IO[str], writer: ReportWriter, show_prog
     s, elapsed = scanner.stats, time.perf_counter() - started
     resumed = f", {s.resumed} already in the report" if s.resumed else ""
     masks = f", {s.masks} masks" if s.masks else ""
+    cached = f", {s.cached} scores from the cache" if s.cached else ""
     err.print(
         f"{'interrupted after' if interrupted else 'scanned'} {s.images} images ({s.fake} fake, {s.real} real, "
-        f"{s.errors} errors{masks}), skipped {s.skipped_non_images} non-images{resumed}; {elapsed:.1f}s, "
+        f"{s.errors} errors{masks}{cached}), skipped {s.skipped_non_images} non-images{resumed}; {elapsed:.1f}s, "
         f"{s.images / max(elapsed, 1e-9):.1f} images/s",
         highlight=False,
     )
@@ -463,7 +477,6 @@ def _load_for_eval(
     use_cache: bool,
 ) -> tuple[Dataset, Detector, PredictionCache | None]:
     """The dataset (summarised on stderr), the detector and the prediction cache eval and calibrate share."""
-    from .cache import CACHE_FILE, PredictionCache, default_cache_dir
     from .datasets import load_dataset
     from .detector import load_detector
 
@@ -476,7 +489,7 @@ def _load_for_eval(
         highlight=False,
     )
     detector = load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
-    cache = PredictionCache((cache_dir or default_cache_dir()) / CACHE_FILE) if use_cache else None
+    cache = _open_cache(cache_dir, use_cache)
     return dataset, detector, cache
 
 
@@ -527,8 +540,6 @@ def _report_unreadable(errors: list[tuple[str, str]]) -> None:
 _LAYOUT_OPTION = typer.Option(help="auto | univfd | genimage | list | dolos")
 _SPLIT_OPTION = typer.Option(help="GenImage split: train | val.")
 _INVERTED_OPTION = typer.Option(help="Dolos masks: 0 = manipulated (as Dolos stores them).")
-_CACHE_OPTION = typer.Option("--cache", help="Folder of the prediction cache (default: $FORENSIX_HOME/cache).")
-_USE_CACHE_OPTION = typer.Option("--use-cache/--no-cache", help="Reuse and store logits by image and model.")
 
 
 @app.command("eval")

@@ -31,10 +31,11 @@ import math
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .detector import Detector
+from .cache import CLEAN, PredictionCache, model_key
+from .detector import Detector, scale_logits
 from .gpu_decode import check_parity, first_jpegs, is_complete_jpeg, preprocess_jpegs
 from .imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, open_image, preprocess
 from .inputs import InputItem, InputSpec, Limits, iter_entries
@@ -138,6 +140,7 @@ class Record:
     mask_job: Future[MaskFiles] | None = None
     attr_tensor: torch.Tensor | None = None
     jpeg: bytes | None = None  # a JPEG left for the device to decode (``gpu_decode``)
+    logit: float | None = None  # the raw logit found in the prediction cache: not decoded, not scored again
 
 
 @dataclass
@@ -187,62 +190,14 @@ def new_row(item: InputItem) -> dict[str, Any]:
     }
 
 
-def prepare(
-    index: int,
-    item: InputItem,
-    cfg: PreprocessConfig,
-    options: ScanOptions,
-    done: ResumeIndex | None,
-    mask_cfg: PreprocessConfig | None = None,
-    attr_cfg: PreprocessConfig | None = None,
-) -> Record:
-    """Read, hash, decode, read notes and preprocess one entry; every failure becomes the row's error.
-
-    With ``mask_cfg`` (a localizer's preprocessing) the record also carries the localizer's input
-    and the file's bytes, from which the mask files are drawn at the image's own size; with
-    ``attr_cfg`` (an attributor's) the attributor's input.
-    """
-    if item.skipped:
-        return Record(index, None, skip=SKIP_NON_IMAGE)
-    row = new_row(item)
-    data = b""
-    try:
-        if not item.error:
-            data = item.read()
-            row["sha256"] = hashlib.sha256(data).hexdigest()
-    except (OSError, ValueError, EOFError, RuntimeError) as e:  # zipfile/tarfile raise all of these
-        row["error"] = f"cannot read: {e.strerror}" if isinstance(e, OSError) and e.strerror else f"cannot read: {e}"
-    if done is not None and (item.path, item.member, row["sha256"]) in done:
-        return Record(index, None, skip=SKIP_RESUMED)
-    if row["error"]:
-        return Record(index, row)
-    try:
-        if options.gpu_decode and mask_cfg is None and attr_cfg is None and is_complete_jpeg(data):
-            header = open_image(data, options.max_pixels)
-            row.update(width=header.size[0], height=header.size[1], format=header.format)
-            if options.metadata:
-                meta = read_metadata(data, header)
-                row["notes"], row["metadata"] = meta.notes, meta.fields
-            return Record(index, row, jpeg=data)
-        decoded = decode_image(data, options.max_pixels)
-        row.update(width=decoded.width, height=decoded.height, format=decoded.format)
-        if options.metadata:
-            meta = read_metadata(data, decoded.source)
-            row["notes"] = meta.notes
-            row["metadata"] = meta.fields
-        record = Record(index, row, preprocess(decoded.image, cfg))
-        if mask_cfg is not None:
-            record.mask_tensor, record.raw = preprocess(decoded.image, mask_cfg), data
-        if attr_cfg is not None:
-            record.attr_tensor = preprocess(decoded.image, attr_cfg)
-        return record
-    except (DecodeError, ValueError, OSError) as e:
-        row["error"] = str(e)
-        return Record(index, row)
-
-
 class ScanDataset(IterableDataset):
-    """Prepared records for this worker's share of the input stream (all of it without workers)."""
+    """Prepared records for this worker's share of the input stream (all of it without workers).
+
+    With ``mask_cfg`` (a localizer's preprocessing) records also carry the localizer's input and
+    the file's bytes, from which the mask files are drawn at the image's own size; with
+    ``attr_cfg`` (an attributor's) the attributor's input. With ``lookup`` (sha256 → a cached raw
+    logit, or None) an image already scored is not decoded: its record carries the logit.
+    """
 
     def __init__(
         self,
@@ -252,9 +207,10 @@ class ScanDataset(IterableDataset):
         done: ResumeIndex | None = None,
         mask_cfg: PreprocessConfig | None = None,
         attr_cfg: PreprocessConfig | None = None,
+        lookup: Callable[[str], float | None] | None = None,
     ) -> None:
-        self.spec, self.cfg, self.options, self.done, self.mask_cfg = spec, cfg, options, done, mask_cfg
-        self.attr_cfg = attr_cfg
+        self.spec, self.cfg, self.options, self.done = spec, cfg, options, done
+        self.mask_cfg, self.attr_cfg, self.lookup = mask_cfg, attr_cfg, lookup
 
     def __iter__(self) -> Iterator[Record]:
         info = get_worker_info()
@@ -262,7 +218,54 @@ class ScanDataset(IterableDataset):
         block = self.options.batch_size
         for index, item in enumerate(iter_entries(self.spec.paths(), self.options.limits)):
             if (index // block) % workers == worker:
-                yield prepare(index, item, self.cfg, self.options, self.done, self.mask_cfg, self.attr_cfg)
+                yield self.prepare(index, item)
+
+    def prepare(self, index: int, item: InputItem) -> Record:
+        """Read, hash, decode, read notes and preprocess one entry; every failure becomes the row's error."""
+        if item.skipped:
+            return Record(index, None, skip=SKIP_NON_IMAGE)
+        row = new_row(item)
+        data = b""
+        try:
+            if not item.error:
+                data = item.read()
+                row["sha256"] = hashlib.sha256(data).hexdigest()
+        except (OSError, ValueError, EOFError, RuntimeError) as e:  # zipfile/tarfile raise all of these
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+            row["error"] = f"cannot read: {reason}"
+        if self.done is not None and (item.path, item.member, row["sha256"]) in self.done:
+            return Record(index, None, skip=SKIP_RESUMED)
+        if row["error"]:
+            return Record(index, row)
+        options, only_detector = self.options, self.mask_cfg is None and self.attr_cfg is None
+        try:
+            if only_detector and self.lookup is not None and (logit := self.lookup(row["sha256"])) is not None:
+                return self._undecoded(index, row, data, logit=logit)
+            if only_detector and options.gpu_decode and is_complete_jpeg(data):
+                return self._undecoded(index, row, data, jpeg=data)
+            decoded = decode_image(data, options.max_pixels)
+            row.update(width=decoded.width, height=decoded.height, format=decoded.format)
+            if options.metadata:
+                meta = read_metadata(data, decoded.source)
+                row["notes"], row["metadata"] = meta.notes, meta.fields
+            record = Record(index, row, preprocess(decoded.image, self.cfg))
+            if self.mask_cfg is not None:
+                record.mask_tensor, record.raw = preprocess(decoded.image, self.mask_cfg), data
+            if self.attr_cfg is not None:
+                record.attr_tensor = preprocess(decoded.image, self.attr_cfg)
+            return record
+        except (DecodeError, ValueError, OSError) as e:
+            row["error"] = str(e)
+            return Record(index, row)
+
+    def _undecoded(self, index: int, row: dict[str, Any], data: bytes, **fields: Any) -> Record:
+        """A record from the image's header and notes alone: its pixels are decoded elsewhere, or not needed."""
+        header = open_image(data, self.options.max_pixels)
+        row.update(width=header.size[0], height=header.size[1], format=header.format)
+        if self.options.metadata:
+            meta = read_metadata(data, header)
+            row["notes"], row["metadata"] = meta.notes, meta.fields
+        return Record(index, row, **fields)
 
 
 def ordered_blocks(loader: DataLoader) -> Iterator[Block]:
@@ -289,6 +292,7 @@ class ScanStats:
     skipped_non_images: int = 0
     resumed: int = 0
     masks: int = 0  # images whose mask files were written
+    cached: int = 0  # images whose logit came from the prediction cache
 
 
 class Scanner:
@@ -297,6 +301,9 @@ class Scanner:
     With a ``localizer`` and ``options.masks_dir``, images judged fake (all with
     ``options.masks_all``) also get mask files; their rows name the overlay and the flagged area.
     With an ``attributor``, every scored row gets its most likely ``source`` and ``source_score``.
+    With a ``cache``, every logit the detector computes is stored by image sha256 and model, and an
+    image found there is neither decoded nor scored again (unless a localizer or an attributor,
+    which need its pixels, runs too).
     """
 
     def __init__(
@@ -307,8 +314,10 @@ class Scanner:
         done: ResumeIndex | None = None,
         localizer: Localizer | None = None,
         attributor: Attributor | None = None,
+        cache: PredictionCache | None = None,
     ) -> None:
         self.spec, self.detector, self.localizer, self.attributor = spec, detector, localizer, attributor
+        self.cache, self.cache_key = cache, model_key(detector) if cache is not None else ""
         # The attributor's own input only when the detector's batch is not already that input.
         self.attr_cfg = None
         if attributor is not None and attributor.config.preprocess != detector.config.preprocess:
@@ -331,7 +340,8 @@ class Scanner:
         if o.gpu_decode and not self._device_decodes():
             o = replace(o, gpu_decode=False)  # the workers decode every image with Pillow
         mask_cfg = self.localizer.config.preprocess if self.localizer is not None else None
-        dataset = ScanDataset(self.spec, self.detector.config.preprocess, o, self.done, mask_cfg, self.attr_cfg)
+        lookup = partial(self.cache.get, model=self.cache_key, perturbation=CLEAN) if self.cache is not None else None
+        dataset = ScanDataset(self.spec, self.detector.config.preprocess, o, self.done, mask_cfg, self.attr_cfg, lookup)
         extra: dict[str, Any] = {}
         if o.workers > 0:
             # in_order=False: a slow image in one worker does not stall the others; ordered_blocks
@@ -360,7 +370,8 @@ class Scanner:
             joined = queued[0] if len(queued) == 1 else torch.cat(queued)
             batch, rest = joined[:n], joined[n:]
             queued[:] = [rest] if len(rest) else []
-            scores = iter(torch.sigmoid(self.detector.logits(batch)).tolist())
+            raw = self.detector.raw_logits(batch)
+            scores = iter(torch.sigmoid(scale_logits(raw, self.detector.temperature)).tolist())
             scored = []
             for r in pending:
                 if r.tensor is not None and r.row["score"] is None:
@@ -368,6 +379,9 @@ class Scanner:
                     if r.row["score"] is None:
                         break
                     scored.append(r)
+            if self.cache is not None:
+                fresh = zip(scored, raw.tolist())
+                self.cache.put_many([(r.row["sha256"], self.cache_key, CLEAN, v) for r, v in fresh if math.isfinite(v)])
             if self.attributor is not None:
                 self._attribute(scored, batch)
             if pool is not None:
@@ -393,7 +407,9 @@ class Scanner:
                     if record.skip:
                         self._count_skip(record.skip)
                         continue
-                    if not record.row["error"]:
+                    if record.logit is not None:
+                        record.row["score"] = self._cached_score(record.logit)
+                    elif not record.row["error"]:
                         record.tensor = next(tensors)  # a view into the block's (pinned) tensor
                         if mask_tensors is not None:
                             record.mask_tensor = next(mask_tensors)
@@ -420,6 +436,12 @@ class Scanner:
                         f"{runner.name} ran out of GPU memory at batch {size}: it ran in pieces of "
                         f"{runner.max_batch} images (same scores; pass --batch-size {runner.max_batch} next time)"
                     )
+
+    def _cached_score(self, logit: float) -> float:
+        """P(fake) from a cached raw logit, by the very operations that score a batch."""
+        self.stats.cached += 1
+        raw = torch.tensor([logit], dtype=torch.float32)
+        return float(torch.sigmoid(scale_logits(raw, self.detector.temperature)).item())
 
     def _device_decodes(self) -> bool:
         """gpu_decode: the parity check on the first JPEGs, before any worker starts, picks the whole scan's decoder."""
@@ -527,6 +549,7 @@ class Scanner:
             "limits": {**asdict(o.limits), "max_pixels": o.max_pixels},
             "metadata": o.metadata,
             "gpu_decode": o.gpu_decode,
+            "cache": None if self.cache is None else {"path": str(self.cache.path), "model_key": self.cache_key},
             "resumed_from_rows": len(self.done) if self.done is not None else 0,
             "versions": package_versions(),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -164,6 +164,22 @@ def test_resume_upgrades_a_csv_report_of_an_older_version(photos, tiny_weights, 
     assert [(r["path"], r["score"]) for r in resumed] == [(r["path"], r["score"]) for r in first]
 
 
+def test_use_cache_serves_a_second_scan_from_the_prediction_cache(photos, tiny_weights, tmp_path):
+    args = [photos, "--weights", tiny_weights, "--workers", "0", "--use-cache", "--cache", tmp_path / "cache"]
+    first = scan(*args, "--out", tmp_path / "first.jsonl")
+    assert first.exit_code == 0, first.output
+    assert "from the cache" not in first.stderr
+    second = scan(*args, "--out", tmp_path / "second.jsonl")
+    assert second.exit_code == 0, second.output
+    assert "6 scores from the cache" in second.stderr  # the six images; broken.png has no logit to reuse
+    assert (tmp_path / "second.jsonl").read_text() == (tmp_path / "first.jsonl").read_text()
+    meta = json.loads((tmp_path / "second.jsonl.meta.json").read_text())
+    assert meta["cache"]["path"] == str(tmp_path / "cache" / "predictions.sqlite")
+    plain = scan(photos, "--weights", tiny_weights, "--workers", "0", "--out", tmp_path / "plain.jsonl")
+    assert "from the cache" not in plain.stderr  # the cache is opt-in for scan
+    assert json.loads((tmp_path / "plain.jsonl.meta.json").read_text())["cache"] is None
+
+
 def test_resume_refuses_a_report_of_another_threshold(photos, tiny_weights, tmp_path):
     out = tmp_path / "report.jsonl"
     assert scan(photos, "--weights", tiny_weights, "--out", out, "--workers", "0").exit_code == 0

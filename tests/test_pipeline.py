@@ -12,6 +12,7 @@ import torch
 from conftest import random_image
 from PIL import Image
 
+from forensix.cache import PredictionCache
 from forensix.detector import load_detector
 from forensix.imaging import decode_image
 from forensix.inputs import InputSpec, Limits
@@ -112,13 +113,13 @@ def test_workers_give_the_same_rows_as_the_main_process(tree, detector):
 
 def test_model_batches_are_full_whatever_lies_between_images(tree, detector, monkeypatch):
     sizes = []
-    logits = detector.logits
+    logits = detector.raw_logits
 
     def spy(batch):
         sizes.append(len(batch))
         return logits(batch)
 
-    monkeypatch.setattr(detector, "logits", spy)
+    monkeypatch.setattr(detector, "raw_logits", spy)
     scan_rows([tree], detector, batch_size=4, workers=2)
     assert sizes == [4, 4, 3]  # 11 decodable images, non-images and errors regrouped around
 
@@ -207,7 +208,7 @@ def test_resume_index_skips_what_is_done(tree, detector):
 
 def test_non_finite_scores_become_error_rows(tmp_path, detector, monkeypatch):
     (tmp_path / "a.png").write_bytes(png_bytes(random_image(224, 224)))
-    monkeypatch.setattr(detector, "logits", lambda batch: torch.full((len(batch),), math.nan))
+    monkeypatch.setattr(detector, "raw_logits", lambda batch: torch.full((len(batch),), math.nan))
     (row,), _ = scan_rows([tmp_path], detector)
     assert row["verdict"] == "error" and row["score"] is None and "non-finite" in row["error"]
 
@@ -368,3 +369,41 @@ def test_a_scan_survives_running_out_of_gpu_memory_and_says_so(tree, detector, t
         f"{squeezed.name} ran out of GPU memory at batch 8: it ran in pieces of 4 images "
         "(same scores; pass --batch-size 4 next time)"
     ]
+
+
+def test_a_cached_scan_decodes_and_scores_only_what_is_new(tree, tiny_weights, tmp_path, monkeypatch):
+    import forensix.pipeline as pipeline
+
+    cache = PredictionCache(tmp_path / "predictions.sqlite")
+    spec = InputSpec.from_args([str(tree)])
+    detector = load_detector(weights=tiny_weights, device="cpu")
+    plain = list(Scanner(spec, detector, ScanOptions(batch_size=4)))
+    first = list(Scanner(spec, detector, ScanOptions(batch_size=4), cache=cache))
+    # one logit per distinct scored image: not the truncated JPEG; a/rgb.png and b/noext are the same bytes
+    assert first == plain and len(cache) == IMAGES_IN_TREE - 2
+
+    decoded: list[int] = []
+    real_decode = pipeline.decode_image
+    monkeypatch.setattr(pipeline, "decode_image", lambda data, *a: decoded.append(len(data)) or real_decode(data, *a))
+    detector.forward = OutOfMemoryAbove(detector.model, limit=0)  # any forward pass would fail
+    again = Scanner(spec, detector, ScanOptions(batch_size=4), cache=cache)
+    rows = list(again)
+    assert rows == plain  # scores, notes, sizes: the same row, bit for bit
+    assert again.stats.cached == IMAGES_IN_TREE - 1 and detector.forward.calls == []
+    assert len(decoded) == 1  # only the truncated JPEG, which has no cached logit, was decoded (and failed)
+
+    # Another precision is another model key: nothing found, everything scored and stored anew, except
+    # b/noext, which holds the bytes of a/rgb.png, stored two batches earlier in the same scan.
+    bf16 = load_detector(weights=tiny_weights, device="cpu", precision="bf16")
+    fresh = Scanner(spec, bf16, ScanOptions(batch_size=4), cache=cache)
+    list(fresh)
+    assert fresh.stats.cached == 1 and len(cache) == 2 * (IMAGES_IN_TREE - 2)
+    assert fresh.provenance()["cache"]["model_key"].endswith(":bf16")
+
+
+def test_a_cached_scan_with_workers_finds_what_the_previous_one_stored(tree, detector, tmp_path):
+    cache = PredictionCache(tmp_path / "predictions.sqlite")
+    spec = InputSpec.from_args([str(tree)])
+    first = list(Scanner(spec, detector, ScanOptions(batch_size=3, workers=2), cache=cache))
+    again = Scanner(spec, detector, ScanOptions(batch_size=3, workers=2), cache=cache)
+    assert list(again) == first and again.stats.cached == IMAGES_IN_TREE - 1
