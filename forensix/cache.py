@@ -76,6 +76,10 @@ def weights_identity(loaded: LoadedWeights) -> str:
 
 
 def model_key(detector: Detector) -> str:
-    """What a raw logit depends on: weights, architecture and preprocessing, precision (not threshold)."""
+    """What a raw logit depends on: weights, architecture and preprocessing, precision (not threshold).
+
+    onnxruntime computes fp16 otherwise than torch's autocast, so its logits get keys of their own.
+    """
     arch = replace(detector.config, threshold=0.5, temperature=1.0).to_json()
-    return f"{weights_identity(detector.loaded)}:{hashlib.sha256(arch.encode()).hexdigest()[:16]}:{detector.precision}"
+    key = f"{weights_identity(detector.loaded)}:{hashlib.sha256(arch.encode()).hexdigest()[:16]}:{detector.precision}"
+    return key if isinstance(detector.loaded, LoadedWeights) else f"{key}:onnx"

@@ -260,6 +260,14 @@ def test_cli_scan_with_an_onnx_file_matches_the_torch_backend(photos, exported, 
     assert meta["preprocess"]["mode"] == "resize_crop"
 
 
+def test_onnx_logits_are_cached_apart_from_torch_ones(exported, tiny_weights):
+    from forensix.cache import model_key
+
+    torch_key = model_key(load_detector(weights=tiny_weights, device="cpu"))
+    onnx_key = model_key(load_detector(weights=exported, device="cpu"))
+    assert onnx_key == f"{torch_key}:onnx"  # the same weights and precision, another arithmetic
+
+
 def test_cuda_asked_where_onnxruntime_cannot_use_it_falls_back_with_one_line(exported, capsys):
     detector = load_onnx_detector(exported, device="cuda")
     if detector.device.type == "cuda":
