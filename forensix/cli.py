@@ -50,7 +50,7 @@ WeightsOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")]
 PrecisionOpt = Annotated[
-    str, typer.Option(help="fp32 | bf16 | fp16 (autocast on CUDA; LayerNorm and softmax stay fp32)")
+    str, typer.Option(help="fp32 | bf16 | fp16 (autocast, LayerNorm and softmax in fp32; fp16 on CUDA only)")
 ]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
 WorkersOpt = Annotated[
