@@ -142,6 +142,11 @@ class Record:
     jpeg: bytes | None = None  # a JPEG left for the device to decode (``gpu_decode``)
     logit: float | None = None  # the raw logit found in the prediction cache: not decoded, not scored again
 
+    @property
+    def has_input(self) -> bool:
+        """Whether the block holds a model input for it: an image read, decoded and not found in the cache."""
+        return not self.skip and self.row is not None and not self.row["error"] and self.logit is None
+
 
 @dataclass
 class Block:
@@ -409,7 +414,7 @@ class Scanner:
                         continue
                     if record.logit is not None:
                         record.row["score"] = self._cached_score(record.logit)
-                    elif not record.row["error"]:
+                    elif record.has_input:
                         record.tensor = next(tensors)  # a view into the block's (pinned) tensor
                         if mask_tensors is not None:
                             record.mask_tensor = next(mask_tensors)
@@ -478,7 +483,7 @@ class Scanner:
         ordered = [
             decoded[id(r)] if id(r) in decoded else next(cpu).to(device, non_blocking=True)
             for r in block.records
-            if not r.skip and not r.row["error"]
+            if r.has_input
         ]
         block.tensor = torch.stack(ordered) if ordered else None
 

@@ -407,3 +407,24 @@ def test_a_cached_scan_with_workers_finds_what_the_previous_one_stored(tree, det
     first = list(Scanner(spec, detector, ScanOptions(batch_size=3, workers=2), cache=cache))
     again = Scanner(spec, detector, ScanOptions(batch_size=3, workers=2), cache=cache)
     assert list(again) == first and again.stats.cached == IMAGES_IN_TREE - 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_device_decoding_and_the_cache_together(jpegs, detector, tmp_path, workers):
+    """A block may hold cached images (no pixels), device-decoded JPEGs and Pillow-decoded others."""
+    cache = PredictionCache(tmp_path / "predictions.sqlite")
+    spec = InputSpec.from_args([str(jpegs)])
+    plain = list(Scanner(spec, detector, ScanOptions(batch_size=3, workers=workers)))
+    both = ScanOptions(batch_size=3, workers=workers, gpu_decode=True)
+    part = InputSpec.from_args([str(jpegs / "b_rotated.jpg"), str(jpegs / "f.png")])
+    list(Scanner(part, detector, ScanOptions(batch_size=3), cache=cache))  # two of the seven cached
+    mixed = Scanner(spec, detector, both, cache=cache)
+    rows = list(mixed)
+    assert mixed.stats.cached == 2 and mixed.gpu_parity is True
+    assert [(r["path"], r["verdict"], r["width"], r["notes"]) for r in rows] == [
+        (r["path"], r["verdict"], r["width"], r["notes"]) for r in plain
+    ]
+    for a, b in zip(plain, rows):
+        assert (a["score"] is None) == (b["score"] is None)
+        if a["score"] is not None:
+            assert abs(a["score"] - b["score"]) <= 1e-3
