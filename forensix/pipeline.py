@@ -244,7 +244,7 @@ class ScanDataset(IterableDataset):
             return Record(index, row)
         options, only_detector = self.options, self.mask_cfg is None and self.attr_cfg is None
         try:
-            if only_detector and self.lookup is not None and (logit := self.lookup(row["sha256"])) is not None:
+            if self.lookup is not None and (logit := self.lookup(row["sha256"])) is not None:
                 return self._undecoded(index, row, data, logit=logit)
             if only_detector and options.gpu_decode and is_complete_jpeg(data):
                 return self._undecoded(index, row, data, jpeg=data)
@@ -345,7 +345,9 @@ class Scanner:
         if o.gpu_decode and not self._device_decodes():
             o = replace(o, gpu_decode=False)  # the workers decode every image with Pillow
         mask_cfg = self.localizer.config.preprocess if self.localizer is not None else None
-        lookup = partial(self.cache.get, model=self.cache_key, perturbation=CLEAN) if self.cache is not None else None
+        lookup = None  # a localizer or an attributor needs every image's pixels: the cache is then only written
+        if self.cache is not None and self.localizer is None and self.attributor is None:
+            lookup = partial(self.cache.get, model=self.cache_key, perturbation=CLEAN)
         dataset = ScanDataset(self.spec, self.detector.config.preprocess, o, self.done, mask_cfg, self.attr_cfg, lookup)
         extra: dict[str, Any] = {}
         if o.workers > 0:

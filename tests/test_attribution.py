@@ -252,6 +252,19 @@ def test_scan_fills_source_for_every_decodable_row(photos, tiny_weights, trained
     assert scanner.provenance()["attributor"]["classes"] == list(attributor.classes)
 
 
+def test_a_cached_scan_with_an_attributor_attributes_every_row(photos, tiny_weights, shared_preprocessing, tmp_path):
+    from forensix.cache import PredictionCache
+
+    cache = PredictionCache(tmp_path / "predictions.sqlite")
+    attributor = load_attributor(shared_preprocessing, device="cpu")
+    detector = load_detector(weights=tiny_weights, device="cpu")
+    spec = InputSpec.from_args([str(photos)])
+    first = list(Scanner(spec, detector, ScanOptions(batch_size=2), attributor=attributor, cache=cache))
+    again = Scanner(spec, detector, ScanOptions(batch_size=2), attributor=attributor, cache=cache)
+    assert list(again) == first and len(cache) == 3  # written, but not read: the attributor needs the pixels
+    assert again.stats.cached == 0 and all(r["source"] for r in first if r["verdict"] != "error")
+
+
 def test_library_scan_takes_an_attributor(photos, tiny_weights, attributor):
     import forensix
 
