@@ -188,6 +188,21 @@ def test_only_images_judged_fake_get_masks_unless_all(tmp_path, photos, detector
     assert all(r["verdict"] == "real" for r in rows if r["mask"])
 
 
+def test_a_cached_scan_with_a_localizer_still_draws_every_mask(tmp_path, photos, detector, official_file):
+    from forensix.cache import PredictionCache
+
+    localizer = load_localizer(official_file, device="cpu")
+    fake = load_detector(weights=detector.loaded.source, device="cpu", threshold=0.0)  # all fake
+    cache = PredictionCache(tmp_path / "predictions.sqlite")
+    spec = InputSpec.from_args([str(photos)])
+    for run in ("first", "again"):
+        opts = ScanOptions(masks_dir=tmp_path / run, batch_size=2)
+        scanner = Scanner(spec, fake, opts, localizer=localizer, cache=cache)
+        rows = list(scanner)
+        assert scanner.stats.masks == 4 and scanner.stats.cached == 0  # lookups off: the localizer needs pixels
+    assert len(cache) == 4 and sum(bool(r["mask"]) for r in rows) == 4
+
+
 def test_a_mask_that_cannot_be_written_keeps_the_verdict(tmp_path, photos, detector, official_file, monkeypatch):
     import forensix.pipeline as pipeline
 
