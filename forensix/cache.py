@@ -66,6 +66,29 @@ class PredictionCache:
     def __len__(self) -> int:
         return int(self._db().execute("SELECT COUNT(*) FROM logits").fetchone()[0])
 
+    def counts(self) -> list[tuple[str, str, int]]:
+        """(model key, perturbation, logits) for everything stored, by model key and perturbation."""
+        query = "SELECT model, perturbation, COUNT(*) FROM logits GROUP BY model, perturbation ORDER BY 1, 2"
+        return [(str(m), str(p), int(n)) for m, p, n in self._db().execute(query)]
+
+    def clear(self, model_prefix: str = "") -> int:
+        """Drop the logits of the model keys starting with ``model_prefix`` (all by default); how many went.
+
+        The file is compacted afterwards, so that it shrinks on disk.
+        """
+        with self._db() as db:
+            query = "DELETE FROM logits WHERE substr(model, 1, length(?1)) = ?1"
+            gone = db.execute(query, (model_prefix,)).rowcount
+        db = self._db()
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the compacted pages into the file, the log emptied
+        return int(gone)
+
+    def size_bytes(self) -> int:
+        """On disk: the database and its write-ahead log (where recent writes wait for a checkpoint)."""
+        files = (self.path, self.path.with_name(self.path.name + "-wal"))
+        return sum(f.stat().st_size for f in files if f.exists())
+
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "_conn": None, "_pid": 0}
 

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Find AI-generated images: batch scanning with CLIP-based detectors.", no_args_is_help=True)
 weights_app = typer.Typer(help="Known checkpoints: list, fetch, verify, import.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
+cache_app = typer.Typer(help="The prediction cache of eval, calibrate and scan --use-cache: info, clear.")
+app.add_typer(cache_app, name="cache", no_args_is_help=True)
 
 err = Console(stderr=True, soft_wrap=True)  # messages are lines for logs: never wrapped
 out = Console()
@@ -63,10 +65,14 @@ _CACHE_OPTION = typer.Option("--cache", help="Folder of the prediction cache (de
 _USE_CACHE_OPTION = typer.Option("--use-cache/--no-cache", help="Reuse and store logits by image and model.")
 
 
-def _open_cache(cache_dir: Path | None, use: bool) -> PredictionCache | None:
+def _cache_at(cache_dir: Path | None) -> PredictionCache:
     from .cache import CACHE_FILE, PredictionCache, default_cache_dir
 
-    return PredictionCache((cache_dir or default_cache_dir()) / CACHE_FILE) if use else None
+    return PredictionCache((cache_dir or default_cache_dir()) / CACHE_FILE)
+
+
+def _open_cache(cache_dir: Path | None, use: bool) -> PredictionCache | None:
+    return _cache_at(cache_dir) if use else None
 
 
 def _workers(workers: int | None) -> int:
@@ -676,6 +682,45 @@ def calibrate_command(
             return
         written = store_calibration(detector, calibration_record(result, detector, dataset), out_path)
         err.print(f"wrote {written}: 'forensix scan' now uses threshold {result.threshold:.6g}", highlight=False)
+
+
+# --- cache --------------------------------------------------------------------------------------
+
+
+@cache_app.command("info")
+def cache_info(
+    cache_dir: Annotated[Path | None, _CACHE_OPTION] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Where the cache is, its size, and how many logits it holds per model key and perturbation."""
+    with fatal_errors():
+        cache = _cache_at(cache_dir)
+        counts = cache.counts()
+        size = cache.size_bytes()
+        if as_json:
+            rows = [{"model": m, "perturbation": p, "logits": n} for m, p, n in counts]
+            typer.echo(json.dumps({"path": str(cache.path), "bytes": size, "entries": rows}))
+            return
+        table = Table(title=f"{cache.path}: {sum(n for *_, n in counts):,} logits, {size / 2**20:.1f} MiB")
+        for column in ("model key", "perturbation", "logits"):
+            table.add_column(column)
+        for m, p, n in counts:
+            table.add_row(m, p, f"{n:,}")
+        out.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    cache_dir: Annotated[Path | None, _CACHE_OPTION] = None,
+    model_key: Annotated[
+        str, typer.Option("--model-key", help="Only the model keys starting with this (see 'forensix cache info').")
+    ] = "",
+) -> None:
+    """Drop cached logits (all, or one model's) and compact the file."""
+    with fatal_errors():
+        cache = _cache_at(cache_dir)
+        gone = cache.clear(model_key)
+        err.print(f"{cache.path}: dropped {gone:,} logits, {len(cache):,} left", highlight=False)
 
 
 # --- bench --------------------------------------------------------------------------------------
