@@ -189,8 +189,8 @@ class Runner:
         """``module`` on ``batch`` at this precision; in pieces along the batch if the whole does not fit the GPU.
 
         Out of memory, the piece size halves and stays halved for later batches (``max_batch``);
-        only a single image that does not fit raises. The outputs are the same (one image's
-        output does not depend on its batch), so a scan never stops for a batch size too big.
+        only a single image that does not fit raises. The outputs are the same up to float rounding
+        (one image's output does not depend on its batch), so a scan never stops for a batch size too big.
         """
         forward = partial(autocast_forward, module, device=self.device, precision=self.precision)
         while True:
