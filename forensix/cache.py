@@ -48,6 +48,9 @@ class PredictionCache:
             self._conn = sqlite3.connect(self.path, timeout=60)
             self._pid = os.getpid()
             self._conn.execute("PRAGMA journal_mode=WAL")
+            # A cache may lose its last writes in a power cut, never its consistency: no fsync per commit
+            # (the scan commits once per batch, from the thread that feeds the GPU).
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS logits (sha256 TEXT, model TEXT, perturbation TEXT, logit REAL, "
                 "PRIMARY KEY (sha256, model, perturbation)) WITHOUT ROWID"
