@@ -626,8 +626,12 @@ def scan(
     detector: Detector,
     localizer: Localizer | None = None,
     attributor: Attributor | None = None,
+    cache: PredictionCache | None = None,
     **options: Any,
 ) -> Iterator[dict[str, Any]]:
-    """One row per image in ``paths`` (files, folders, archives), in order: ``forensix scan`` as a library."""
+    """One row per image in ``paths`` (files, folders, archives), in order: ``forensix scan`` as a library.
+
+    ``options`` are :class:`ScanOptions`' fields; ``cache`` is ``scan --use-cache``.
+    """
     spec, scan_options = InputSpec.from_args(paths), ScanOptions(**options)
-    return iter(Scanner(spec, detector, scan_options, localizer=localizer, attributor=attributor))
+    return iter(Scanner(spec, detector, scan_options, localizer=localizer, attributor=attributor, cache=cache))

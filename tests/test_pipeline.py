@@ -401,6 +401,14 @@ def test_a_cached_scan_decodes_and_scores_only_what_is_new(tree, tiny_weights, t
     assert fresh.provenance()["cache"]["model_key"].endswith(":bf16")
 
 
+def test_the_library_scan_takes_a_cache(tree, detector, tmp_path):
+    import forensix
+
+    cache = PredictionCache(tmp_path / "predictions.sqlite")
+    first = list(forensix.scan([str(tree)], detector, cache=cache, batch_size=4))
+    assert len(cache) == IMAGES_IN_TREE - 2 and list(forensix.scan([str(tree)], detector, cache=cache)) == first
+
+
 def test_a_cached_scan_with_workers_finds_what_the_previous_one_stored(tree, detector, tmp_path):
     cache = PredictionCache(tmp_path / "predictions.sqlite")
     spec = InputSpec.from_args([str(tree)])
