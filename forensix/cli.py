@@ -513,13 +513,13 @@ def _counting_progress(show: bool, total: int, what: str) -> Iterator[object]:
         yield lambda n: bar.advance(task, n)
 
 
-def _print_table(title: str, columns: tuple[str, ...], rows: list[list[str]]) -> None:
+def _print_table(title: str, columns: tuple[str, ...], rows: list[list[str]], mean_last: bool = True) -> None:
     """A table on stdout whose last row (the mean) is set apart."""
     table = Table(title=title)
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 else "right")
     for i, row in enumerate(rows):
-        table.add_row(*row, end_section=i == len(rows) - 2)
+        table.add_row(*row, end_section=mean_last and i == len(rows) - 2)
     if out.is_terminal:
         out.print(table)
         return
@@ -568,6 +568,10 @@ def eval_command(
         str | None,
         typer.Option("--localizer", help="A DeCLIP localizer (name or file): IoU/F1/AP on images with masks."),
     ] = None,
+    attributor_spec: Annotated[
+        str | None,
+        typer.Option("--attributor", help="A source attributor (name or file): which-generator accuracy, confusion."),
+    ] = None,
     layout: Annotated[str, _LAYOUT_OPTION] = "auto",
     split: Annotated[str, _SPLIT_OPTION] = "val",
     inverted_masks: Annotated[bool, _INVERTED_OPTION] = True,
@@ -580,7 +584,17 @@ def eval_command(
     progress: ProgressOpt = None,
 ) -> None:
     """Accuracy, AP and ROC-AUC per subset, clean and perturbed; tables on stdout (see docs/evaluation.md)."""
-    from .evaluate import EvalOptions, evaluate, localization_rows, parse_perturbations, table_rows, write_outputs
+    from .evaluate import (
+        ATTRIBUTION_COLUMNS,
+        EvalOptions,
+        attribution_rows,
+        confusion_rows,
+        evaluate,
+        localization_rows,
+        parse_perturbations,
+        table_rows,
+        write_outputs,
+    )
 
     with fatal_errors():
         perturbations = parse_perturbations(perturb or [])
@@ -594,12 +608,17 @@ def eval_command(
             if not masked:
                 raise Fatal("--localizer needs images with masks: a dataset in the dolos layout (images/ + masks/)")
             localizer = load_localizer(localizer_spec, device=device, precision=precision)
+        attributor = None
+        if attributor_spec is not None:
+            from .attributor import load_attributor
+
+            attributor = load_attributor(attributor_spec, device=device, precision=precision)
         options = EvalOptions(batch_size=batch_size, workers=_workers(workers))
         show = _show_progress(progress)
         started = time.perf_counter()
-        total = (len(dataset.samples) + (masked if localizer else 0)) * len(perturbations)
-        with _counting_progress(show, total, "eval") as advance:
-            result = evaluate(dataset, detector, perturbations, options, cache, advance, localizer)
+        per_pass = len(dataset.samples) * (2 if attributor else 1) + (masked if localizer else 0)
+        with _counting_progress(show, per_pass * len(perturbations), "eval") as advance:
+            result = evaluate(dataset, detector, perturbations, options, cache, advance, localizer, attributor)
         columns = ("subset", "real", "fake", "unread", "real acc", "fake acc", "acc", "AP", "AUC", "best acc")
         columns += ("TPR@1%FPR", "ECE", "flipped", "best t")
         for t in result.tables:
@@ -608,6 +627,11 @@ def eval_command(
             if t.localization is not None and localizer is not None:
                 columns_loc = ("subset", "images", "unread", "IoU", "F1", "best F1", "pixel AP")
                 _print_table(f"{localizer.name} · {t.perturbation.name} (%)", columns_loc, localization_rows(t))
+            if t.attribution is not None and attributor is not None:
+                title, rows = f"{attributor.name} · {t.perturbation.name}", attribution_rows(t.attribution)
+                _print_table(f"{title} · attribution accuracy (%)", ATTRIBUTION_COLUMNS, rows)
+                columns, rows = confusion_rows(t.attribution)
+                _print_table(f"{title} · images by true and predicted class", columns, rows, mean_last=False)
         scored = sum(t.predictions.scored for t in result.tables)
         err.print(
             f"scored {scored} images, {len(dataset.samples) * len(perturbations) - scored} from the cache or "

@@ -56,6 +56,11 @@ class Sample:
     source: str  # "real", or the generator that made it (folder name or the list's column)
     mask: str | None = None  # ground-truth manipulation mask (dolos layout)
 
+    @property
+    def source_class(self) -> str:
+        """Its class for source attribution: ``real`` for real images (whatever their source), else its generator."""
+        return self.source if self.label else "real"
+
 
 @dataclass
 class Dataset:

@@ -42,6 +42,7 @@ from .pipeline import package_versions
 from .workers import WorkerLoader, init_worker
 
 if TYPE_CHECKING:
+    from .attributor import Attributor
     from .localizer import Localizer
 
 PERTURBATIONS = ("jpeg", "resize", "blur")
@@ -193,6 +194,23 @@ def image_loader(
         pin_memory=device.type == "cuda",
         **extra,
     )
+
+
+def attribute(
+    samples: Sequence[Sample],
+    attributor: Attributor,
+    perturbation: Perturbation = Perturbation(),
+    options: EvalOptions = EvalOptions(),
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """P(class) per sample (n, classes) from a source attributor; rows of NaN for images that could not be read."""
+    probs = np.full((len(samples), len(attributor.classes)), np.nan, np.float32)
+    for batch in image_loader(samples, attributor.config.preprocess, perturbation, options, attributor.device):
+        if batch.tensor is not None:
+            probs[[p.index for p in batch.items if not p.error]] = attributor.probabilities(batch.tensor)
+        if progress is not None:
+            progress(len(batch.items))
+    return probs
 
 
 def localize(
@@ -364,6 +382,62 @@ def localization_mean(rows: Sequence[LocalizationMetrics]) -> LocalizationMetric
 
 
 @dataclass
+class AttributionMetrics:
+    """Top-1 source attribution over a subset's images of a class the attributor knows, fraction in [0, 1]."""
+
+    subset: str
+    images: int  # images read whose class (real, or its generator) is one of the attributor's
+    unreadable: int
+    unknown: int  # images read of a generator the attributor was not trained on: not in acc
+    acc: float | None  # the most probable class is the image's own
+
+
+def attribution_metrics(
+    samples: Sequence[Sample], probs: np.ndarray, classes: Sequence[str], subset: str
+) -> AttributionMetrics:
+    read = ~np.isnan(probs).any(axis=1)
+    known = np.array([s.source_class in classes for s in samples], dtype=bool)
+    mine = read & known
+    truth = np.array([classes.index(s.source_class) if k else -1 for s, k in zip(samples, known)], dtype=int)
+    acc = float(np.mean(probs[mine].argmax(axis=1) == truth[mine])) if mine.any() else None
+    return AttributionMetrics(subset, int(mine.sum()), int((~read).sum()), int((read & ~known).sum()), acc)
+
+
+def confusion(samples: Sequence[Sample], probs: np.ndarray, classes: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Images read by true class (generators the attributor does not know included), then predicted class."""
+    found: dict[str, dict[str, int]] = {}
+    for sample, row in zip(samples, probs):
+        if not np.isnan(row).any():
+            counts = found.setdefault(sample.source_class, dict.fromkeys(classes, 0))
+            counts[classes[int(row.argmax())]] += 1
+    return dict(sorted(found.items()))
+
+
+@dataclass
+class AttributionTable:
+    subsets: list[AttributionMetrics]
+    mean: AttributionMetrics
+    confusion: dict[str, dict[str, int]]  # true class -> predicted class -> images
+
+
+def attribution_table(samples: Sequence[Sample], probs: np.ndarray, classes: Sequence[str]) -> AttributionTable:
+    names = sorted({s.subset for s in samples})
+    rows = []
+    for name in names:
+        mine = [i for i, s in enumerate(samples) if s.subset == name]
+        rows.append(attribution_metrics([samples[i] for i in mine], probs[mine], classes, name))
+    accs = [r.acc for r in rows if r.acc is not None]
+    mean = AttributionMetrics(
+        "mean",
+        sum(r.images for r in rows),
+        sum(r.unreadable for r in rows),
+        sum(r.unknown for r in rows),
+        float(np.mean(accs)) if accs else None,
+    )
+    return AttributionTable(rows, mean, confusion(samples, probs, classes))
+
+
+@dataclass
 class PerturbationResult:
     perturbation: Perturbation
     subsets: list[DetectionMetrics]
@@ -371,6 +445,7 @@ class PerturbationResult:
     predictions: Predictions = field(repr=False)
     localization: list[LocalizationMetrics] | None = None  # with a localizer and masks
     localization_mean: LocalizationMetrics | None = None
+    attribution: AttributionTable | None = None  # with an attributor
 
 
 @dataclass
@@ -407,6 +482,7 @@ class EvalResult:
                     "localization": None
                     if t.localization is None or t.localization_mean is None
                     else {"subsets": [asdict(r) for r in t.localization], "mean": asdict(t.localization_mean)},
+                    "attribution": None if t.attribution is None else asdict(t.attribution),
                 }
                 for t in self.tables
             ],
@@ -449,10 +525,12 @@ def evaluate(
     cache: PredictionCache | None = None,
     progress: Callable[[int], None] | None = None,
     localizer: Localizer | None = None,
+    attributor: Attributor | None = None,
 ) -> EvalResult:
     """One table per perturbation (in the order given) of the detector on the dataset.
 
-    With a ``localizer``, the samples that have a mask are also scored for localization.
+    With a ``localizer``, the samples that have a mask are also scored for localization; with an
+    ``attributor``, every sample for source attribution.
     """
     masked = [s for s in dataset.samples if s.mask is not None] if localizer is not None else []
     tables = []
@@ -471,6 +549,9 @@ def evaluate(
                 for name in sorted(set(names))
             ]
             table.localization_mean = localization_mean(table.localization)
+        if attributor is not None:
+            probs = attribute(dataset.samples, attributor, p, options, progress)
+            table.attribution = attribution_table(dataset.samples, probs, attributor.classes)
         tables.append(table)
     provenance = {
         "weights": {"source": detector.loaded.source, "sha256": detector.loaded.sha256},
@@ -478,6 +559,9 @@ def evaluate(
         "device": str(detector.device),
         "precision": detector.precision,
         "localizer": None if localizer is None else {"model": localizer.name, "sha256": localizer.loaded.sha256},
+        "attributor": None
+        if attributor is None
+        else {"model": attributor.name, "sha256": attributor.loaded.sha256, "classes": list(attributor.classes)},
         "batch_size": options.batch_size,
         "versions": package_versions(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -516,6 +600,22 @@ def localization_rows(result: PerturbationResult) -> list[list[str]]:
     return rows
 
 
+ATTRIBUTION_COLUMNS = ("subset", "images", "unreadable", "unknown", "acc")
+
+
+def attribution_rows(table: AttributionTable) -> list[list[str]]:
+    return [
+        [r.subset, str(r.images), str(r.unreadable), str(r.unknown), percent(r.acc)]
+        for r in [*table.subsets, table.mean]
+    ]
+
+
+def confusion_rows(table: AttributionTable) -> tuple[tuple[str, ...], list[list[str]]]:
+    """Columns (true class, then each predicted class) and one row of counts per true class."""
+    predicted = next(iter(table.confusion.values()), {})
+    return ("true class", *predicted), [[t, *map(str, row.values())] for t, row in table.confusion.items()]
+
+
 def write_outputs(result: EvalResult, out_dir: Path, plots: bool = True) -> list[Path]:
     """metrics.json, metrics.csv, metrics.md, predictions.csv and (with ``plots``) PNGs in ``out_dir``."""
     import csv
@@ -541,6 +641,13 @@ def write_outputs(result: EvalResult, out_dir: Path, plots: bool = True) -> list
         if t.localization is not None:
             lines += ["| " + " | ".join(LOCALIZATION_COLUMNS) + " |", "|" + "---|" * len(LOCALIZATION_COLUMNS)]
             lines += ["| " + " | ".join(row) + " |" for row in localization_rows(t)]
+            lines.append("")
+        if t.attribution is not None:
+            lines += ["| " + " | ".join(ATTRIBUTION_COLUMNS) + " |", "|" + "---|" * len(ATTRIBUTION_COLUMNS)]
+            lines += ["| " + " | ".join(row) + " |" for row in attribution_rows(t.attribution)]
+            columns, rows = confusion_rows(t.attribution)
+            lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
             lines.append("")
     written[2].write_text("\n".join(lines), encoding="utf-8")
     with open(written[3], "w", newline="", encoding="utf-8") as f:

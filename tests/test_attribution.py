@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -339,3 +340,52 @@ def test_cli_scan_with_a_misplaced_attributor_exits_2(photos, tiny_weights, attr
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def test_eval_measures_attribution_per_subset_with_a_confusion_matrix(toy, attributor, tiny_weights, tmp_path):
+    from forensix.datasets import load_dataset
+    from forensix.evaluate import EvalOptions, evaluate
+
+    data = tmp_path / "data"
+    shutil.copytree(toy, data)
+    for name, count in (("0_real", 2), ("1_fake", 3)):  # a generator the attributor never saw
+        (data / "gen_c" / name).mkdir(parents=True)
+        for i in range(count):
+            shutil.copy(toy / "gen_a" / name / f"{i:02d}.png", data / "gen_c" / name / f"{i:02d}.png")
+    (data / "gen_c" / "1_fake" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    dataset = load_dataset(data)
+    detector = load_detector(weights=tiny_weights, device="cpu")
+    result = evaluate(dataset, detector, attributor=attributor, options=EvalOptions(batch_size=5, workers=0))
+    table = result.tables[0].attribution
+    assert [r.subset for r in table.subsets] == ["gen_a", "gen_b", "gen_c"]
+    # the oracle: the attributor on every readable image, one by one
+    readable = [s for s in dataset.samples if not s.path.endswith("broken.png")]
+    top = [attributor.top(attributor.probabilities([Image.open(s.path).convert("RGB")]))[0] for s in readable]
+    predicted = {s.path: source for s, (source, _) in zip(readable, top)}
+    for row in table.subsets:
+        known = [s for s in readable if s.subset == row.subset and s.source_class in attributor.classes]
+        assert row.images == len(known)
+        assert row.acc == pytest.approx(np.mean([predicted[s.path] == s.source_class for s in known]))
+    gen_c = table.subsets[2]
+    assert (gen_c.images, gen_c.unknown, gen_c.unreadable) == (2, 3, 1)  # its reals count, its fakes can't
+    assert sum(table.confusion["gen_c"].values()) == 3 and list(table.confusion["gen_c"]) == list(attributor.classes)
+    reals = [predicted[s.path] for s in readable if not s.label]
+    assert table.confusion["real"] == {c: reals.count(c) for c in attributor.classes}
+    assert table.mean.acc == pytest.approx(np.mean([r.acc for r in table.subsets]))
+    assert result.provenance["attributor"]["classes"] == list(attributor.classes)
+
+
+def test_cli_eval_with_an_attributor_writes_its_tables(toy, trained, tiny_weights, tmp_path):
+    out = tmp_path / "report"
+    args = ["eval", "--data", str(toy), "--weights", str(tiny_weights), "--workers", "0", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--attributor", str(trained[3] / "best.safetensors"), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "unknown" in result.stdout and "true class" in result.stdout  # the two attribution tables (titles wrap)
+    attribution = json.loads((out / "metrics.json").read_text())["perturbations"][0]["attribution"]
+    assert [r["subset"] for r in attribution["subsets"]] == ["gen_a", "gen_b"] and attribution["mean"]["acc"] >= 0.5
+    assert sum(sum(row.values()) for row in attribution["confusion"].values()) == 64
+    assert "| true class | real | gen_a | gen_b |" in (out / "metrics.md").read_text()

@@ -37,7 +37,7 @@ from ..models.checkpoints import (
 from ..models.config import ModelConfig, get_config
 from ..models.factory import create_model
 from ..models.lora import add_lora, has_lora
-from .attribute import AttributeTask, attribution_classes, attribution_model, class_counts, sample_class, with_classes
+from .attribute import AttributeTask, attribution_classes, attribution_model, class_counts, with_classes
 from .loop import TrainOptions, fit
 from .tasks import TASKS, DetectTask, LocalizeTask, Task
 
@@ -161,7 +161,7 @@ def prepare(
         val_samples = list(val_set.samples)
     else:
         val_set = None
-        by_class = sample_class if task == "attribute" else (lambda s: s.label)
+        by_class = (lambda s: s.source_class) if task == "attribute" else (lambda s: s.label)
         train_samples, val_samples = split_samples(train_samples, val_fraction, seed, by_class)
     if task == "localize":  # fake images with masks only
         train_samples = [s for s in train_samples if s.label == 1 and s.mask]

@@ -29,7 +29,7 @@ from .. import weights as W
 from ..attributor import Attributor, p_fake
 from ..datasets import Sample
 from ..detector import LoadedWeights
-from ..evaluate import EvalOptions, Perturbation, detection_metrics, image_loader
+from ..evaluate import EvalOptions, attribute, detection_metrics
 from ..models.attribution import convert_openai_clip
 from ..models.checkpoints import CheckpointError, build_and_load, load_weights, read_checkpoint, read_state_dict
 from ..models.config import ModelConfig
@@ -42,27 +42,22 @@ from .tasks import StepResult, Task
 FINETUNE = ("lora", "full")
 
 
-def sample_class(sample: Sample) -> str:
-    """The class an image trains: ``real`` for real images (whatever their source), else its generator."""
-    return sample.source if sample.label else "real"
-
-
 def attribution_classes(train: Sequence[Sample], val: Sequence[Sample]) -> tuple[str, ...]:
     """``real``, then the training set's generators sorted; every validation image must be of one of them."""
-    found = {sample_class(s) for s in train}
+    found = {s.source_class for s in train}
     if "real" in {s.source for s in train if s.label}:
         raise ValueError("a generated image has source 'real'; name its generator in the list's source column")
     if "real" not in found or len(found) < 2:
         raise ValueError("attribution needs real images and images of at least one generator to train on")
     classes = ("real", *sorted(found - {"real"}))
-    unknown = sorted({sample_class(s) for s in val} - set(classes))
+    unknown = sorted({s.source_class for s in val} - set(classes))
     if unknown:
         raise ValueError(f"validation images from generators absent from the training data: {', '.join(unknown)}")
     return classes
 
 
 def class_counts(samples: Sequence[Sample]) -> dict[str, int]:
-    return dict(sorted(Counter(sample_class(s) for s in samples).items()))
+    return dict(sorted(Counter(s.source_class for s in samples).items()))
 
 
 def with_classes(cfg: ModelConfig, classes: tuple[str, ...]) -> ModelConfig:
@@ -107,8 +102,8 @@ class AttributeTask(Task):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         index = {c: i for i, c in enumerate(self.cfg.attribution.classes)}
-        self.targets = torch.tensor([index[sample_class(s)] for s in self.train_samples])
-        self.val_targets = np.array([index[sample_class(s)] for s in self.val_samples], dtype=int)
+        self.targets = torch.tensor([index[s.source_class] for s in self.train_samples])
+        self.val_targets = np.array([index[s.source_class] for s in self.val_samples], dtype=int)
 
     def set_train_mode(self) -> None:
         self.model.train()  # both towers learn (LoRA dropout on), nothing frozen stays in eval mode
@@ -126,11 +121,7 @@ class AttributeTask(Task):
 
     def validate(self, device: torch.device, options: EvalOptions) -> dict[str, float]:
         attributor = Attributor(LoadedWeights(self.model, self.cfg, self.cfg.name, "", "training", {}), str(device))
-        n = len(self.val_samples)
-        probs = np.full((n, len(attributor.classes)), np.nan, np.float32)
-        for batch in image_loader(self.val_samples, self.cfg.preprocess, Perturbation(), options, device):
-            if batch.tensor is not None:
-                probs[[p.index for p in batch.items if not p.error]] = attributor.probabilities(batch.tensor)
+        probs = attribute(self.val_samples, attributor, options=options)
         ok = ~np.isnan(probs).any(axis=1)
         if not ok.any():
             return {"attribution_acc": 0.0, "acc": 0.0, "ap": 0.0}
