@@ -40,6 +40,8 @@ class PredictionCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db()
+        except OSError as e:
+            raise OSError(f"prediction cache {self.path}: {e.strerror or e}") from None
         except sqlite3.Error as e:
             raise OSError(f"prediction cache {self.path}: {e}") from None
 

@@ -49,3 +49,13 @@ def test_cli_cache_info_and_clear(tmp_path):
     cleared = runner.invoke(app, ["cache", "clear", "--cache", str(tmp_path), "--model-key", "aaaa"])
     assert cleared.exit_code == 0 and "dropped 305 logits, 9 left" in cleared.stderr
     assert cache.size_bytes() < before / 5  # compacted: 9 of 314 logits left
+
+
+def test_a_cache_that_cannot_be_opened_says_which_and_why(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / CACHE_FILE).write_text("not a database, whatever its name says" * 3)
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    for folder, reason in (("bad", "file is not a database"), ("file/sub", "Not a directory")):
+        result = runner.invoke(app, ["cache", "info", "--cache", str(tmp_path / folder)])
+        assert result.exit_code == 2
+        assert f"prediction cache {tmp_path / folder / CACHE_FILE}: {reason}" in " ".join(result.stderr.split())
