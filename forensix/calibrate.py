@@ -187,7 +187,9 @@ def store_calibration(detector: Detector, record: dict[str, Any], out: Path | No
         return out
     sidecar = calibration_sidecar(source)
     if out is not None and out.resolve() != sidecar.resolve():
-        raise ValueError(f"official weights are calibrated by a sidecar next to them ({sidecar}); leave out --out")
+        raise ValueError(
+            f"official weights and ONNX models are calibrated by a sidecar next to them ({sidecar}); leave out --out"
+        )
     if not source.is_file():
         raise CheckpointError(f"{source}: the weights file to calibrate is not there")
     data = {"threshold": threshold, "temperature": temperature, "weights_sha256": detector.loaded.sha256}

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import weights as W
-from .detector import Detector
+from .detector import Detector, apply_calibration
 from .models.checkpoints import CheckpointError
 from .models.config import ModelConfig
 
@@ -166,6 +166,8 @@ def open_onnx(path: Path, device: str = "auto") -> OnnxModel:
         raise CheckpointError(
             f"{path}: metadata names {meta['input']}/{meta['output']}, the graph has {inputs}/{outputs}"
         )
+    # A calibration made for this file (forensix calibrate writes a sidecar: it does not rewrite ONNX files).
+    config, provenance = apply_calibration(path, meta["weights_sha256"], config, provenance)
     onnx_info = {
         "file": path.name,
         "sha256": W.cached_sha256(path),

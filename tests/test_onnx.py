@@ -260,6 +260,25 @@ def test_cli_scan_with_an_onnx_file_matches_the_torch_backend(photos, exported, 
     assert meta["preprocess"]["mode"] == "resize_crop"
 
 
+def test_calibrating_an_onnx_model_sets_the_threshold_its_scans_use(exported, tmp_path):
+    data = tmp_path / "data"
+    for label in ("0_real", "1_fake"):
+        (data / "set" / label).mkdir(parents=True)
+        for i in range(4):
+            random_image(240, 230, seed=10 * i + len(label)).save(data / "set" / label / f"{i}.png")
+    onnx = tmp_path / "model.onnx"
+    shutil.copy(exported, onnx)
+    args = ["calibrate", "--data", str(data), "--weights", str(onnx), "--device", "cpu", "--workers", "0"]
+    result = runner.invoke(app, [*args, "--balanced", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((tmp_path / "model.onnx.calibration.json").read_text())
+    detector = load_detector(weights=onnx, device="cpu")
+    assert detector.threshold == sidecar["threshold"] != 0.5
+    assert f"now uses threshold {sidecar['threshold']:.6g}" in result.stderr
+    assert detector.loaded.provenance["calibration_file"] == "model.onnx.calibration.json"
+    assert load_detector(weights=exported, device="cpu").threshold == 0.5  # the uncalibrated copy is untouched
+
+
 def test_onnx_logits_are_cached_apart_from_torch_ones(exported, tiny_weights):
     from forensix.cache import model_key
 
