@@ -119,5 +119,13 @@ class Localizer(Runner):
 
 
 def load_localizer(spec: str | Path, device: str = "auto", precision: str = "fp32") -> Localizer:
-    """A ready localizer from a manifest name (e.g. ``declip-pluralistic``) or a weights file."""
+    """A ready localizer from a manifest name (e.g. ``declip-pluralistic``) or a weights file.
+
+    A ``.onnx`` file (``forensix export-onnx --localizer``) runs in onnxruntime, at the precision it
+    was exported in (``fp32`` means "as exported").
+    """
+    if Path(spec).suffix.lower() == ".onnx":
+        from .onnx_backend import load_onnx_localizer
+
+        return load_onnx_localizer(spec, device=device, precision=None if precision == "fp32" else precision)
     return Localizer(load_localizer_weights(spec), device=device, precision=precision)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from . import weights as W
-from .detector import Detector, apply_calibration
+from .detector import Detector, Runner, apply_calibration
+from .localizer import Localizer
 from .models.checkpoints import CheckpointError
 from .models.config import ModelConfig
 
@@ -196,6 +197,15 @@ def run(model: OnnxModel, batch: torch.Tensor) -> np.ndarray:
     return np.asarray(model.session.run([model.output], {model.input: x})[0], dtype=np.float32)
 
 
+def bind(runner: Runner, loaded: OnnxModel, kind: str, config: ModelConfig) -> None:
+    """Give a Runner an ONNX model's fields in place of a torch model (its ``__init__`` is not run)."""
+    if loaded.kind != kind:
+        raise CheckpointError(f"{loaded.source}: a {loaded.kind}, not a {kind}")
+    runner.loaded = loaded  # LoadedWeights' fields (what the Scanner reads), the session as the model
+    runner.config, runner.precision, runner.device = config, loaded.precision, loaded.device
+    runner.max_batch = None  # onnxruntime runs each batch whole
+
+
 class OnnxDetector(Detector):
     """A Detector whose raw logits come from onnxruntime.
 
@@ -204,23 +214,27 @@ class OnnxDetector(Detector):
     """
 
     def __init__(self, loaded: OnnxModel, threshold: float | None = None) -> None:
-        if loaded.kind != "detector":
-            raise CheckpointError(f"{loaded.source}: a {loaded.kind}, not a detector")
-        self.loaded = loaded  # LoadedWeights' fields (what the Scanner reads), the session as the model
-        self.config = loaded.config if threshold is None else replace(loaded.config, threshold=threshold)
-        self.precision = loaded.precision
-        self.device = loaded.device
-        self.max_batch = None  # onnxruntime runs each batch whole
+        config = loaded.config if threshold is None else replace(loaded.config, threshold=threshold)
+        bind(self, loaded, "detector", config)
 
     def raw_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's own logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""
         return torch.from_numpy(run(self.loaded, batch))
 
 
-def load_onnx_detector(
-    path: str | Path, device: str = "auto", threshold: float | None = None, precision: str | None = None
-) -> OnnxDetector:
-    """A detector from a ``forensix export-onnx`` file; ``precision``, if given, must be the exported one."""
+class OnnxLocalizer(Localizer):
+    """A Localizer whose mask logits come from onnxruntime; maps, name and preprocessing are Localizer's."""
+
+    def __init__(self, loaded: OnnxModel) -> None:
+        bind(self, loaded, "localizer", loaded.config)
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mask logits (B, S, S) in float32 for a preprocessed batch (B, 3, H, W)."""
+        return torch.from_numpy(run(self.loaded, batch))
+
+
+def open_at_precision(path: str | Path, device: str, precision: str | None) -> OnnxModel:
+    """An exported model; ``precision``, if given, must be the one it was exported in."""
     model = open_onnx(Path(path), device)
     if precision is not None and precision != model.precision:
         raise ValueError(
@@ -228,4 +242,16 @@ def load_onnx_detector(
             if precision in ONNX_PRECISIONS
             else f"{path} was exported in {model.precision}; ONNX models run in fp32 or fp16, not {precision}"
         )
-    return OnnxDetector(model, threshold)
+    return model
+
+
+def load_onnx_detector(
+    path: str | Path, device: str = "auto", threshold: float | None = None, precision: str | None = None
+) -> OnnxDetector:
+    """A detector from a ``forensix export-onnx`` file; ``precision``, if given, must be the exported one."""
+    return OnnxDetector(open_at_precision(path, device, precision), threshold)
+
+
+def load_onnx_localizer(path: str | Path, device: str = "auto", precision: str | None = None) -> OnnxLocalizer:
+    """A localizer from a ``forensix export-onnx --localizer`` file."""
+    return OnnxLocalizer(open_at_precision(path, device, precision))

@@ -297,6 +297,32 @@ def test_cuda_asked_where_onnxruntime_cannot_use_it_falls_back_with_one_line(exp
     assert capsys.readouterr().err == ""
 
 
+def test_scan_draws_masks_with_an_onnx_localizer_as_with_torch(photos, tiny_weights, tiny_localizer, tmp_path):
+    from forensix.localizer import load_localizer
+    from forensix.onnx_backend import OnnxLocalizer
+
+    exported_localizer = tmp_path / "localizer.onnx"
+    export_onnx(load_localizer_weights(tiny_localizer), exported_localizer)
+    by_onnx = load_localizer(exported_localizer, device="cpu")
+    by_torch = load_localizer(tiny_localizer, device="cpu")
+    assert isinstance(by_onnx, OnnxLocalizer) and by_onnx.name == by_torch.name
+    images = [random_image(300, 240, seed=1), random_image(240, 320, seed=2)]
+    np.testing.assert_allclose(by_onnx.probabilities(images), by_torch.probabilities(images), atol=1e-5)
+    rows = {}
+    for name, localizer in (("onnx", exported_localizer), ("torch", tiny_localizer)):
+        args = ["scan", str(photos), "--weights", str(tiny_weights), "--threshold", "0", "--workers", "0"]
+        args += ["--localizer", str(localizer), "--masks", str(tmp_path / name)]
+        args += ["--out", str(tmp_path / f"{name}.jsonl")]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        rows[name] = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+    assert sum(bool(r["mask"]) for r in rows["onnx"]) == sum(bool(r["mask"]) for r in rows["torch"]) > 0
+    for a, b in zip(rows["onnx"], rows["torch"]):
+        assert (a["mask_fraction"] is None) == (b["mask_fraction"] is None)
+        if a["mask_fraction"] is not None:
+            assert a["mask_fraction"] == pytest.approx(b["mask_fraction"], abs=1e-3)
+
+
 def test_a_corrupt_or_foreign_onnx_file_is_a_one_line_error(photos, exported, tiny_localizer, tmp_path):
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x08\x07not a model at all")
@@ -325,6 +351,7 @@ def test_a_corrupt_or_foreign_onnx_file_is_a_one_line_error(photos, exported, ti
         (["--weights", exported, "--backend", "torch"], "use --backend onnx"),
         (["--weights", exported, "--backend", "tvm"], "--backend must be torch or onnx"),
         (["--weights", exported, "--precision", "bf16"], "exported in fp32"),
+        (["--localizer", exported, "--masks", tmp_path / "m"], "a detector, not a localizer"),
     ]
     for args, message in cases:
         result = runner.invoke(app, ["scan", str(photos), *map(str, args), "--workers", "0"])
