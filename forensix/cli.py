@@ -51,6 +51,9 @@ WeightsOpt = Annotated[
     typer.Option("--weights", help="A weights file instead (official .pth, forensix .safetensors or .onnx)."),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")]
+BackendOpt = Annotated[
+    str | None, typer.Option(help="torch | onnx (default: onnx for a .onnx --weights file, else torch)")
+]
 PrecisionOpt = Annotated[
     str, typer.Option(help="fp32 | bf16 | fp16 (autocast, LayerNorm and softmax in fp32; fp16 on CUDA only)")
 ]
@@ -268,9 +271,7 @@ def scan(
     ] = None,
     model: ModelOpt = "deeclip",
     weights_file: WeightsOpt = None,
-    backend: Annotated[
-        str | None, typer.Option(help="torch | onnx (default: onnx for a .onnx --weights file, else torch)")
-    ] = None,
+    backend: BackendOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     batch_size: BatchOpt = 32,
@@ -801,9 +802,7 @@ def export_onnx_command(
 def bench_command(
     model: ModelOpt = "deeclip",
     weights_file: WeightsOpt = None,
-    backend: Annotated[
-        str | None, typer.Option(help="torch | onnx (default: onnx for a .onnx --weights file, else torch)")
-    ] = None,
+    backend: BackendOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     batch_size: BatchOpt = 32,

@@ -18,7 +18,7 @@ import io
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -33,8 +33,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from torch.utils.data import DataLoader
 
 from .cache import CLEAN, PredictionCache, model_key
-from .datasets import Dataset, ImageDataset, Sample, collate_prepared
-from .detector import Detector, scale_logits
+from .datasets import Dataset, ImageDataset, Prepared, Sample, collate_prepared
+from .detector import Detector, Runner, scale_logits
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import LocalizationScores, load_mask, score_mask
 from .models.config import PreprocessConfig
@@ -205,12 +205,24 @@ def attribute(
 ) -> np.ndarray:
     """P(class) per sample (n, classes) from a source attributor; rows of NaN for images that could not be read."""
     probs = np.full((len(samples), len(attributor.classes)), np.nan, np.float32)
-    for batch in image_loader(samples, attributor.config.preprocess, perturbation, options, attributor.device):
+    for read, tensor in read_batches(samples, attributor, perturbation, options, progress):
+        probs[[p.index for p in read]] = attributor.probabilities(tensor)
+    return probs
+
+
+def read_batches(
+    samples: Sequence[Sample],
+    runner: Runner,
+    perturbation: Perturbation,
+    options: EvalOptions,
+    progress: Callable[[int], None] | None,
+) -> Iterator[tuple[list[Prepared], torch.Tensor]]:
+    """Per batch, the samples that were read and their inputs for ``runner``; ``progress`` counts every sample."""
+    for batch in image_loader(samples, runner.config.preprocess, perturbation, options, runner.device):
         if batch.tensor is not None:
-            probs[[p.index for p in batch.items if not p.error]] = attributor.probabilities(batch.tensor)
+            yield [p for p in batch.items if not p.error], batch.tensor
         if progress is not None:
             progress(len(batch.items))
-    return probs
 
 
 def localize(
@@ -223,13 +235,9 @@ def localize(
 ) -> list[LocalizationScores | None]:
     """Per sample with a mask, DeCLIP's per-image scores (:func:`forensix.metrics.score_mask`); None if unreadable."""
     found: list[LocalizationScores | None] = [None] * len(samples)
-    for batch in image_loader(samples, localizer.config.preprocess, perturbation, options, localizer.device):
-        fresh = [p for p in batch.items if not p.error]
-        if batch.tensor is not None:
-            for p, prob in zip(fresh, localizer.probabilities(batch.tensor)):
-                found[p.index] = score_mask(prob, load_mask(samples[p.index].mask, inverted))
-        if progress is not None:
-            progress(len(batch.items))
+    for read, tensor in read_batches(samples, localizer, perturbation, options, progress):
+        for p, prob in zip(read, localizer.probabilities(tensor)):
+            found[p.index] = score_mask(prob, load_mask(samples[p.index].mask, inverted))
     return found
 
 
