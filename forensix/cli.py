@@ -27,6 +27,7 @@ from .models.checkpoints import CheckpointError
 from .report import ExistingReport, ReportError
 
 if TYPE_CHECKING:
+    from .attributor import Attributor
     from .cache import PredictionCache
     from .calibrate import Rate
     from .datasets import Dataset
@@ -51,6 +52,9 @@ WeightsOpt = Annotated[
     typer.Option("--weights", help="A weights file instead (official .pth, forensix .safetensors or .onnx)."),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")]
+ThresholdOpt = Annotated[
+    float | None, typer.Option(min=0.0, max=1.0, help="Verdict 'fake' when score >= this (default: stored).")
+]
 BackendOpt = Annotated[
     str | None, typer.Option(help="torch | onnx (default: onnx for a .onnx --weights file, else torch)")
 ]
@@ -276,9 +280,7 @@ def scan(
     precision: PrecisionOpt = "fp32",
     batch_size: BatchOpt = 32,
     workers: WorkersOpt = None,
-    threshold: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Verdict 'fake' when score >= this (default: stored).")
-    ] = None,
+    threshold: ThresholdOpt = None,
     metadata: Annotated[bool, typer.Option(help="Read EXIF/XMP/PNG-text/C2PA notes.")] = True,
     resume: Annotated[bool, typer.Option(help="Skip inputs already in --out and append to it.")] = False,
     max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, in pixels (decompression bombs).")] = (
@@ -335,11 +337,7 @@ def scan(
             raise Fatal("--resume needs --out: the report to resume")
         spec = _scan_spec(paths or [], from_list or [], Path(spool))
         localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
-        attributor = None
-        if attributor_spec is not None:
-            from .attributor import load_attributor
-
-            attributor = load_attributor(attributor_spec, device=device, precision=precision)
+        attributor = _load_attributor(attributor_spec, device, precision)
         detector = load_detector(
             model,
             weights=weights_file,
@@ -402,6 +400,14 @@ def _load_localizer(
     if not os.access(masks_dir, os.W_OK | os.X_OK):
         raise Fatal(f"--masks {masks_dir}: the folder is not writable")
     return load_localizer(spec, device=device, precision=precision)
+
+
+def _load_attributor(spec: str | None, device: str, precision: str) -> Attributor | None:
+    if spec is None:
+        return None
+    from .attributor import load_attributor
+
+    return load_attributor(spec, device=device, precision=precision)
 
 
 def _check_resumable(existing: ExistingReport, model: str, threshold: float, path: Path) -> None:
@@ -554,9 +560,7 @@ def eval_command(
     data: Annotated[Path, typer.Option("--data", help=_DATA_HELP, show_default=False)],
     model: ModelOpt = "deeclip",
     weights_file: WeightsOpt = None,
-    threshold: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Verdict 'fake' when score >= this (default: stored).")
-    ] = None,
+    threshold: ThresholdOpt = None,
     perturb: Annotated[
         list[str] | None,
         typer.Option(help="Also under KIND=V1,V2: jpeg=QUALITY, resize=FACTOR, blur=SIGMA (repeatable)."),
@@ -609,11 +613,7 @@ def eval_command(
             if not masked:
                 raise Fatal("--localizer needs images with masks: a dataset in the dolos layout (images/ + masks/)")
             localizer = load_localizer(localizer_spec, device=device, precision=precision)
-        attributor = None
-        if attributor_spec is not None:
-            from .attributor import load_attributor
-
-            attributor = load_attributor(attributor_spec, device=device, precision=precision)
+        attributor = _load_attributor(attributor_spec, device, precision)
         options = EvalOptions(batch_size=batch_size, workers=_workers(workers))
         show = _show_progress(progress)
         started = time.perf_counter()
