@@ -23,6 +23,7 @@ from . import weights as W
 from .download import DownloadError
 from .imaging import DEFAULT_MAX_PIXELS
 from .inputs import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, InputSpec, Limits
+from .interrupts import deferred_interrupts
 from .models.checkpoints import CheckpointError
 from .report import ExistingReport, ReportError
 
@@ -428,16 +429,22 @@ def _run_scan(scanner: Scanner, stream: IO[str], writer: ReportWriter, show_prog
 
     started = time.perf_counter()
     interrupted = False
+    unwritten = None  # a row the scanner finished (and counted) that is not in the report yet
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     display = ScanProgress(err, scanner.stats, scanner.count_entries) if show_progress else nullcontext()
     try:
         with display:
             for row in scanner:
-                writer.write(row)
+                unwritten = row
+                with deferred_interrupts():  # a row is written whole
+                    writer.write(row)
+                    unwritten = None
                 if show_progress:
                     display.update()
     except KeyboardInterrupt:
         interrupted = True
+        if unwritten is not None:
+            writer.write(unwritten)
     finally:
         signal.signal(signal.SIGTERM, previous)
         writer.close()

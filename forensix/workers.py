@@ -15,10 +15,13 @@ from __future__ import annotations
 import gc
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+
+from .interrupts import deferred_interrupts
 
 
 def init_worker(_: int) -> None:
@@ -40,6 +43,12 @@ class WorkerLoader(DataLoader):
             kwargs.setdefault("multiprocessing_context", "fork")
         super().__init__(*args, **kwargs)
 
+    def __iter__(self) -> Iterator[Any]:
+        batches = super().__iter__()
+        if self.num_workers == 0:
+            return batches
+        return _received_whole(batches)
+
     def _get_iterator(self) -> Any:
         if self.num_workers == 0:
             return super()._get_iterator()
@@ -49,3 +58,16 @@ class WorkerLoader(DataLoader):
             return super()._get_iterator()  # forks the workers
         finally:
             gc.unfreeze()
+
+
+def _received_whole(batches: Iterator[Any]) -> Iterator[Any]:
+    """Batches from the workers, each received with Ctrl-C held off (see forensix.interrupts)."""
+    while True:
+        with deferred_interrupts():
+            batch = next(batches, _END)
+        if batch is _END:
+            return
+        yield batch
+
+
+_END = object()

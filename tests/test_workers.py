@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +71,27 @@ def test_workers_start_beside_an_onnxruntime_session_in_a_reference_cycle(tmp_pa
         assert len(list(loader)) == 4  # a hung worker raises after the timeout instead
     finally:
         gc.enable()
+
+
+class SlowDataset(Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        time.sleep(1.0)
+        return torch.full((8,), float(i))
+
+
+def test_ctrl_c_while_a_batch_is_on_its_way_arrives_once_it_is_received_whole():
+    """A KeyboardInterrupt inside the receiving of a worker's batch cut the fd handshake with the
+    worker (whose sharing thread then printed a traceback) or left a torch object half built."""
+    batches = iter(WorkerLoader(SlowDataset(), batch_size=1, num_workers=1, timeout=60))
+    started = time.perf_counter()
+    threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        next(batches)
+    assert time.perf_counter() - started > 0.9  # held until the batch was in
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork on Linux only")
