@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from .cache import PredictionCache
     from .calibrate import Rate
     from .datasets import Dataset
-    from .detector import Detector
     from .localizer import Localizer
     from .pipeline import Scanner
     from .report import ReportWriter
@@ -483,22 +482,9 @@ def main() -> None:
 _DATA_HELP = "A dataset: UnivFD/GenImage/Dolos folder tree or a .csv/.jsonl list (see docs/evaluation.md)."
 
 
-def _load_for_eval(
-    data: Path,
-    layout: str,
-    split: str,
-    inverted_masks: bool,
-    model: str,
-    weights_file: Path | None,
-    device: str,
-    precision: str,
-    threshold: float | None,
-    cache_dir: Path | None,
-    use_cache: bool,
-) -> tuple[Dataset, Detector, PredictionCache | None]:
-    """The dataset (summarised on stderr), the detector and the prediction cache eval and calibrate share."""
+def _load_dataset(data: Path, layout: str, split: str, inverted_masks: bool) -> Dataset:
+    """The dataset eval and calibrate read, summarised on stderr."""
     from .datasets import load_dataset
-    from .detector import load_detector
 
     dataset = load_dataset(data, layout, split, inverted_masks)
     s = dataset.summary()
@@ -508,9 +494,7 @@ def _load_for_eval(
         f"{len(dataset.subsets)} subsets; skipped {s['skipped_non_images']} non-images{missing}",
         highlight=False,
     )
-    detector = load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
-    cache = _open_cache(cache_dir, use_cache)
-    return dataset, detector, cache
+    return dataset
 
 
 @contextmanager
@@ -596,6 +580,7 @@ def eval_command(
     progress: ProgressOpt = None,
 ) -> None:
     """Accuracy, AP and ROC-AUC per subset, clean and perturbed; tables on stdout (see docs/evaluation.md)."""
+    from .detector import load_detector
     from .evaluate import (
         ATTRIBUTION_COLUMNS,
         EvalOptions,
@@ -610,9 +595,9 @@ def eval_command(
 
     with fatal_errors():
         perturbations = parse_perturbations(perturb or [])
-        dataset, detector, cache = _load_for_eval(
-            data, layout, split, inverted_masks, model, weights_file, device, precision, threshold, cache_dir, use_cache
-        )
+        dataset = _load_dataset(data, layout, split, inverted_masks)
+        detector = load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
+        cache = _open_cache(cache_dir, use_cache)
         localizer, masked = None, sum(s.mask is not None for s in dataset.samples)
         if localizer_spec is not None:
             from .localizer import load_localizer
@@ -684,14 +669,15 @@ def calibrate_command(
     import numpy as np
 
     from .calibrate import calibrate, calibration_record, store_calibration
+    from .detector import load_detector
     from .evaluate import EvalOptions, predict
 
     with fatal_errors():
         if (target_fpr is None) == (not balanced):
             raise Fatal("give one of --target-fpr RATE or --balanced")
-        dataset, detector, cache = _load_for_eval(
-            data, layout, split, True, model, weights_file, device, precision, None, cache_dir, use_cache
-        )
+        dataset = _load_dataset(data, layout, split, inverted_masks=True)
+        detector = load_detector(model, weights=weights_file, device=device, precision=precision)
+        cache = _open_cache(cache_dir, use_cache)
         options = EvalOptions(batch_size=batch_size, workers=_workers(workers))
         show = _show_progress(progress)
         with _counting_progress(show, len(dataset.samples), "calibrate") as advance:
