@@ -183,29 +183,37 @@ class Runner:
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's output in float32 for a preprocessed batch (B, 3, H, W), on this runner's device."""
-        return self.run_in_pieces(self.model, batch)
+        return self.run_in_pieces(self.at_precision(self.model), batch)
 
-    def run_in_pieces(self, module: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
-        """``module`` on ``batch`` at this precision; in pieces along the batch if the whole does not fit the GPU.
+    def at_precision(self, module: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``module`` run on this runner's device at its precision (autocast), giving float32."""
+        return partial(autocast_forward, module, device=self.device, precision=self.precision)
+
+    def run_in_pieces(self, forward: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+        """``forward`` on ``batch``; in pieces along the batch if the whole does not fit the GPU.
 
         Out of memory, the piece size halves and stays halved for later batches (``max_batch``);
         only a single image that does not fit raises. The outputs are the same up to float rounding
         (one image's output does not depend on its batch), so a scan never stops for a batch size too big.
         """
-        forward = partial(autocast_forward, module, device=self.device, precision=self.precision)
         while True:
             size = min(len(batch), self.max_batch or len(batch))
             try:
                 if size == len(batch):
                     return forward(batch)
                 return torch.cat([forward(batch[i : i + size]) for i in range(0, len(batch), size)])
-            except torch.OutOfMemoryError:
-                if size <= 1:
+            except Exception as e:
+                if size <= 1 or not self.out_of_memory(e):
                     raise
             # Past the except block, so the failed attempt's tensors are already freed.
             self.max_batch = size // 2
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+    @staticmethod
+    def out_of_memory(error: Exception) -> bool:
+        """Whether ``error`` says the device ran out of memory (so a smaller batch may fit)."""
+        return isinstance(error, torch.OutOfMemoryError)
 
 
 class Detector(Runner):
@@ -246,7 +254,7 @@ class Detector(Runner):
     def raw_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's own logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""
         batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
-        return self.run_in_pieces(self.forward, batch)
+        return self.run_in_pieces(self.at_precision(self.forward), batch)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Calibrated logits (B,): the model's divided by the temperature, so P(fake) = sigmoid(logits)."""

@@ -197,16 +197,31 @@ def run(model: OnnxModel, batch: torch.Tensor) -> np.ndarray:
     return np.asarray(model.session.run([model.output], {model.input: x})[0], dtype=np.float32)
 
 
-def bind(runner: Runner, loaded: OnnxModel, kind: str, config: ModelConfig) -> None:
-    """Give a Runner an ONNX model's fields in place of a torch model (its ``__init__`` is not run)."""
-    if loaded.kind != kind:
-        raise CheckpointError(f"{loaded.source}: a {loaded.kind}, not a {kind}")
-    runner.loaded = loaded  # LoadedWeights' fields (what the Scanner reads), the session as the model
-    runner.config, runner.precision, runner.device = config, loaded.precision, loaded.device
-    runner.max_batch = None  # onnxruntime runs each batch whole
+# What onnxruntime's errors say when its CUDA arena or CUDA itself has no memory left; it raises
+# its generic RuntimeException/Fail for these, so the message is all there is to go by.
+OUT_OF_MEMORY_MESSAGES = ("Failed to allocate memory", "out of memory")
 
 
-class OnnxDetector(Detector):
+class OnnxRunner(Runner):
+    """What the ONNX detector and localizer share: onnxruntime runs the batch, in pieces if the GPU is full."""
+
+    def bind(self, loaded: OnnxModel, kind: str, config: ModelConfig) -> None:
+        """Take an ONNX model's fields in place of a torch model's (Runner's ``__init__`` is not run)."""
+        if loaded.kind != kind:
+            raise CheckpointError(f"{loaded.source}: a {loaded.kind}, not a {kind}")
+        self.loaded = loaded  # LoadedWeights' fields (what the Scanner reads), the session as the model
+        self.config, self.precision, self.device = config, loaded.precision, loaded.device
+        self.max_batch = None
+
+    def run_onnx(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.run_in_pieces(lambda piece: torch.from_numpy(run(self.loaded, piece)), batch)
+
+    @staticmethod
+    def out_of_memory(error: Exception) -> bool:
+        return type(error).__module__.startswith("onnxruntime") and any(m in str(error) for m in OUT_OF_MEMORY_MESSAGES)
+
+
+class OnnxDetector(OnnxRunner, Detector):
     """A Detector whose raw logits come from onnxruntime.
 
     Name, threshold, temperature, preprocessing, ``logits`` and ``score`` are Detector's, fed from
@@ -215,22 +230,22 @@ class OnnxDetector(Detector):
 
     def __init__(self, loaded: OnnxModel, threshold: float | None = None) -> None:
         config = loaded.config if threshold is None else replace(loaded.config, threshold=threshold)
-        bind(self, loaded, "detector", config)
+        self.bind(loaded, "detector", config)
 
     def raw_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's own logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""
-        return torch.from_numpy(run(self.loaded, batch))
+        return self.run_onnx(batch)
 
 
-class OnnxLocalizer(Localizer):
+class OnnxLocalizer(OnnxRunner, Localizer):
     """A Localizer whose mask logits come from onnxruntime; maps, name and preprocessing are Localizer's."""
 
     def __init__(self, loaded: OnnxModel) -> None:
-        bind(self, loaded, "localizer", loaded.config)
+        self.bind(loaded, "localizer", loaded.config)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Mask logits (B, S, S) in float32 for a preprocessed batch (B, 3, H, W)."""
-        return torch.from_numpy(run(self.loaded, batch))
+        return self.run_onnx(batch)
 
 
 def open_at_precision(path: str | Path, device: str, precision: str | None) -> OnnxModel:

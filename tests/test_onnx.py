@@ -287,6 +287,56 @@ def test_onnx_logits_are_cached_apart_from_torch_ones(exported, tiny_weights):
     assert onnx_key == f"{torch_key}:onnx"  # the same weights and precision, another arithmetic
 
 
+class ArenaFullAbove:
+    """An onnxruntime session failing as its CUDA arena does when a batch holds more than ``limit`` images."""
+
+    def __init__(self, session, limit: int) -> None:
+        self.session, self.limit, self.calls = session, limit, []
+
+    def run(self, outputs, feeds):
+        n = len(next(iter(feeds.values())))
+        self.calls.append(n)
+        if n > self.limit:
+            from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
+
+            raise RuntimeException(
+                "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running "
+                "MatMul node. Status Message: bfc_arena.cc:376 void* onnxruntime::BFCArena::AllocateRawInternal"
+                "(size_t, bool, onnxruntime::Stream*, bool, onnxruntime::WaitNotificationFn) Failed to allocate "
+                "memory for requested buffer of size 8388608000"
+            )
+        return self.session.run(outputs, feeds)
+
+
+def test_an_onnx_batch_too_big_for_the_gpu_runs_in_pieces(exported):
+    detector = load_onnx_detector(exported, device="cpu")
+    images = [random_image(240, 230, seed=i) for i in range(6)]
+    expected = detector.score(images)
+    detector.loaded.session = ArenaFullAbove(detector.loaded.session, limit=2)
+    np.testing.assert_allclose(detector.score(images), expected, atol=1e-6)
+    assert detector.loaded.session.calls == [6, 3, 1, 1, 1, 1, 1, 1] and detector.max_batch == 1
+    detector.loaded.session.limit = 0
+    with pytest.raises(Exception, match="Failed to allocate memory"):  # not even one image fits
+        detector.score(images[:1])
+
+
+def test_other_onnxruntime_errors_are_not_taken_for_a_full_gpu(exported):
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    detector = load_onnx_detector(exported, device="cpu")
+    calls = []
+
+    class Broken:
+        def run(self, outputs, feeds):
+            calls.append(len(next(iter(feeds.values()))))
+            raise InvalidArgument("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions")
+
+    detector.loaded.session = Broken()
+    with pytest.raises(InvalidArgument):
+        detector.score([random_image(64, 64, seed=i) for i in range(4)])
+    assert calls == [4] and detector.max_batch is None
+
+
 def test_cuda_asked_where_onnxruntime_cannot_use_it_falls_back_with_one_line(exported, capsys):
     detector = load_onnx_detector(exported, device="cuda")
     if detector.device.type == "cuda":
