@@ -75,5 +75,13 @@ def p_fake(probabilities: np.ndarray) -> np.ndarray:
 
 
 def load_attributor(spec: str | Path, device: str = "auto", precision: str = "fp32") -> Attributor:
-    """A ready attributor from a ``.safetensors`` file or a manifest name."""
+    """A ready attributor from a ``.safetensors`` file or a manifest name.
+
+    A ``.onnx`` file (``forensix export-onnx --attributor``) runs in onnxruntime, at the precision it
+    was exported in (``fp32`` means "as exported").
+    """
+    if Path(spec).suffix.lower() == ".onnx":
+        from .onnx_backend import load_onnx_attributor
+
+        return load_onnx_attributor(spec, device=device, precision=None if precision == "fp32" else precision)
     return Attributor(load_attributor_weights(spec), device=device, precision=precision)

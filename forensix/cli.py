@@ -756,25 +756,32 @@ def export_onnx_command(
     localizer: Annotated[
         str | None, typer.Option(help="Export this localizer (manifest name or file) instead of a detector.")
     ] = None,
+    attributor: Annotated[
+        str | None, typer.Option(help="Export this attributor (.safetensors or manifest name) instead of a detector.")
+    ] = None,
     precision: Annotated[str, typer.Option(help="fp32 | fp16 (LayerNorm, softmax and L2 norms stay fp32)")] = "fp32",
     opset: Annotated[int, typer.Option(min=17, max=20, help="ONNX opset.")] = 17,
     check: Annotated[
         bool, typer.Option(help="Compare onnxruntime with PyTorch on a test batch; write nothing if they differ.")
     ] = True,
 ) -> None:
-    """Export a detector or a localizer to ONNX: input the preprocessed batch (see docs/onnx.md)."""
+    """Export a detector, a localizer or an attributor to ONNX: input the preprocessed batch (see docs/onnx.md)."""
     from .detector import load_manifest_model, load_weights_file
     from .onnx_export import export_onnx
 
     with fatal_errors():
-        if localizer is not None and (model or weights_file):
-            raise Fatal("one model per ONNX file: give --localizer, or --model/--weights")
+        if sum(x is not None for x in (localizer, attributor, model or weights_file or None)) > 1:
+            raise Fatal("one model per ONNX file: give --localizer, --attributor, or --model/--weights")
         if model and weights_file:
             raise Fatal("give --model or --weights, not both")
         if localizer is not None:
             from .localizer import load_localizer_weights
 
             loaded = load_localizer_weights(localizer)
+        elif attributor is not None:
+            from .attributor import load_attributor_weights
+
+            loaded = load_attributor_weights(attributor)
         elif weights_file is not None:
             loaded = load_weights_file(weights_file)
         else:

@@ -1,6 +1,6 @@
 """The onnxruntime backend: forensix models exported to ONNX, with their metadata, behind the Detector interface.
 
-An ONNX file written by ``forensix export-onnx`` holds one model (a detector or a localizer) whose
+An ONNX file written by ``forensix export-onnx`` holds one model (a detector, a localizer or an attributor) whose
 input is the preprocessed batch and whose ``metadata_props`` carry what forensix needs to feed and
 judge it (see :data:`METADATA_KEYS` and docs/onnx.md). Scanning needs only ``onnxruntime`` (or
 ``onnxruntime-gpu``), never the ``onnx`` package; both are imported only when used.
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import weights as W
+from .attributor import Attributor
 from .detector import Detector, Runner, apply_calibration
 from .localizer import Localizer
 from .models.checkpoints import CheckpointError
@@ -30,13 +31,13 @@ from .models.config import ModelConfig
 FORMAT_NAME = "forensix"
 FORMAT_VERSION = "1"
 INPUT_NAME = "pixel_values"
-OUTPUT_NAMES = {"detector": "logits", "localizer": "mask_logits"}
+OUTPUT_NAMES = {"detector": "logits", "localizer": "mask_logits", "attributor": "class_logits"}
 ONNX_PRECISIONS = ("fp32", "fp16")
 # What export writes into metadata_props (all strings; JSON where structured).
 METADATA_KEYS = (
     "format",  # "forensix"
     "format_version",  # "1"
-    "kind",  # "detector" | "localizer"
+    "kind",  # "detector" | "localizer" | "attributor"
     "model_name",
     "weights_sha256",  # of the weights file exported (not of the .onnx file)
     "threshold",  # JSON number: verdict "fake" when the score >= threshold
@@ -71,7 +72,7 @@ class OnnxModel:
 
     session: Any  # onnxruntime.InferenceSession
     config: ModelConfig
-    kind: str  # "detector" | "localizer"
+    kind: str  # "detector" | "localizer" | "attributor"
     name: str
     sha256: str  # of the original weights, so reports name the same model as the torch backend
     source: str  # the .onnx file
@@ -149,7 +150,7 @@ def read_metadata(session: Any, path: Path) -> dict[str, str]:
 
 
 def open_onnx(path: Path, device: str = "auto") -> OnnxModel:
-    """An exported forensix model (detector or localizer), ready to run."""
+    """An exported forensix model (detector, localizer or attributor), ready to run."""
     path = Path(path)
     session, used = open_session(path, device)
     meta = read_metadata(session, path)
@@ -203,12 +204,12 @@ OUT_OF_MEMORY_MESSAGES = ("Failed to allocate memory", "out of memory")
 
 
 class OnnxRunner(Runner):
-    """What the ONNX detector and localizer share: onnxruntime runs the batch, in pieces if the GPU is full."""
+    """What the ONNX runners share: onnxruntime runs the batch, in pieces if the GPU is full."""
 
     def bind(self, loaded: OnnxModel, kind: str, config: ModelConfig) -> None:
         """Take an ONNX model's fields in place of a torch model's (Runner's ``__init__`` is not run)."""
         if loaded.kind != kind:
-            raise CheckpointError(f"{loaded.source}: a {loaded.kind}, not a {kind}")
+            raise CheckpointError(f"{loaded.source}: {with_article(loaded.kind)}, not {with_article(kind)}")
         self.loaded = loaded  # LoadedWeights' fields (what the Scanner reads), the session as the model
         self.config, self.precision, self.device = config, loaded.precision, loaded.device
         self.max_batch = None
@@ -219,6 +220,10 @@ class OnnxRunner(Runner):
     @staticmethod
     def out_of_memory(error: Exception) -> bool:
         return type(error).__module__.startswith("onnxruntime") and any(m in str(error) for m in OUT_OF_MEMORY_MESSAGES)
+
+
+def with_article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 class OnnxDetector(OnnxRunner, Detector):
@@ -248,6 +253,17 @@ class OnnxLocalizer(OnnxRunner, Localizer):
         return self.run_onnx(batch)
 
 
+class OnnxAttributor(OnnxRunner, Attributor):
+    """An Attributor whose class logits come from onnxruntime (the captions' embeddings are in the graph)."""
+
+    def __init__(self, loaded: OnnxModel) -> None:
+        self.bind(loaded, "attributor", loaded.config)
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, classes) in float32 for a preprocessed batch (B, 3, H, W)."""
+        return self.run_onnx(batch)
+
+
 def open_at_precision(path: str | Path, device: str, precision: str | None) -> OnnxModel:
     """An exported model; ``precision``, if given, must be the one it was exported in."""
     model = open_onnx(Path(path), device)
@@ -270,3 +286,8 @@ def load_onnx_detector(
 def load_onnx_localizer(path: str | Path, device: str = "auto", precision: str | None = None) -> OnnxLocalizer:
     """A localizer from a ``forensix export-onnx --localizer`` file."""
     return OnnxLocalizer(open_at_precision(path, device, precision))
+
+
+def load_onnx_attributor(path: str | Path, device: str = "auto", precision: str | None = None) -> OnnxAttributor:
+    """An attributor from a ``forensix export-onnx --attributor`` file."""
+    return OnnxAttributor(open_at_precision(path, device, precision))

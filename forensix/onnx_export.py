@@ -32,7 +32,8 @@ from .models.config import ModelConfig
 from .models.lora import merge_lora
 from .onnx_backend import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, ONNX_PRECISIONS, OUTPUT_NAMES, require
 
-# max |onnxruntime - PyTorch fp32|: on logits for fp32 exports, on sigmoid scores for fp16 ones.
+# max |onnxruntime - PyTorch fp32|: on logits for fp32 exports, on scores (sigmoid; an attributor's
+# softmax probabilities) for fp16 ones.
 TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2}
 # 17: the first opset with LayerNormalization as one op (fp16 keeps it in fp32 by op type);
 # 20: the last the TorchScript exporter writes.
@@ -50,17 +51,24 @@ class ExportCheckFailed(ValueError):
 @dataclass
 class ExportResult:
     path: Path
-    kind: str  # "detector" | "localizer"
+    kind: str  # "detector" | "localizer" | "attributor"
     precision: str
     opset: int
-    compared: str  # what the check compared, e.g. "logit" or "mask score"
+    compared: str  # what the check compared, e.g. "logit", "mask score" or "class probability"
     max_diff: float | None  # max |onnxruntime - PyTorch| over the check batch; None when not checked
     tolerance: float
     check_inputs: int
 
 
 def model_kind(cfg: ModelConfig) -> str:
-    return "localizer" if cfg.arch == "declip" else "detector"
+    return {"declip": "localizer", "attribution": "attributor"}.get(cfg.arch, "detector")
+
+
+def compared_quantity(kind: str, precision: str) -> str:
+    """What the export check compares: logits for fp32, the scores users see for fp16."""
+    if kind == "attributor":
+        return "class logit" if precision == "fp32" else "class probability"
+    return ("mask " if kind == "localizer" else "") + ("logit" if precision == "fp32" else "score")
 
 
 def metadata(loaded: LoadedWeights, kind: str, precision: str) -> dict[str, str]:
@@ -110,17 +118,21 @@ def _export_graph(model: nn.Module, path: Path, kind: str, size: int, opset: int
         # shape checks whose values the fixed input size makes constant.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            model,
-            (sample,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=[output],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, output: {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        # One pass first, so what a model caches on its first run (an attributor: its captions'
+        # embeddings) is a constant of the graph, not a text tower run on every batch.
+        with torch.no_grad():
+            model(sample[:1])
+            torch.onnx.export(
+                model,
+                (sample,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[output],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, output: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
 
 
 def _finish_graph(path: Path, props: dict[str, str], precision: str) -> None:
@@ -150,7 +162,9 @@ def compare(model: nn.Module, path: Path, kind: str, precision: str, batch: torc
     got = torch.from_numpy(session.run([OUTPUT_NAMES[kind]], {INPUT_NAME: batch.numpy()})[0]).double()
     with torch.inference_mode():
         ref = model(batch).double()
-    if precision == "fp16":
+    if precision == "fp16" and kind == "attributor":
+        got, ref = got.softmax(dim=-1), ref.softmax(dim=-1)
+    elif precision == "fp16":
         got, ref = (got / temperature).sigmoid(), (ref / temperature).sigmoid()
     diff = float((got - ref).abs().max())
     return diff if math.isfinite(diff) and got.shape == ref.shape else math.inf
@@ -178,7 +192,7 @@ def export_onnx(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")  # beside out, so the final move is atomic
-    compared = ("mask " if kind == "localizer" else "") + ("logit" if precision == "fp32" else "score")
+    compared = compared_quantity(kind, precision)
     result = ExportResult(out, kind, precision, opset, compared, None, TOLERANCES[precision], 0)
     try:
         _export_graph(model, tmp, kind, cfg.vision.image_size, opset)

@@ -140,12 +140,16 @@ def test_text_embeddings_are_cached_and_equal_recomputed_ones(attributor, monkey
     calls = []
     encode_text = model.backbone.encode_text
     monkeypatch.setattr(model.backbone, "encode_text", lambda t: calls.append(1) or encode_text(t))
-    model.eval()  # clears the cache
+    model.text_cache = None  # as freshly loaded
     images = [random_image(80, 80, seed=i) for i in range(3)]
     first = attributor.probabilities(images)
     assert np.array_equal(attributor.probabilities(images), first) and len(calls) == 1  # not run per image
     with torch.no_grad():
         assert torch.equal(model.text_cache, model.encode_captions())
+    cached = model.text_cache
+    model.eval()
+    attributor.probabilities(images)
+    assert model.text_cache is cached and len(calls) == 2  # eval() changes no weight: the cache stays
     model.train()
     assert model.text_cache is None  # weights may change: never a stale cache
     model.eval()

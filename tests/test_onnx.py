@@ -191,17 +191,80 @@ def test_localizer_export_matches_pytorch(tmp_path, cnn):
     assert opened.kind == "localizer" and opened.config == loaded.config and opened.output == "mask_logits"
 
 
+@pytest.fixture(scope="module")
+def tiny_attributor(tmp_path_factory) -> Path:
+    torch.manual_seed(3)
+    cfg = get_config("attribution-tiny")
+    cfg = replace(cfg, attribution=replace(cfg.attribution, classes=("real", "gen_a", "gen_b")))
+    path = tmp_path_factory.mktemp("attributor") / "attribution-tiny.safetensors"
+    save_checkpoint(path, cfg, create_model(cfg).state_dict(), provenance={"source": "random init for tests"})
+    return path
+
+
+def test_attributor_export_matches_pytorch_without_its_text_tower(tmp_path, tiny_attributor):
+    from forensix.attributor import load_attributor, load_attributor_weights
+    from forensix.onnx_backend import OnnxAttributor
+
+    loaded = load_attributor_weights(tiny_attributor)
+    out = tmp_path / "attributor.onnx"
+    result = runner.invoke(app, ["export-onnx", "--attributor", str(tiny_attributor), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "attributor" in result.stderr and "class logit" in result.stderr
+    x = torch.from_numpy(np.random.default_rng(4).standard_normal((3, 3, 64, 64)).astype(np.float32))
+    (got,) = session(out).run(["class_logits"], {"pixel_values": x.numpy()})
+    with torch.inference_mode():
+        want = loaded.model(x).numpy()
+    assert got.shape == (3, 3) and np.abs(got - want).max() <= 1e-4
+    # The captions' embeddings are a constant: no token embedding table, no text tower in the graph.
+    shapes = [tuple(t.dims) for t in onnx.load(str(out)).graph.initializer]
+    assert not any(49408 in shape for shape in shapes) and "ArgMax" not in graph_ops(out)  # text EOT pooling
+
+    by_onnx = load_attributor(out, device="cpu")
+    by_torch = load_attributor(tiny_attributor, device="cpu")
+    assert isinstance(by_onnx, OnnxAttributor) and by_onnx.classes == by_torch.classes == ("real", "gen_a", "gen_b")
+    assert by_onnx.name == by_torch.name
+    images = [random_image(90, 70, seed=i) for i in range(4)]
+    np.testing.assert_allclose(by_onnx.probabilities(images), by_torch.probabilities(images), atol=1e-5)
+
+    half = tmp_path / "attributor-fp16.onnx"
+    r = export_onnx(load_attributor_weights(tiny_attributor), half, precision="fp16")
+    assert r.compared == "class probability" and r.max_diff <= 1e-2
+    fp16 = load_attributor(half, device="cpu")
+    np.testing.assert_allclose(fp16.probabilities(images), by_torch.probabilities(images), atol=1e-2)
+
+
+def test_scan_attributes_with_an_onnx_attributor_as_with_torch(photos, tiny_weights, tiny_attributor, tmp_path):
+    from forensix.attributor import load_attributor_weights
+
+    exported_attributor = tmp_path / "attributor.onnx"
+    export_onnx(load_attributor_weights(tiny_attributor), exported_attributor)
+    rows = {}
+    for name, attributor in (("onnx", exported_attributor), ("torch", tiny_attributor)):
+        out = tmp_path / f"{name}.jsonl"
+        args = ["scan", str(photos), "--weights", str(tiny_weights), "--attributor", str(attributor), "--out", str(out)]
+        result = runner.invoke(app, [*args, "--workers", "0"])
+        assert result.exit_code == 0, result.output
+        rows[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(bool(r["source"]) for r in rows["onnx"]) == len(rows["onnx"]) - 1  # all but broken.png
+    for a, b in zip(rows["onnx"], rows["torch"]):
+        assert a["source"] == b["source"]
+        assert (a["source_score"] is None) == (b["source_score"] is None)
+        if a["source_score"] is not None:
+            assert a["source_score"] == pytest.approx(b["source_score"], abs=1e-5)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--precision", "bf16"], "precision must be one of fp32, fp16"),
         (["--model", "deeclip", "--weights", "x.safetensors"], "not both"),
         (["--localizer", "declip-tiny", "--model", "deeclip"], "one model per ONNX file"),
+        (["--attributor", "a.safetensors", "--localizer", "declip-tiny"], "one model per ONNX file"),
         (["--opset", "16"], "greater than or equal to 17"),
     ],
 )
 def test_export_usage_errors_exit_2(tiny_weights, tmp_path, args, message):
-    weights = [] if {"--model", "--localizer"} & set(args) else ["--weights", str(tiny_weights)]
+    weights = [] if {"--model", "--localizer", "--attributor"} & set(args) else ["--weights", str(tiny_weights)]
     result = runner.invoke(app, ["export-onnx", *weights, *args, "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "m.onnx").exists()
@@ -402,6 +465,7 @@ def test_a_corrupt_or_foreign_onnx_file_is_a_one_line_error(photos, exported, ti
         (["--weights", exported, "--backend", "tvm"], "--backend must be torch or onnx"),
         (["--weights", exported, "--precision", "bf16"], "exported in fp32"),
         (["--localizer", exported, "--masks", tmp_path / "m"], "a detector, not a localizer"),
+        (["--attributor", exported], "a detector, not an attributor"),
     ]
     for args, message in cases:
         result = runner.invoke(app, ["scan", str(photos), *map(str, args), "--workers", "0"])

@@ -102,7 +102,8 @@ class AttributionCLIP(nn.Module):
         return scale * image @ self.text_features().to(image.dtype).T
 
     def train(self, mode: bool = True) -> AttributionCLIP:
-        self.text_cache = None  # training changes the text tower
+        if mode:
+            self.text_cache = None  # training changes the text tower (eval() keeps what is cached)
         return super().train(mode)
 
 
