@@ -145,7 +145,8 @@ def _walk(top: str, limits: Limits, seen: set[tuple[int, int]]) -> Iterator[Inpu
                 yield error
         elif stat.S_ISREG(mode):
             yield from _file_entry(path, limits, explicit=False)
-        # sockets, fifos and devices are not files to scan
+        else:  # sockets, fifos and devices: never opened (a fifo would block), but counted as skipped
+            yield InputItem(path, skipped=True)
 
 
 def _member_entries(

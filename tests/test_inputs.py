@@ -599,3 +599,10 @@ def test_a_named_fifo_is_an_error_item_not_a_blocking_read(tmp_path):
     os.mkfifo(fifo)
     (item,) = iter_entries([str(fifo)])
     assert item.error == "not a regular file" and item.reader is None
+
+
+def test_a_fifo_in_a_folder_is_skipped_unopened_and_counted(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it to sniff would block the scan for good
+    write(tmp_path / "real.png", image_bytes())
+    items = list(iter_entries([str(tmp_path)]))
+    assert [(Path(i.path).name, i.skipped) for i in items] == [("pipe.jpg", True), ("real.png", False)]
