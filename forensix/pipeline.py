@@ -19,6 +19,10 @@ hand over its bytes, and the main process decodes each block's JPEGs in one batc
 model's device (nvjpeg on CUDA); otherwise the workers decode everything with Pillow as usual and
 the scan says why in ``notices``.
 
+A worker that dies (a decoder's crash, the out-of-memory killer) costs no row: the first block not
+yet handed over is prepared entry by entry in processes of their own (the entry that crashes its
+process becomes an error row) and workers start again after it (:meth:`Scanner.blocks`).
+
 With an attributor, the main process runs it on every scored batch and fills ``source`` and
 ``source_score``; workers prepare its input too when its preprocessing differs from the
 detector's (else the detector's batch serves both).
@@ -27,6 +31,7 @@ detector's (else the detector's batch serves both).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import sys
@@ -51,7 +56,7 @@ from .inputs import InputItem, InputSpec, Limits, iter_entries
 from .metadata import read_metadata
 from .models.config import PreprocessConfig
 from .overlay import MaskFiles, write_mask_files
-from .workers import WorkerLoader, init_worker
+from .workers import ProcessDied, WorkerLoader, init_worker, run_alone, worker_died
 
 if TYPE_CHECKING:
     from .attributor import Attributor
@@ -59,6 +64,7 @@ if TYPE_CHECKING:
 
 SKIP_NON_IMAGE = "non-image"
 SKIP_RESUMED = "resumed"
+READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError)  # what reading an entry raises (zipfile/tarfile: all)
 PARITY_IMAGES = 8  # JPEGs scored both ways before the device decodes any (gpu_decode)
 PARITY_LOOK_AT = 1000  # inputs searched for them
 
@@ -216,14 +222,34 @@ class ScanDataset(IterableDataset):
     ) -> None:
         self.spec, self.cfg, self.options, self.done = spec, cfg, options, done
         self.mask_cfg, self.attr_cfg, self.lookup = mask_cfg, attr_cfg, lookup
+        self.start = 0  # entries before this one are not this dataset's (a scan restarted after a crash)
+
+    def entries(self) -> Iterator[tuple[int, InputItem]]:
+        """(index, entry) of every input entry from ``start`` on."""
+        for index, item in enumerate(iter_entries(self.spec.paths(), self.options.limits)):
+            if index >= self.start:
+                yield index, item
 
     def __iter__(self) -> Iterator[Record]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         block = self.options.batch_size
-        for index, item in enumerate(iter_entries(self.spec.paths(), self.options.limits)):
+        for index, item in self.entries():
             if (index // block) % workers == worker:
                 yield self.prepare(index, item)
+
+    def prepare_alone(self, index: int, item: InputItem) -> Record:
+        """``prepare`` in a process of its own: if reading the file crashes that process, an error row."""
+        try:
+            return run_alone(self.prepare, index, item)
+        except ProcessDied as e:
+            row = new_row(item)
+            row["error"] = f"cannot decode image: {e}"
+            try:  # reading and hashing are safe here: it is decoding that crashes
+                row["sha256"] = hashlib.sha256(item.read()).hexdigest()
+            except READ_ERRORS:
+                pass
+            return Record(index, row)
 
     def prepare(self, index: int, item: InputItem) -> Record:
         """Read, hash, decode, read notes and preprocess one entry; every failure becomes the row's error."""
@@ -235,7 +261,7 @@ class ScanDataset(IterableDataset):
             if not item.error:
                 data = item.read()
                 row["sha256"] = hashlib.sha256(data).hexdigest()
-        except (OSError, ValueError, EOFError, RuntimeError) as e:  # zipfile/tarfile raise all of these
+        except READ_ERRORS as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else e
             row["error"] = f"cannot read: {reason}"
         if self.done is not None and (item.path, item.member, row["sha256"]) in self.done:
@@ -273,10 +299,10 @@ class ScanDataset(IterableDataset):
         return Record(index, row, **fields)
 
 
-def ordered_blocks(loader: DataLoader) -> Iterator[Block]:
-    """Blocks in input order, whatever order the workers finish them in."""
+def ordered_blocks(loader: DataLoader, first: int = 0) -> Iterator[Block]:
+    """Blocks in input order from entry ``first`` on, whatever order the workers finish them in."""
     waiting: dict[int, Block] = {}
-    expected = 0
+    expected = first
     for block in loader:
         waiting[block.records[0].index] = block
         while expected in waiting:
@@ -298,6 +324,7 @@ class ScanStats:
     resumed: int = 0
     masks: int = 0  # images whose mask files were written
     cached: int = 0  # images whose logit came from the prediction cache
+    worker_deaths: int = 0  # decode workers that died (the scan went on without losing a row)
 
 
 class Scanner:
@@ -340,7 +367,7 @@ class Scanner:
                 "not in the workers, which is slower; it pays only with a CUDA device"
             )
 
-    def _loader(self) -> DataLoader:
+    def _dataset(self) -> ScanDataset:
         o = self.options
         if o.gpu_decode and not self._device_decodes():
             o = replace(o, gpu_decode=False)  # the workers decode every image with Pillow
@@ -348,7 +375,10 @@ class Scanner:
         lookup = None  # a localizer or an attributor needs every image's pixels: the cache is then only written
         if self.cache is not None and self.localizer is None and self.attributor is None:
             lookup = partial(self.cache.get, model=self.cache_key, perturbation=CLEAN)
-        dataset = ScanDataset(self.spec, self.detector.config.preprocess, o, self.done, mask_cfg, self.attr_cfg, lookup)
+        return ScanDataset(self.spec, self.detector.config.preprocess, o, self.done, mask_cfg, self.attr_cfg, lookup)
+
+    def _loader(self, dataset: ScanDataset) -> DataLoader:
+        o = self.options
         extra: dict[str, Any] = {}
         if o.workers > 0:
             # in_order=False: a slow image in one worker does not stall the others; ordered_blocks
@@ -364,8 +394,30 @@ class Scanner:
         )
 
     def blocks(self) -> Iterator[Block]:
-        """The prepared blocks in input order, unscored: the decode stage alone (``forensix bench`` times it)."""
-        return ordered_blocks(self._loader())
+        """The prepared blocks in input order, unscored: the decode stage alone (``forensix bench`` times it).
+
+        A worker that dies (a decoder's crash on a hostile file, the out-of-memory killer) loses the
+        blocks it held. The first block not yet handed over is then prepared entry by entry, each
+        in a process of its own, so that the file that kills its process becomes an error row;
+        workers start again after it. Every crash moves the scan on by at least one block.
+        """
+        dataset = self._dataset()
+        while True:
+            try:
+                for block in ordered_blocks(self._loader(dataset), dataset.start):
+                    dataset.start = block.records[-1].index + 1
+                    yield block
+                return
+            except Exception as e:
+                if not worker_died(e):
+                    raise
+            self.stats.worker_deaths += 1
+            entries = itertools.islice(dataset.entries(), self.options.batch_size)
+            records = [dataset.prepare_alone(index, item) for index, item in entries]
+            if not records:
+                return
+            dataset.start = records[-1].index + 1
+            yield collate(records)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         pending: deque[Record] = deque()  # in order, waiting for their batch to be scored
@@ -437,6 +489,11 @@ class Scanner:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+            if self.stats.worker_deaths:
+                self.notices.append(
+                    f"a decode worker died {self.stats.worker_deaths} time(s) (a decoder crash, or out of memory); "
+                    "the images it held were read again one by one, in processes of their own: no row is lost"
+                )
             for runner in (self.detector, self.localizer, self.attributor):
                 if runner is not None and runner.max_batch is not None:
                     self.notices.append(

@@ -8,18 +8,27 @@ worker's first allocation happened to trigger a collection). So the parent colle
 (where the threads exist) and freezes every surviving object into the collector's permanent
 generation while it forks: the children never collect anything of the parent's, and they also
 leave its pages unwritten. The parent unfreezes as soon as its workers exist.
+
+torch's SIGCHLD handler, which raises a dead worker's error in the main thread wherever it is, is
+kept out: the loader then reports a dead worker from ``next()`` (within its 5 s status check),
+the one place a caller can recover, and :func:`run_alone` runs one item in a process of its own
+so that a crash ends only that process.
 """
 
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import pickle
 import signal
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.data._utils import signal_handling
 
 from .interrupts import deferred_interrupts
 
@@ -52,12 +61,80 @@ class WorkerLoader(DataLoader):
     def _get_iterator(self) -> Any:
         if self.num_workers == 0:
             return super()._get_iterator()
-        gc.collect()
-        gc.freeze()
-        try:
+        signal_handling._SIGCHLD_handler_set = True  # torch then never installs it (see the module's doc)
+        with forking():
             return super()._get_iterator()  # forks the workers
-        finally:
-            gc.unfreeze()
+
+
+@contextmanager
+def forking() -> Iterator[None]:
+    """Fork inside: the parent's objects are collected here, then frozen out of the children's collector."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def worker_died(error: BaseException) -> bool:
+    """Whether a loader's error says one of its workers ended without a word (a crash, the OOM killer).
+
+    torch says so in a RuntimeError; a worker that dies while handing a batch over resets or closes
+    the connection its shared memory was being passed on (the only connections a loader reads).
+    """
+    if isinstance(error, (ConnectionError, EOFError)):
+        return True
+    return isinstance(error, RuntimeError) and str(error).startswith("DataLoader worker (pid")
+
+
+class ProcessDied(RuntimeError):
+    """The process :func:`run_alone` started ended without handing a result back."""
+
+
+T = TypeVar("T")
+
+
+def run_alone(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a forked process of its own; its result comes back pickled (tensors by value).
+
+    A crash there (a decoder's segfault, the out-of-memory killer) ends that process only and raises
+    ProcessDied here, saying how it ended; an exception ``fn`` raises is raised here.
+    """
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+    receive, send = context.Pipe(duplex=False)
+    with forking():
+        process = context.Process(target=_send_result, args=(send, fn, args), daemon=True)
+        process.start()
+    send.close()
+    try:
+        payload = receive.recv_bytes()
+    except EOFError:
+        payload = None
+    finally:
+        receive.close()
+    process.join()
+    if payload is None:
+        code = process.exitcode or 0
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"ended with exit status {code}"
+        raise ProcessDied(f"the process reading it was {how}")
+    ok, value = pickle.loads(payload)
+    if not ok:
+        raise value
+    return value
+
+
+def _send_result(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    init_worker(0)
+    try:
+        payload = pickle.dumps((True, fn(*args)))
+    except Exception as e:
+        try:
+            payload = pickle.dumps((False, e))
+        except Exception:
+            payload = pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}")))
+    send.send_bytes(payload)
+    send.close()
 
 
 def _received_whole(batches: Iterator[Any]) -> Iterator[Any]:

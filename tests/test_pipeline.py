@@ -436,3 +436,33 @@ def test_device_decoding_and_the_cache_together(jpegs, detector, tmp_path, worke
         assert (a["score"] is None) == (b["score"] is None)
         if a["score"] is not None:
             assert abs(a["score"] - b["score"]) <= 1e-3
+
+
+def test_an_image_that_crashes_its_decoder_is_an_error_row_and_the_scan_goes_on(tmp_path, detector, monkeypatch):
+    import signal
+
+    import forensix.pipeline as pipeline
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(12):
+        random_image(40, 30, seed=i).save(root / f"{i:02d}.png")
+    bomb = (root / "07.png").read_bytes()  # block 2 of 4 at batch size 3: worker 0's second block
+    plain, _ = scan_rows([root], detector, batch_size=3, workers=2)
+
+    real_decode = pipeline.decode_image
+
+    def crashing_decode(data, *args):
+        if data == bomb:  # a decoder's segfault on a hostile file: the process dies on the spot
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real_decode(data, *args)
+
+    monkeypatch.setattr(pipeline, "decode_image", crashing_decode)
+    rows, scanner = scan_rows([root], detector, batch_size=3, workers=2)
+    assert [r["path"] for r in rows] == [r["path"] for r in plain]  # every row, once, in order
+    (crashed,) = [r for r in rows if r["verdict"] == "error"]
+    assert crashed["path"].endswith("07.png") and crashed["sha256"] == plain[7]["sha256"]
+    assert crashed["error"] == "cannot decode image: the process reading it was killed by SIGSEGV"
+    others = [(r["path"], r["score"]) for r in rows if r is not crashed]
+    assert others == [(r["path"], pytest.approx(r["score"], abs=1e-6)) for r in plain if r["path"] != crashed["path"]]
+    assert scanner.stats.worker_deaths >= 1 and "no row is lost" in scanner.notices[-1]

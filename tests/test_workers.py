@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from forensix.workers import WorkerLoader
+from forensix.workers import ProcessDied, WorkerLoader, run_alone, worker_died
 
 
 class CollectingDataset(Dataset):
@@ -103,3 +103,33 @@ def test_workers_fork_on_linux_whatever_pythons_default():
 def test_without_workers_it_is_a_plain_loader():
     assert [int(b) for b in WorkerLoader(list(range(3)), batch_size=1)] == [0, 1, 2]
     assert issubclass(WorkerLoader, DataLoader)
+
+
+def _tensor_of(n: int) -> torch.Tensor:
+    return torch.arange(n, dtype=torch.float32)
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def _die(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+
+
+def test_run_alone_hands_back_the_result_or_says_how_the_process_ended():
+    assert torch.equal(run_alone(_tensor_of, 5), torch.arange(5.0))  # tensors come back by value
+    with pytest.raises(ValueError, match="bad input"):
+        run_alone(_fail, "bad input")
+    with pytest.raises(ProcessDied, match="killed by SIGKILL"):
+        run_alone(_die, signal.SIGKILL)
+    with pytest.raises(ProcessDied, match="exit status 3"):
+        run_alone(os._exit, 3)
+
+
+def test_a_worker_s_death_is_told_from_other_loader_errors():
+    assert worker_died(RuntimeError("DataLoader worker (pid(s) 123) exited unexpectedly"))
+    assert worker_died(RuntimeError("DataLoader worker (pid 123) is killed by signal: Killed."))
+    assert worker_died(ConnectionResetError(104, "Connection reset by peer")) and worker_died(EOFError())
+    assert not worker_died(RuntimeError("stack expects each tensor to be equal size"))
+    assert not worker_died(ValueError("DataLoader worker (pid 1)"))
