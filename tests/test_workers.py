@@ -133,3 +133,11 @@ def test_a_worker_s_death_is_told_from_other_loader_errors():
     assert worker_died(ConnectionResetError(104, "Connection reset by peer")) and worker_died(EOFError())
     assert not worker_died(RuntimeError("stack expects each tensor to be equal size"))
     assert not worker_died(ValueError("DataLoader worker (pid 1)"))
+
+
+def test_torch_s_sigchld_handler_is_kept_out():
+    """torch's handler raises a dead worker's error wherever the main thread is; a scan recovers only
+    from an error raised by next() (forensix.pipeline.Scanner.blocks)."""
+    assert len(list(WorkerLoader(CollectingDataset(), batch_size=1, num_workers=1))) == 4
+    handler = signal.getsignal(signal.SIGCHLD)
+    assert not (callable(handler) and handler.__module__.startswith("torch")), handler
