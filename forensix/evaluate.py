@@ -14,6 +14,7 @@ scores nothing twice.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import re
@@ -30,16 +31,16 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
-from torch.utils.data import DataLoader
+from torch.utils.data import Subset
 
 from .cache import CLEAN, PredictionCache, model_key
-from .datasets import Dataset, ImageDataset, Prepared, Sample, collate_prepared
+from .datasets import Dataset, ImageDataset, Prepared, PreparedBatch, Sample, collate_prepared, read_image_bytes
 from .detector import Detector, Runner, scale_logits
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import LocalizationScores, load_mask, score_mask
 from .models.config import PreprocessConfig
 from .pipeline import package_versions
-from .workers import WorkerLoader, init_worker
+from .workers import ProcessDied, WorkerLoader, init_worker, run_alone, worker_died
 
 if TYPE_CHECKING:
     from .attributor import Attributor
@@ -155,7 +156,7 @@ def predict(
     lookup = partial(cache.get, model=key, perturbation=perturbation.name) if cache is not None else None
     n = len(samples)
     out = Predictions(np.full(n, np.nan), [""] * n, [""] * n)
-    for batch in image_loader(samples, detector.config.preprocess, perturbation, options, detector.device, lookup):
+    for batch in image_batches(samples, detector.config.preprocess, perturbation, options, detector.device, lookup):
         fresh = [p for p in batch.items if p.logit is None and not p.error]
         if batch.tensor is not None:
             raw = detector.raw_logits(batch.tensor).cpu().tolist()
@@ -174,26 +175,58 @@ def predict(
     return out
 
 
-def image_loader(
+def image_batches(
     samples: Sequence[Sample],
     cfg: PreprocessConfig,
     perturbation: Perturbation,
     options: EvalOptions,
     device: torch.device,
     lookup: Callable[[str], float | None] | None = None,
-) -> DataLoader:
-    """Batches of prepared samples in order; decoding and the perturbation run in the workers."""
+) -> Iterator[PreparedBatch]:
+    """Batches of prepared samples in order; decoding and the perturbation run in the workers.
+
+    A worker that dies (a decoder's crash, the out-of-memory killer) costs no sample: the first
+    batch not yet received is prepared sample by sample, each in a process of its own (the one
+    that kills its process gets an error), and workers start again after it.
+    """
     transform = perturbation if perturbation.kind != "none" else None
     dataset = ImageDataset(samples, cfg, transform, lookup, options.max_pixels)
     extra: dict[str, Any] = dict(worker_init_fn=init_worker) if options.workers > 0 else {}
-    return WorkerLoader(
-        dataset,
-        batch_size=options.batch_size,
-        num_workers=options.workers,
-        collate_fn=collate_prepared,
-        pin_memory=device.type == "cuda",
-        **extra,
-    )
+    remaining: Sequence[int] = range(len(dataset))
+    while remaining:
+        loader = WorkerLoader(
+            Subset(dataset, remaining),
+            batch_size=options.batch_size,
+            num_workers=options.workers,
+            collate_fn=collate_prepared,
+            pin_memory=device.type == "cuda",
+            **extra,
+        )
+        received = 0
+        try:
+            for batch in loader:
+                received += len(batch.items)
+                yield batch
+            return
+        except Exception as e:
+            if not worker_died(e):
+                raise
+        resume = received + options.batch_size
+        lost, remaining = remaining[received:resume], remaining[resume:]
+        yield collate_prepared([_prepare_alone(dataset, i) for i in lost])
+
+
+def _prepare_alone(dataset: ImageDataset, index: int) -> Prepared:
+    try:
+        return run_alone(dataset.__getitem__, index)
+    except ProcessDied as e:
+        crashed = Prepared(index, error=f"cannot decode image: {e}")
+        try:  # reading and hashing are safe here: it is decoding that crashes
+            data = read_image_bytes(dataset.samples[index].path, dataset.max_bytes)
+            crashed.sha256 = hashlib.sha256(data).hexdigest()
+        except (OSError, ValueError):
+            pass
+        return crashed
 
 
 def attribute(
@@ -218,7 +251,7 @@ def read_batches(
     progress: Callable[[int], None] | None,
 ) -> Iterator[tuple[list[Prepared], torch.Tensor]]:
     """Per batch, the samples that were read and their inputs for ``runner``; ``progress`` counts every sample."""
-    for batch in image_loader(samples, runner.config.preprocess, perturbation, options, runner.device):
+    for batch in image_batches(samples, runner.config.preprocess, perturbation, options, runner.device):
         if batch.tensor is not None:
             yield [p for p in batch.items if not p.error], batch.tensor
         if progress is not None:

@@ -17,6 +17,7 @@ so that a crash ends only that process.
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import multiprocessing
 import pickle
@@ -126,6 +127,7 @@ def run_alone(fn: Callable[..., T], *args: Any) -> T:
 
 def _send_result(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     init_worker(0)
+    faulthandler.disable()  # a crash here is the caller's to report, in one line, not a stack dump
     try:
         payload = pickle.dumps((True, fn(*args)))
     except Exception as e:
