@@ -1,3 +1,5 @@
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -58,3 +60,14 @@ def tiny_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "deeclip-tiny.safetensors"
     save_checkpoint(path, cfg, model.state_dict(), provenance={"source": "random init for tests"})
     return path
+
+
+def decoder_crashing_on(bomb: bytes, decode):
+    """``decode``, except that the process dies of SIGSEGV on ``bomb``'s bytes: a decoder's crash on a hostile file."""
+
+    def crashing(data, *args):
+        if data == bomb:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return decode(data, *args)
+
+    return crashing

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
+from conftest import decoder_crashing_on, random_image
 from PIL import Image
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -214,9 +214,6 @@ def test_scores_match_the_detector(tree, tiny_weights):
 
 
 def test_a_sample_that_crashes_its_decoder_is_an_error_and_eval_goes_on(tree, tiny_weights, monkeypatch):
-    import os
-    import signal
-
     import forensix.datasets as datasets
 
     samples = load_dataset(tree).samples
@@ -224,21 +221,14 @@ def test_a_sample_that_crashes_its_decoder_is_an_error_and_eval_goes_on(tree, ti
     options = EvalOptions(batch_size=2, workers=2)
     plain = predict(samples, detector, options=options)
     bomb = 7
-    bomb_bytes = Path(samples[bomb].path).read_bytes()
-    real_decode = datasets.decode_image
-
-    def crashing_decode(data, *args):
-        if data == bomb_bytes:  # a decoder's segfault on a hostile file: the worker dies on the spot
-            os.kill(os.getpid(), signal.SIGSEGV)
-        return real_decode(data, *args)
-
-    monkeypatch.setattr(datasets, "decode_image", crashing_decode)
+    crashing = decoder_crashing_on(Path(samples[bomb].path).read_bytes(), datasets.decode_image)
+    monkeypatch.setattr(datasets, "decode_image", crashing)
     crashed = predict(samples, detector, options=options)
     assert crashed.errors[bomb] == "cannot decode image: the process reading it was killed by SIGSEGV"
     assert crashed.sha256 == plain.sha256 and np.isnan(crashed.logits[bomb])
     others = np.arange(len(samples)) != bomb
     np.testing.assert_allclose(crashed.logits[others], plain.logits[others], atol=1e-6)  # NaN where plain has NaN
-    assert [e for i, e in enumerate(crashed.errors) if i != bomb] == [e for i, e in enumerate(plain.errors) if i != bomb]
+    assert crashed.errors[:bomb] + crashed.errors[bomb + 1 :] == plain.errors[:bomb] + plain.errors[bomb + 1 :]
 
 
 def test_eval_cli_writes_every_output(tree, tiny_weights, tmp_path):

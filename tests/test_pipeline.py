@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
+from conftest import decoder_crashing_on, random_image
 from PIL import Image
 
 from forensix.cache import PredictionCache
@@ -439,8 +439,6 @@ def test_device_decoding_and_the_cache_together(jpegs, detector, tmp_path, worke
 
 
 def test_an_image_that_crashes_its_decoder_is_an_error_row_and_the_scan_goes_on(tmp_path, detector, monkeypatch):
-    import signal
-
     import forensix.pipeline as pipeline
 
     root = tmp_path / "photos"
@@ -450,14 +448,7 @@ def test_an_image_that_crashes_its_decoder_is_an_error_row_and_the_scan_goes_on(
     bomb = (root / "07.png").read_bytes()  # block 2 of 4 at batch size 3: worker 0's second block
     plain, _ = scan_rows([root], detector, batch_size=3, workers=2)
 
-    real_decode = pipeline.decode_image
-
-    def crashing_decode(data, *args):
-        if data == bomb:  # a decoder's segfault on a hostile file: the process dies on the spot
-            os.kill(os.getpid(), signal.SIGSEGV)
-        return real_decode(data, *args)
-
-    monkeypatch.setattr(pipeline, "decode_image", crashing_decode)
+    monkeypatch.setattr(pipeline, "decode_image", decoder_crashing_on(bomb, pipeline.decode_image))
     rows, scanner = scan_rows([root], detector, batch_size=3, workers=2)
     assert [r["path"] for r in rows] == [r["path"] for r in plain]  # every row, once, in order
     (crashed,) = [r for r in rows if r["verdict"] == "error"]
