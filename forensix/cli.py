@@ -23,7 +23,7 @@ from . import weights as W
 from .download import DownloadError
 from .imaging import DEFAULT_MAX_PIXELS
 from .inputs import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, InputSpec, Limits
-from .interrupts import deferred_interrupts
+from .interrupts import held_interrupts, interrupt_gate
 from .models.checkpoints import CheckpointError
 from .report import ExistingReport, ReportError
 
@@ -432,10 +432,10 @@ def _run_scan(scanner: Scanner, stream: IO[str], writer: ReportWriter, show_prog
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     display = ScanProgress(err, scanner.stats, scanner.count_entries) if show_progress else nullcontext()
     try:
-        with display:
+        with display, interrupt_gate():  # held_interrupts() per row then costs only a count
             for row in scanner:
                 unwritten = row
-                with deferred_interrupts():  # a row is written whole
+                with held_interrupts():  # a row is written whole
                     writer.write(row)
                     unwritten = None
                 if show_progress:

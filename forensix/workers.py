@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils import signal_handling
 
-from .interrupts import deferred_interrupts
+from .interrupts import held_interrupts
 
 
 def init_worker(_: int) -> None:
@@ -142,7 +142,7 @@ def _send_result(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> No
 def _received_whole(batches: Iterator[Any]) -> Iterator[Any]:
     """Batches from the workers, each received with Ctrl-C held off (see forensix.interrupts)."""
     while True:
-        with deferred_interrupts():
+        with held_interrupts():
             batch = next(batches, _END)
         if batch is _END:
             return
