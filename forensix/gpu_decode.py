@@ -11,6 +11,7 @@ GPU speed has not been measured yet (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -130,13 +131,24 @@ class Parity:
 
 
 def check_parity(detector: Detector, data: Sequence[bytes], tolerance: float = PARITY_TOLERANCE) -> Parity:
-    """Score JPEG bytes through both paths (device decode vs Pillow in this process) and compare."""
+    """Score JPEG bytes through both paths (device decode vs Pillow in this process) and compare.
+
+    Only the JPEGs both paths decode are compared (a corrupt one is an error row either way); if
+    there are none, the parity is not established (``images`` 0, differences infinite).
+    """
     if not data:
         raise ValueError("the parity check needs at least one JPEG")
     cfg = detector.config.preprocess
-    pillow = torch.stack([preprocess(decode_image(d).image, cfg) for d in data])
-    tensor = preprocess_jpegs(data, cfg, detector.device).cpu()
+    pairs = []
+    for d in data:
+        try:
+            pairs.append((preprocess(decode_image(d).image, cfg), preprocess_jpegs([d], cfg, detector.device).cpu()[0]))
+        except (DecodeError, ValueError, OSError, RuntimeError):
+            continue
+    if not pairs:
+        return Parity(0, math.inf, math.inf, tolerance)
+    pillow, tensor = (torch.stack(side) for side in zip(*pairs))
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     levels = ((pillow - tensor) * std * 255).abs().max().item()
     scores = [torch.sigmoid(detector.logits(batch)).cpu() for batch in (pillow, tensor)]
-    return Parity(len(data), (scores[0] - scores[1]).abs().max().item(), levels, tolerance)
+    return Parity(len(pairs), (scores[0] - scores[1]).abs().max().item(), levels, tolerance)

@@ -517,7 +517,11 @@ class Scanner:
                 return False
             parity = check_parity(self.detector, jpegs)
             self.gpu_parity = parity.ok
-            if not parity.ok:
+            if not parity.images:
+                self.notices.append(
+                    f"JPEGs decoded with Pillow, not on the device: none of the first {len(jpegs)} decoded both ways"
+                )
+            elif not parity.ok:
                 self.notices.append(
                     f"JPEGs decoded with Pillow, not on the device: max |Δ score| {parity.max_score_diff:.2g} "
                     f"on {parity.images} images exceeds {parity.tolerance:g}"

@@ -1,3 +1,4 @@
+import io
 import os
 import signal
 import sys
@@ -71,3 +72,15 @@ def decoder_crashing_on(bomb: bytes, decode):
         return decode(data, *args)
 
     return crashing
+
+
+def refused_jpeg(seed: int = 0) -> bytes:
+    """A complete JPEG (start and end markers, a readable header) whose scan data holds bytes no
+    decoder accepts (0xFF before a non-marker byte): Pillow and libjpeg/nvjpeg both refuse it."""
+    buf = io.BytesIO()
+    noise = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    for k in range(len(data) // 2, len(data) // 2 + 40):
+        data[k] = 0xFF if k % 7 == 0 else data[k] ^ 0x55
+    return bytes(data)

@@ -4,7 +4,7 @@ import io
 
 import pytest
 import torch
-from conftest import random_image
+from conftest import random_image, refused_jpeg
 from PIL import Image
 
 from forensix.detector import load_detector
@@ -45,6 +45,16 @@ def test_parity_check_scores(tiny_weights, jpegs):
     parity = check_parity(load_detector(weights=tiny_weights, device="cpu"), jpegs)
     assert parity.ok and parity.images == 3 and parity.max_score_diff <= 1e-3
     assert parity.tolerance == 1e-3 and parity.max_level_diff <= 1.01
+
+
+def test_parity_compares_only_the_jpegs_both_paths_decode(tiny_weights, jpegs):
+    detector = load_detector(weights=tiny_weights, device="cpu")
+    broken = refused_jpeg()
+    assert is_complete_jpeg(broken)
+    parity = check_parity(detector, [broken, *jpegs])  # it raised DecodeError: --gpu-decode scans stopped
+    assert parity.ok and parity.images == 3
+    nothing = check_parity(detector, [broken])
+    assert not nothing.ok and nothing.images == 0
 
 
 def test_only_jpeg_bytes_are_jpegs(jpegs):

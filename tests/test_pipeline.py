@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import decoder_crashing_on, random_image
+from conftest import decoder_crashing_on, random_image, refused_jpeg
 from PIL import Image
 
 from forensix.cache import PredictionCache
@@ -303,6 +303,14 @@ def test_gpu_decode_leaves_decoding_to_the_workers_when_parity_fails(jpegs, dete
     assert checked == [5]  # the five complete JPEGs, before the workers started
     assert scanner.gpu_parity is False and "decoded with Pillow" in scanner.notices[-1]
     assert [r["score"] for r in fallback] == [r["score"] for r in plain]  # Pillow's pixels exactly
+
+
+def test_gpu_decode_scans_past_a_corrupt_jpeg_among_the_first(tmp_path, detector):
+    good = png_bytes(random_image(240, 240, seed=1), "JPEG")
+    (tmp_path / "0.jpg").write_bytes(refused_jpeg())
+    (tmp_path / "1.jpg").write_bytes(good)
+    rows, scanner = scan_rows([tmp_path], detector, gpu_decode=True)
+    assert [r["verdict"] == "error" for r in rows] == [True, False] and scanner.gpu_parity is True
 
 
 def test_gpu_decode_without_jpegs_decodes_with_pillow_and_says_so(tmp_path, detector, monkeypatch):
