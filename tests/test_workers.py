@@ -75,10 +75,10 @@ def test_workers_start_beside_an_onnxruntime_session_in_a_reference_cycle(tmp_pa
 
 class SlowDataset(Dataset):
     def __len__(self) -> int:
-        return 2
+        return 1
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        time.sleep(1.0)
+        time.sleep(2.0)
         return torch.full((8,), float(i))
 
 
@@ -90,7 +90,7 @@ def test_ctrl_c_while_a_batch_is_on_its_way_arrives_once_it_is_received_whole():
     threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
     with pytest.raises(KeyboardInterrupt):
         next(batches)
-    assert time.perf_counter() - started > 0.9  # held until the batch was in
+    assert time.perf_counter() - started > 1.8  # held until the batch was in
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
