@@ -155,12 +155,8 @@ class DeCLIP(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """The feature block's output, class token first: (B, 1 + grid², width)."""
-        visual = self.backbone.visual
-        h = visual._embeds(x)
-        # The tower holds exactly the blocks up to the feature block (ClipVisionTower prunes the rest).
-        for block in visual.transformer.resblocks:
-            h = block(h)
-        return h
+        (tokens,) = self.backbone.hidden_states(x, self.cfg.feature_layers, class_token=True)
+        return tokens
 
     def forward_cnn(self, x: torch.Tensor) -> torch.Tensor:
         """ViT+RN50: RN50's layer3 map resized to the ViT grid (B, 1024, grid, grid), as the authors do."""
