@@ -122,7 +122,7 @@ def test_a_pruned_tower_gives_the_same_states_and_runs_only_the_blocks_it_needs(
     assert (second - hidden[2]).abs().max().item() <= TOL
 
 
-@pytest.mark.parametrize("indices", [(0, 1), (2, 1), (1, 1), (1, 3)])
+@pytest.mark.parametrize("indices", [(), (0, 1), (2, 1), (1, 1), (1, 3)])
 def test_hidden_states_outside_the_tower_or_out_of_order_are_refused(oracle, pixels, indices):
     tower = _ours(oracle, blocks=2)
     with pytest.raises(ValueError, match="strictly increasing in 1..2"):

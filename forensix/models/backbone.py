@@ -64,7 +64,7 @@ def split_attention(transformer: nn.Module, heads: int) -> None:
 def open_clip_vision_cfg(cfg: VisionConfig) -> CLIPVisionCfg:
     """open_clip's settings for an OpenAI-layout ViT of this size, for open_clip's ``CLIP`` (both towers).
 
-    The same tower as :class:`ClipVisionTower` builds; tests/test_checkpoints.py checks the two agree.
+    It describes the tower :class:`ClipVisionTower` builds (QuickGELU, LayerNorm): keep the two in step.
     """
     return CLIPVisionCfg(
         layers=cfg.layers,
@@ -122,7 +122,8 @@ class ClipVisionTower(nn.Module):
         Patch tokens (B, grid², width), or with ``class_token`` (B, 1 + grid², width), class token
         first. Blocks after the last requested one are not run.
         """
-        if list(indices) != sorted(set(indices)) or not 1 <= indices[0] <= indices[-1] <= self.num_blocks:
+        increasing = bool(indices) and list(indices) == sorted(set(indices))
+        if not (increasing and 1 <= indices[0] <= indices[-1] <= self.num_blocks):
             # open_clip would read 0 as block -1 (the last) and return unsorted indices in block order.
             raise ValueError(
                 f"hidden states must be strictly increasing in 1..{self.num_blocks} (this tower's blocks), "
