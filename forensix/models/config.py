@@ -234,6 +234,10 @@ class ModelConfig:
         """``detector``, ``localizer`` or ``attributor``."""
         return self.family.kind
 
+    def setting(self, name: str) -> Any:
+        """A family setting: this config's value, else the family's default."""
+        return self.settings.get(name, self.family.settings[name])
+
     @property
     def blocks_needed(self) -> int:
         """How many transformer blocks the forward pass must run."""
