@@ -42,8 +42,8 @@ from forensix.imaging import decode_image, preprocess  # noqa: E402
 from forensix.inputs import InputSpec  # noqa: E402
 from forensix.models.checkpoints import build_and_load  # noqa: E402
 from forensix.models.deeclip import convert_deeclip  # noqa: E402
-from forensix.runner import LoadedWeights  # noqa: E402
 from forensix.pipeline import Scanner, ScanOptions, default_workers, package_versions  # noqa: E402
+from forensix.runner import LoadedWeights  # noqa: E402
 
 SIZES = {
     "tiny": dict(width=64, layers=4, heads=1, patch=14, image=224, proj=48, feature_layers=[1, 2, 3], rank=4, alpha=8),
@@ -132,7 +132,9 @@ def main() -> int:
     unmerged = build_and_load(cfg, unmerged_state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
-        int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(detector.backend.module), {nn.Linear}, dtype=torch.qint8)
+        int8 = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(detector.backend.module), {nn.Linear}, dtype=torch.qint8
+        )
 
     with tempfile.TemporaryDirectory(prefix="forensix-compare-") as tmp:
         paths = synthetic_jpegs(Path(tmp), args.images)

@@ -116,7 +116,7 @@ def test_lora_trains_only_adapters_on_both_towers_and_learns(tmp_path, toy):
     done = fit(run.task, options(lr=1e-2), tmp_path / "lora", run.provenance)
     assert done.history[-1]["attribution_acc"] >= 0.9
     merged = load_attributor(tmp_path / "lora" / "last.safetensors", device="cpu")  # LoRA merged on load
-    assert not any(".lora_" in k for k in merged.model.state_dict())
+    assert not any(".lora_" in k for k in merged.backend.module.state_dict())
     x = torch.stack([merged.preprocess(Image.open(s.path).convert("RGB")) for s in run.task.val_samples])
     with torch.no_grad():
         unmerged = torch.softmax(run.task.model.eval()(x), dim=-1).numpy()

@@ -23,7 +23,7 @@ import torch
 
 from .. import weights as W
 from ..datasets import Dataset, Sample, load_dataset
-from ..models.checkpoints import CheckpointError, build_and_load, read_model_file, read_state_dict
+from ..models.checkpoints import CheckpointError, build_and_load, read_model_file, read_state_dict, with_article
 from ..models.clip_weights import load_clip_backbone
 from ..models.config import ModelConfig, get_config
 from ..models.factory import create_model
@@ -62,9 +62,8 @@ def build_model(
     """The model to train, on the CPU, with LoRA layers for detection (attribution: ``finetune`` lora
     or full); see the module docstring for ``init``."""
     if cfg.kind != KIND_FOR_TASK[task]:
-        raise ValueError(
-            f"--task {task} trains a {KIND_FOR_TASK[task]}; config {cfg.name!r} is a {cfg.kind} ({cfg.arch})"
-        )
+        wanted = with_article(KIND_FOR_TASK[task])
+        raise ValueError(f"--task {task} trains {wanted}; config {cfg.name!r} is {cfg.arch}, {with_article(cfg.kind)}")
     torch.manual_seed(seed)
     if task == "attribute":
         return attribution_model(cfg, init, finetune)
