@@ -121,5 +121,8 @@ def apply_calibration(
             f"{sidecar}: made for other weights (sha256 {str(made_for)[:12]}, these are {digest[:12]}); "
             "delete it or calibrate again"
         )
-    calibrated = replace(cfg, threshold=threshold, temperature=temperature)
+    try:
+        calibrated = replace(cfg, threshold=threshold, temperature=temperature)
+    except ValueError as e:
+        raise CheckpointError(f"{sidecar}: {e}; delete it or calibrate again") from None
     return calibrated, {**provenance, "calibration": data.get("calibration", {}), "calibration_file": sidecar.name}

@@ -1,11 +1,18 @@
 """Official checkpoints → forensix: equivalence with the authors' architecture, strict key checks."""
 
+import json
+
 import pytest
 import torch
 from conftest import UNIVFD_HEAD
 from reference_deeclip import LAYERS_FULL, RefDeeCLIP
+from safetensors.torch import save_file
+from typer.testing import CliRunner
 
+from forensix.cli import app
+from forensix.download import sha256_file
 from forensix.imaging import preprocess
+from forensix.loading import calibration_sidecar, load_weights
 from forensix.models.checkpoints import (
     CheckpointError,
     build_and_load,
@@ -17,6 +24,7 @@ from forensix.models.config import PreprocessConfig, get_config
 from forensix.models.deeclip import convert_deeclip
 from forensix.models.factory import create_model
 from forensix.models.lora import has_lora, merge_lora
+from forensix.models.registry import ConvertOptions
 from forensix.models.univfd import convert_univfd
 
 TOL = 1e-4  # |Δ logit| in fp32, from the issue
@@ -265,3 +273,56 @@ def test_multi_head_attention_splits_heads_like_the_reference(images):
     x = _batch(images[:3])
     with torch.no_grad():
         assert (ref(x) - model(x)).abs().max().item() <= TOL
+
+
+# ------------------------------------------------------------------------------------------------
+# Broken files: one clear line, never a traceback (issue 14, defect 5)
+
+
+def _raw_safetensors(path, header: bytes, data: bytes = b"\0" * 8):
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "header, found",
+    [
+        (b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "x": [1, 2', "invalid JSON"),
+        (json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 800]}}).encode(), "offset"),
+        (json.dumps({"w": {"dtype": "F32", "shape": [2**62, 2**62], "data_offsets": [0, 8]}}).encode(), "overflow"),
+        (b'{"\xff\xfe": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', "UTF-8"),
+    ],
+    ids=["json", "offsets", "shape", "utf8"],
+)
+def test_a_corrupt_safetensors_file_is_one_line_and_exit_2(tmp_path, images, header, found):
+    bad = _raw_safetensors(tmp_path / "bad.safetensors", header)
+    with pytest.raises(CheckpointError, match=f"bad.safetensors: not a readable safetensors file .*{found}"):
+        read_state_dict(bad)
+    images[0].save(tmp_path / "a.png")
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "a.png"), "--weights", str(bad), "--workers", "0"])
+    assert result.exit_code == 2 and "not a readable safetensors file" in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("threshold", ["NaN", 7.5, -0.1, "0.5", True], ids=["nan", "7.5", "negative", "string", "bool"])
+def test_a_stored_threshold_outside_0_1_is_refused_at_load(tmp_path, threshold):
+    cfg = get_config("deeclip-tiny")
+    meta = json.loads(cfg.to_json()) | {"threshold": float("nan") if threshold == "NaN" else threshold}
+    path = tmp_path / "edited.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in create_model(cfg).state_dict().items()},
+        str(path),
+        metadata={"format": "forensix", "format_version": "1", "config": json.dumps(meta), "provenance": "{}"},
+    )
+    with pytest.raises(CheckpointError, match=r"bad config in metadata \(threshold must be a number in \[0, 1\]"):
+        read_checkpoint(path)
+
+
+def test_a_calibration_sidecar_with_a_nan_threshold_names_itself(tiny_official_file, tmp_path):
+    official = tmp_path / tiny_official_file.name
+    official.write_bytes(tiny_official_file.read_bytes())
+    sidecar = calibration_sidecar(official)
+    digest = sha256_file(official)
+    sidecar.write_text(json.dumps({"threshold": "NaN", "weights_sha256": digest}))
+    with pytest.raises(CheckpointError, match=r"calibration.json: threshold must be a number in \[0, 1\], got nan"):
+        load_weights(official, "detector", ConvertOptions(feature_layers=(1, 2, 3)))

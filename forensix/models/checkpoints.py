@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -44,7 +45,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     if is_safetensors(path):
-        with safe_open(str(path), framework="pt") as f:
+        with open_safetensors(path) as f:
             return {k: f.get_tensor(k) for k in f.keys()}
     if not zipfile.is_zipfile(path):
         # Legacy (pre-1.6) torch pickles are not zip archives and can't be memory-mapped.
@@ -73,8 +74,20 @@ def is_safetensors(path: Path) -> bool:
     return head[8:9] == b"{" and 0 < n < path.stat().st_size
 
 
+@contextmanager
+def open_safetensors(path: Path) -> Iterator[Any]:
+    """safetensors' reader of ``path``; a header it refuses (bad JSON or UTF-8, offsets or shapes out of
+    range) or a tensor it cannot read is a CheckpointError that says what safetensors found."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            yield f
+    except SafetensorError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable safetensors file ({first})") from None
+
+
 def safetensors_metadata(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
+    with open_safetensors(path) as f:
         return dict(f.metadata() or {})
 
 

@@ -8,6 +8,7 @@ needs is never separated from its weights.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from typing import Any
@@ -192,6 +193,10 @@ class DecoderConfig:
         return int(self.kind[len("conv-") :]) if self.is_conv else 0
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to build a model and feed it.
@@ -220,8 +225,11 @@ class ModelConfig:
     settings: dict[str, Any] = field(default_factory=dict)  # a family's own settings (Family.settings)
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        # Stored in files anyone can edit: a string, NaN or 7.5 must not load and judge every image alike.
+        if not _is_number(self.threshold) or not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be a number in [0, 1], got {self.threshold!r}")
+        if not _is_number(self.temperature) or not 0.0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
         get_family(self.arch).validate(self)
 
     @property
