@@ -33,7 +33,8 @@ from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 
 from .imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, preprocess
-from .inputs import DEFAULT_MAX_BYTES, iter_entries
+from .inputs import iter_entries
+from .limits import DEFAULT_MAX_BYTES
 from .models.config import PreprocessConfig
 
 LAYOUTS = ("univfd", "genimage", "list", "dolos")

@@ -18,9 +18,9 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .limits import DEFAULT_MAX_PIXELS
 from .models.config import PreprocessConfig
 
-DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x its warning threshold)
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF", "HEIF")
 # ISO-BMFF brands (bytes 8:12 after 'ftyp') of still HEIF and AVIF images.
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")

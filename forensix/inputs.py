@@ -20,27 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .imaging import sniff_image
+from .limits import Limits
 
 try:
     from lzma import LZMAError
 except ImportError:  # a Python built without lzma: tarfile then reports .xz archives as unreadable
     LZMAError = OSError
 
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024  # one file or member
-DEFAULT_MAX_ARCHIVE_BYTES = 64 * 1024**3  # uncompressed total of one archive
-DEFAULT_MAX_RATIO = 200.0  # uncompressed / compressed size of a zip member
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 SNIFF_BYTES = 16
 # What reading a damaged archive raises besides OSError/ValueError (zlib and lzma errors come through unwrapped).
 _DAMAGED = (zipfile.BadZipFile, tarfile.TarError, zlib.error, LZMAError)
 _ARCHIVE_ERRORS = (OSError, EOFError, RuntimeError, ValueError, *_DAMAGED)
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES
-    max_ratio: float = DEFAULT_MAX_RATIO
 
 
 @dataclass

@@ -56,6 +56,7 @@ from .inputs import InputItem, InputSpec, Limits, iter_entries
 from .metadata import read_metadata
 from .models.config import PreprocessConfig
 from .overlay import MaskFiles, write_mask_files
+from .schema import new_row
 from .workers import ProcessDied, WorkerLoader, init_worker, run_alone, worker_died
 
 if TYPE_CHECKING:
@@ -178,27 +179,6 @@ def collate(records: list[Record]) -> Block:
         return torch.stack(tensors) if tensors else None
 
     return Block(records, stack("tensor"), stack("mask_tensor"), stack("attr_tensor"))
-
-
-def new_row(item: InputItem) -> dict[str, Any]:
-    return {
-        "path": item.path,
-        "member": item.member,
-        "sha256": "",
-        "verdict": "error",
-        "score": None,
-        "threshold": None,
-        "model": "",
-        "width": None,
-        "height": None,
-        "format": "",
-        "notes": "",
-        "mask": "",
-        "mask_fraction": None,
-        "source": "",
-        "source_score": None,
-        "error": item.error,
-    }
 
 
 class ScanDataset(IterableDataset):

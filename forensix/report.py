@@ -15,24 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-COLUMNS = (
-    "path",
-    "member",
-    "sha256",
-    "verdict",
-    "score",
-    "threshold",
-    "model",
-    "width",
-    "height",
-    "format",
-    "notes",
-    "mask",
-    "mask_fraction",
-    "source",
-    "source_score",
-    "error",
-)
+from .schema import COLUMNS
+
 FORMATS = ("csv", "json", "jsonl")
 
 

@@ -1,0 +1,23 @@
+"""The limits that keep hostile inputs (decompression and zip bombs, huge files) from exhausting memory.
+
+Their one home, free of heavy imports: the command line shows the defaults in ``--help`` without
+loading torch, and a scan's ``.meta.json`` records them so that a resume can insist on the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb limit (2x its warning threshold)
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024  # one file or member
+DEFAULT_MAX_ARCHIVE_BYTES = 64 * 1024**3  # uncompressed total of one archive
+DEFAULT_MAX_RATIO = 200.0  # uncompressed / compressed size of a zip member
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What reading the inputs may cost: bytes of one file or member, of one archive, a zip member's ratio."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES
+    max_ratio: float = DEFAULT_MAX_RATIO

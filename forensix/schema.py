@@ -1,0 +1,51 @@
+"""The report row: one schema from which the CSV header, the JSON fields and every new row follow.
+
+Rows travel as plain dicts (workers fill them in, writers stream them); :class:`Row` is where their
+fields, defaults and order are declared. docs/scan.md's report table lists exactly these fields
+(a test holds it to that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .inputs import InputItem
+
+JSON_ONLY = {"json_only": True}  # nested or secondary fields: in JSON/JSONL rows, not CSV columns
+
+
+@dataclass
+class Row:
+    """One input image's verdict. Fields in CSV column order; the JSON-only ones come last."""
+
+    path: str  # the file, or the archive a member came from
+    member: str = ""  # the archive member's name
+    sha256: str = ""  # of the image's bytes
+    verdict: str = "error"  # real | fake | error
+    score: float | None = None  # P(fake); None on error
+    threshold: float | None = None
+    model: str = ""  # name@short hash of the weights
+    width: int | None = None
+    height: int | None = None
+    format: str = ""
+    notes: str = ""
+    mask: str = ""  # the overlay PNG
+    mask_fraction: float | None = None
+    source: str = ""  # the attributor's most likely source
+    source_score: float | None = None
+    error: str = ""
+    # Present only when filled in (the notes were read, the mask files written).
+    metadata: dict[str, Any] | None = field(default=None, metadata=JSON_ONLY)
+    mask_map: str | None = field(default=None, metadata=JSON_ONLY)
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row) if not f.metadata.get("json_only"))
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Row))
+_BLANK = {f.name: f.default for f in fields(Row) if f.name in COLUMNS and f.default is not MISSING}
+
+
+def new_row(item: InputItem) -> dict[str, Any]:
+    """The row of an input entry before it is read: every CSV column, an error if listing it failed."""
+    return {**_BLANK, "path": item.path, "member": item.member, "error": item.error}
