@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,23 +17,21 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+# Only light modules here: --help, --version and usage errors must not wait for torch (about 6 s
+# on a small machine). Each command imports what it runs.
 from . import __version__
 from . import weights as W
 from .download import DownloadError
-from .imaging import DEFAULT_MAX_PIXELS
-from .inputs import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, InputSpec, Limits
-from .interrupts import held_interrupts, interrupt_gate
-from .models.checkpoints import CheckpointError
-from .report import ExistingReport, ReportError
+from .limits import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_RATIO, Limits
 
 if TYPE_CHECKING:
     from .attributor import Attributor
     from .cache import PredictionCache
     from .calibrate import Rate
     from .datasets import Dataset
+    from .inputs import InputSpec
     from .localizer import Localizer
-    from .pipeline import Scanner
-    from .report import ReportWriter
+    from .scan_report import ScanSummary
 
 app = typer.Typer(help="Find AI-generated images: batch scanning with CLIP-based detectors.", no_args_is_help=True)
 weights_app = typer.Typer(help="Known checkpoints: list, fetch, verify, import.", no_args_is_help=True)
@@ -102,7 +99,8 @@ def fatal_errors() -> Iterator[None]:
     """Turn the library's expected failures into one clear line and exit code 2."""
     try:
         yield
-    except (W.WeightsMissing, CheckpointError, DownloadError, ReportError, Fatal, KeyError, ValueError, OSError) as e:
+    # ValueError covers the library's own: CheckpointError, ReportError, DatasetError, DecodeError.
+    except (W.WeightsMissing, DownloadError, Fatal, KeyError, ValueError, OSError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         # escape: messages quote things like 'forensix[onnx]' that rich would take for markup
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -253,6 +251,8 @@ def weights_import(
 
 
 def _scan_spec(paths: list[str], from_lists: list[str], spool: Path) -> InputSpec:
+    from .inputs import InputSpec
+
     if not paths and not from_lists:
         raise Fatal("nothing to scan: give paths, '-' for paths on stdin, or --from-list FILE")
     if sum(p == "-" for p in paths) + sum(f == "-" for f in from_lists) > 1:
@@ -326,15 +326,13 @@ def scan(
 ) -> None:
     """Score every image and write one row per input image (see docs/scan.md)."""
     import tempfile
+    from functools import partial
 
     from .detector import load_detector
-    from .pipeline import ResumeIndex, Scanner, ScanOptions
-    from .report import COLUMNS, ReportWriter, format_for, open_for_resume, read_report
+    from .progress import ScanProgress
+    from .scan_report import write_report
 
     with tempfile.TemporaryDirectory(prefix="forensix-") as spool, fatal_errors():
-        report_format = format_for(str(out_path) if out_path else None, fmt)
-        if resume and out_path is None:
-            raise Fatal("--resume needs --out: the report to resume")
         spec = _scan_spec(paths or [], from_list or [], Path(spool))
         localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
         attributor = _load_attributor(attributor_spec, device, precision)
@@ -347,38 +345,32 @@ def scan(
             compile=compile_model,
             backend=backend,
         )
-        limits = Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio)
-        options = ScanOptions(
+        summary = write_report(
+            spec,
+            detector,
+            out_path if out_path is not None else sys.stdout,
+            resume,
+            format=fmt,
+            meta=meta_path or True,
+            localizer=localizer,
+            attributor=attributor,
+            cache=_open_cache(cache_dir, use_cache),
+            progress=partial(ScanProgress, err) if _show_progress(progress) else None,
+            log=lambda message: err.print(message, highlight=False),
             batch_size=batch_size,
             workers=_workers(workers),
-            limits=limits,
+            limits=Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio),
             max_pixels=max_pixels,
             metadata=metadata,
             masks_dir=masks_dir,
             masks_all=masks_all,
             gpu_decode=gpu_decode,
         )
-        done, continued = None, None
-        if resume and out_path is not None:
-            existing = read_report(out_path, report_format)
-            _check_resumable(existing, detector.name, detector.threshold, out_path)
-            done = ResumeIndex.from_rows(existing.keys)
-            stream, continued = open_for_resume(out_path, report_format, existing)
-            if existing.rows:
-                added = [c for c in COLUMNS if c not in existing.columns]
-                upgraded = f" (written by an older forensix: added the columns {', '.join(added)})" if added else ""
-                err.print(f"resuming {out_path}: {existing.rows} rows already there{upgraded}", highlight=False)
-        else:
-            stream = open(out_path, "w", newline="", encoding="utf-8") if out_path else sys.stdout
-        cache = _open_cache(cache_dir, use_cache)
-        scanner = Scanner(spec, detector, options, done, localizer=localizer, attributor=attributor, cache=cache)
-        meta_file = meta_path or (out_path.with_name(out_path.name + ".meta.json") if out_path else None)
-        if meta_file is not None:
-            meta_file.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
-        show = _show_progress(progress)
-        _run_scan(scanner, stream, ReportWriter(stream, report_format, continued), show, close=out_path is not None)
-        if fail_on_fake and scanner.stats.fake:
-            raise typer.Exit(1)
+    _print_summary(summary)
+    if summary.interrupted:
+        raise typer.Exit(130)
+    if fail_on_fake and summary.stats.fake:
+        raise typer.Exit(1)
 
 
 def _load_localizer(
@@ -393,12 +385,6 @@ def _load_localizer(
         raise Fatal("--localizer draws masks: add --masks DIR (the folder for the mask PNGs)")
     from .localizer import load_localizer
 
-    try:
-        masks_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise Fatal(f"--masks {masks_dir}: cannot create the folder ({e.strerror or e})") from None
-    if not os.access(masks_dir, os.W_OK | os.X_OK):
-        raise Fatal(f"--masks {masks_dir}: the folder is not writable")
     return load_localizer(spec, device=device, precision=precision)
 
 
@@ -410,63 +396,20 @@ def _load_attributor(spec: str | None, device: str, precision: str) -> Attributo
     return load_attributor(spec, device=device, precision=precision)
 
 
-def _check_resumable(existing: ExistingReport, model: str, threshold: float, path: Path) -> None:
-    """Resuming with another model or threshold would mix verdicts of two kinds in one report."""
-    others = existing.models - {model}
-    if others:
-        raise Fatal(f"{path} was written with model {', '.join(sorted(others))}, not {model}; use a new --out")
-    thresholds = existing.thresholds - {threshold}
-    if thresholds:
-        raise Fatal(
-            f"{path} was written with threshold {min(thresholds)}, not {threshold}; pass --threshold or a new --out"
-        )
-
-
-def _run_scan(scanner: Scanner, stream: IO[str], writer: ReportWriter, show_progress: bool, close: bool) -> None:
-    """Write every row; on Ctrl-C or SIGTERM finish the report (the JSON array stays valid) and exit 130."""
-    from .progress import ScanProgress
-
-    started = time.perf_counter()
-    interrupted = False
-    unwritten = None  # a row the scanner finished (and counted) that is not in the report yet
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    display = ScanProgress(err, scanner.stats, scanner.count_entries) if show_progress else nullcontext()
-    try:
-        with display, interrupt_gate():  # held_interrupts() per row then costs only a count
-            for row in scanner:
-                unwritten = row
-                with held_interrupts():  # a row is written whole
-                    writer.write(row)
-                    unwritten = None
-                if show_progress:
-                    display.update()
-    except KeyboardInterrupt:
-        interrupted = True
-        if unwritten is not None:
-            writer.write(unwritten)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        writer.close()
-        if close:
-            stream.close()
-    s, elapsed = scanner.stats, time.perf_counter() - started
+def _print_summary(summary: ScanSummary) -> None:
+    """The scan's last words on stderr: what it found, how fast, and anything the user should know."""
+    s, elapsed = summary.stats, summary.elapsed_s
     resumed = f", {s.resumed} already in the report" if s.resumed else ""
     masks = f", {s.masks} masks" if s.masks else ""
     cached = f", {s.cached} scores from the cache" if s.cached else ""
     err.print(
-        f"{'interrupted after' if interrupted else 'scanned'} {s.images} images ({s.fake} fake, {s.real} real, "
-        f"{s.errors} errors{masks}{cached}), skipped {s.skipped_non_images} non-images{resumed}; {elapsed:.1f}s, "
-        f"{s.images / max(elapsed, 1e-9):.1f} images/s",
+        f"{'interrupted after' if summary.interrupted else 'scanned'} {s.images} images ({s.fake} fake, "
+        f"{s.real} real, {s.errors} errors{masks}{cached}), skipped {s.skipped_non_images} non-images{resumed}; "
+        f"{elapsed:.1f}s, {s.images / max(elapsed, 1e-9):.1f} images/s",
         highlight=False,
     )
-    for notice in scanner.notices:
+    for notice in summary.notices:
         err.print(f"note: {notice}", highlight=False)
-    if interrupted:
-        raise typer.Exit(130)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main() -> None:

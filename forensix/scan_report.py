@@ -1,0 +1,265 @@
+"""A whole scan into a report file: what ``forensix scan`` guarantees, for library callers too.
+
+:func:`write_report` drives :class:`forensix.pipeline.Scanner` into a :class:`forensix.report.ReportWriter`
+and promises:
+
+- one row per input image, in input order, in CSV, JSON or JSON Lines;
+- a valid report after Ctrl-C or SIGTERM: no row is cut in half, the row the scanner had finished
+  when the signal came is still written, the JSON array is closed;
+- resume with no duplicate and no gap: inputs already in the report are skipped (by path, member
+  and sha256), a row cut off by a killed scan is dropped, and a report made with another model,
+  threshold, limits or notes setting is refused, since its rows would not be comparable;
+- the ``.meta.json`` sidecar saying what produced the report (what resume checks against);
+- a masks folder that exists and is writable before the first image is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from .inputs import InputSpec
+from .interrupts import held_interrupts, interrupt_gate
+from .pipeline import ResumeIndex, Scanner, ScanOptions, ScanStats
+from .report import COLUMNS, ExistingReport, ReportError, ReportWriter, format_for, open_for_resume, read_report
+
+if TYPE_CHECKING:
+    from .attributor import Attributor
+    from .cache import PredictionCache
+    from .detector import Detector
+    from .localizer import Localizer
+
+META_SUFFIX = ".meta.json"
+
+
+class ProgressDisplay(Protocol):
+    """A live display: entered for the scan, ``update()`` after every row (``forensix.progress.ScanProgress``)."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *exc: object) -> object: ...
+
+    def update(self) -> None: ...
+
+
+@dataclass
+class ScanSummary:
+    """What one :func:`write_report` call did."""
+
+    stats: ScanStats  # rows written now (``images``), fake / real / errors, non-images skipped, inputs resumed
+    interrupted: bool  # Ctrl-C or SIGTERM ended the scan; the report still holds every row counted and is valid
+    elapsed_s: float
+    format: str  # csv | json | jsonl
+    meta_path: Path | None  # the sidecar written, if any
+    previous_rows: int = 0  # rows the resumed report already held
+    added_columns: tuple[str, ...] = ()  # a resumed CSV of an older forensix: the columns it gained
+    notices: list[str] = field(default_factory=list)  # how the scan ran, for the user (Scanner.notices)
+
+    @property
+    def rows(self) -> int:
+        """Rows this call wrote."""
+        return self.stats.images
+
+
+def write_report(
+    paths: Sequence[str] | InputSpec,
+    detector: Detector,
+    out: str | os.PathLike[str] | IO[str],
+    resume: bool = False,
+    *,
+    format: str | None = None,
+    meta: str | os.PathLike[str] | bool = True,
+    localizer: Localizer | None = None,
+    attributor: Attributor | None = None,
+    cache: PredictionCache | None = None,
+    progress: Callable[[ScanStats, Callable[[], int]], ProgressDisplay] | None = None,
+    log: Callable[[str], None] | None = None,
+    **options: Any,
+) -> ScanSummary:
+    """Scan ``paths`` (files, folders, archives) and write one row per image to ``out``; see the module.
+
+    ``out`` is a report file or an open text stream (e.g. ``sys.stdout``; not closed here). The
+    format is ``format``, else ``out``'s extension, else JSON Lines. ``resume=True`` (a file only)
+    appends to the report there, skipping the inputs it already holds. ``meta``: where the
+    provenance sidecar goes; True = ``<out>.meta.json`` for a file, none for a stream; False = none.
+    ``options`` are :class:`forensix.pipeline.ScanOptions`' fields. ``progress(stats, count)``
+    makes a display for the scan (``count()`` walks the inputs for a total); ``log`` receives
+    messages for people (that the report is resumed). Raises :class:`ReportError` (a ValueError)
+    for a report that can't be written or resumed, before any image is read. Ctrl-C or SIGTERM
+    during the scan does not raise: the report is finished and the summary says ``interrupted``.
+    """
+    spec = paths if isinstance(paths, InputSpec) else InputSpec.from_args(paths)
+    scan_options = ScanOptions(**options)
+    path = Path(out) if isinstance(out, (str, os.PathLike)) else None
+    fmt = format_for(str(path) if path is not None else None, format)
+    meta_path = _meta_path(path, meta)
+    if scan_options.masks_dir is not None:
+        check_masks_dir(scan_options.masks_dir)
+    existing = ExistingReport()
+    if resume:
+        if path is None:
+            raise ReportError("--resume needs --out: the report to resume")
+        existing = read_report(path, fmt)
+        check_resumable(existing, detector, scan_options, path, _recorded(meta_path))
+    done = ResumeIndex.from_rows(existing.keys) if existing.rows else None
+    scanner = Scanner(spec, detector, scan_options, done, localizer=localizer, attributor=attributor, cache=cache)
+    added: tuple[str, ...] = ()
+    if resume and path is not None:
+        stream, continued = open_for_resume(path, fmt, existing)
+        if existing.rows:
+            added = tuple(c for c in COLUMNS if c not in existing.columns)
+            upgraded = f" (written by an older forensix: added the columns {', '.join(added)})" if added else ""
+            if log is not None:
+                log(f"resuming {path}: {existing.rows} rows already there{upgraded}")
+    elif path is not None:
+        stream, continued = open(path, "w", newline="", encoding="utf-8"), None
+    else:
+        stream, continued = out, None  # the caller's stream, left open
+    try:
+        if meta_path is not None:
+            meta_path.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
+        started = time.perf_counter()
+        interrupted = _write_rows(scanner, ReportWriter(stream, fmt, continued), progress)
+    finally:
+        if path is not None:
+            stream.close()
+    return ScanSummary(
+        scanner.stats,
+        interrupted,
+        time.perf_counter() - started,
+        fmt,
+        meta_path,
+        existing.rows,
+        added,
+        scanner.notices,
+    )
+
+
+def check_masks_dir(masks_dir: Path) -> None:
+    """Create the masks folder and make sure it takes files, so that no mask is lost an hour in."""
+    try:
+        masks_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--masks {masks_dir}: cannot create the folder ({e.strerror or e})") from None
+    if not os.access(masks_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"--masks {masks_dir}: the folder is not writable")
+
+
+def check_resumable(
+    existing: ExistingReport, detector: Detector, options: ScanOptions, path: Path, recorded: dict[str, Any] | None
+) -> None:
+    """Refuse to resume a report whose rows were made differently: mixing them makes verdicts incomparable.
+
+    The model and threshold are checked against the rows, the limits and the notes setting against
+    the sidecar ``recorded`` (None: there is none, as for a report of an older forensix).
+    """
+    if not existing.rows:
+        return
+    others = existing.models - {detector.name}
+    if others:
+        raise ReportError(
+            f"{path} was written with model {', '.join(sorted(others))}, not {detector.name}; use a new --out"
+        )
+    thresholds = existing.thresholds - {detector.threshold}
+    if thresholds:
+        raise ReportError(
+            f"{path} was written with threshold {min(thresholds)}, not {detector.threshold}; "
+            "pass --threshold or a new --out"
+        )
+    if recorded is None:
+        return
+    was = {**recorded.get("limits", {}), "metadata": recorded.get("metadata")}
+    for name, now in _row_settings(options).items():
+        before = was.get(name)
+        if before is not None and before != now:
+            raise ReportError(
+                f"{path} was written with {_option(name, before)}, not {_option(name, now)}; "
+                f"pass {_option(name, before)} to resume it, or use a new --out"
+            )
+
+
+def _row_settings(options: ScanOptions) -> dict[str, Any]:
+    """The settings that change rows besides the model: what becomes an error row, whether notes are read."""
+    limits = options.limits
+    return {
+        "max_pixels": options.max_pixels,
+        "max_bytes": limits.max_bytes,
+        "max_archive_bytes": limits.max_archive_bytes,
+        "max_ratio": limits.max_ratio,
+        "metadata": options.metadata,
+    }
+
+
+def _option(name: str, value: Any) -> str:
+    """A setting as the command-line option that gives it."""
+    if name == "metadata":
+        return "--metadata" if value else "--no-metadata"
+    return f"--{name.replace('_', '-')} {value}"
+
+
+def _meta_path(path: Path | None, meta: str | os.PathLike[str] | bool) -> Path | None:
+    if meta is True:
+        return path.with_name(path.name + META_SUFFIX) if path is not None else None
+    return Path(meta) if meta is not False else None
+
+
+def _recorded(meta_path: Path | None) -> dict[str, Any] | None:
+    """The sidecar of the report being resumed, if there is one."""
+    if meta_path is None or not meta_path.exists():
+        return None
+    try:
+        recorded = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ReportError(f"{meta_path}: not a forensix sidecar ({e}); move it away to resume unchecked") from None
+    if not isinstance(recorded, dict):
+        raise ReportError(f"{meta_path}: not a forensix sidecar; move it away to resume unchecked")
+    return recorded
+
+
+def _write_rows(
+    scanner: Scanner, writer: ReportWriter, progress: Callable[[ScanStats, Callable[[], int]], ProgressDisplay] | None
+) -> bool:
+    """Write every row; on Ctrl-C or SIGTERM finish the report instead. Returns whether it was interrupted."""
+    unwritten = None  # a row the scanner finished (and counted) that is not in the report yet
+    display = progress(scanner.stats, scanner.count_entries) if progress is not None else None
+    try:
+        with _sigterm_interrupts(), display or nullcontext(), interrupt_gate():  # held_interrupts() then only counts
+            for row in scanner:
+                unwritten = row
+                with held_interrupts():  # a row is written whole
+                    writer.write(row)
+                    unwritten = None
+                if display is not None:
+                    display.update()
+    except KeyboardInterrupt:
+        if unwritten is not None:
+            writer.write(unwritten)
+        return True
+    finally:
+        writer.close()
+    return False
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends the scan as Ctrl-C does (a finished report), not the process mid-row; main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
