@@ -26,7 +26,8 @@ from PIL import Image
 
 from .detector import Detector
 from .inputs import InputSpec
-from .pipeline import Scanner, ScanOptions, default_workers, package_versions
+from .pipeline import Scanner, ScanOptions, default_workers
+from .provenance import package_versions
 
 SYNTHETIC_SIDES = (224, 512)
 

@@ -18,10 +18,8 @@ import hashlib
 import io
 import math
 import re
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +37,7 @@ from .detector import Detector, scale_logits
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import LocalizationScores, load_mask, score_mask
 from .models.config import PreprocessConfig
-from .pipeline import package_versions
+from .provenance import provenance
 from .runner import Runner
 from .workers import ProcessDied, WorkerLoader, init_worker, run_alone, worker_died
 
@@ -595,21 +593,8 @@ def evaluate(
             probs = attribute(dataset.samples, attributor, p, options, progress)
             table.attribution = attribution_table(dataset.samples, probs, attributor.classes)
         tables.append(table)
-    provenance = {
-        "weights": {"source": detector.info.source, "sha256": detector.info.sha256},
-        "model_key": model_key(detector),
-        "device": str(detector.device),
-        "precision": detector.precision,
-        "localizer": None if localizer is None else {"model": localizer.name, "sha256": localizer.info.sha256},
-        "attributor": None
-        if attributor is None
-        else {"model": attributor.name, "sha256": attributor.info.sha256, "classes": list(attributor.classes)},
-        "batch_size": options.batch_size,
-        "versions": package_versions(),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": sys.argv,
-    }
-    return EvalResult(detector.name, detector.threshold, detector.temperature, dataset, tables, provenance)
+    record = provenance(detector, localizer, attributor, model_key=model_key(detector), batch_size=options.batch_size)
+    return EvalResult(detector.name, detector.threshold, detector.temperature, dataset, tables, record)
 
 
 # --- outputs ----------------------------------------------------------------------------------

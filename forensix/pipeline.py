@@ -34,12 +34,10 @@ import hashlib
 import itertools
 import math
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +54,7 @@ from .inputs import InputItem, InputSpec, Limits, iter_entries
 from .metadata import read_metadata
 from .models.config import PreprocessConfig
 from .overlay import MaskFiles, write_mask_files
+from .provenance import provenance
 from .schema import new_row
 from .workers import ProcessDied, WorkerLoader, init_worker, run_alone, worker_died
 
@@ -68,19 +67,6 @@ SKIP_RESUMED = "resumed"
 READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError)  # what reading an entry raises (zipfile/tarfile: all)
 PARITY_IMAGES = 8  # JPEGs scored both ways before the device decodes any (gpu_decode)
 PARITY_LOOK_AT = 1000  # inputs searched for them
-
-
-def package_versions() -> dict[str, str]:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for name in ("forensix", "torch", "open_clip_torch", "pillow", "numpy", "exifread", "c2pa-python"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
 
 
 def default_workers() -> int:
@@ -583,43 +569,22 @@ class Scanner:
         return sum(1 for _ in iter_entries(self.spec.paths(), self.options.limits))
 
     def provenance(self) -> dict[str, Any]:
-        """What produces this scan's rows, so that a report can be reproduced."""
-        d, o = self.detector, self.options
-        found = {
-            "model": d.name,
-            "weights": {"source": d.info.source, "sha256": d.info.sha256, "provenance": d.info.provenance},
-            "config": d.config.name,
-            "threshold": d.threshold,
-            "preprocess": asdict(d.config.preprocess),
-            "device": str(d.device),
-            "precision": d.precision,
-            "batch_size": o.batch_size,
-            "limits": {**asdict(o.limits), "max_pixels": o.max_pixels},
-            "metadata": o.metadata,
-            "gpu_decode": o.gpu_decode,
-            "cache": None if self.cache is None else {"path": str(self.cache.path), "model_key": self.cache_key},
-            "resumed_from_rows": len(self.done) if self.done is not None else 0,
-            "versions": package_versions(),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": sys.argv,
-        }
-        if (loc := self.localizer) is not None:
-            found["localizer"] = {
-                "model": loc.name,
-                "weights": {"source": loc.info.source, "sha256": loc.info.sha256},
-                "config": loc.config.name,
-                "preprocess": asdict(loc.config.preprocess),
-                "masks_dir": str(o.masks_dir),
-                "masks_for": "all images" if o.masks_all else "images judged fake",
-            }
-        if (attr := self.attributor) is not None:
-            found["attributor"] = {
-                "model": attr.name,
-                "weights": {"source": attr.info.source, "sha256": attr.info.sha256},
-                "config": attr.config.name,
-                "classes": list(attr.classes),
-                "preprocess": asdict(attr.config.preprocess),
-            }
+        """What produces this scan's rows, so that a report can be reproduced (and a resume checked)."""
+        o = self.options
+        found = provenance(
+            self.detector,
+            self.localizer,
+            self.attributor,
+            batch_size=o.batch_size,
+            limits={**asdict(o.limits), "max_pixels": o.max_pixels},
+            metadata=o.metadata,
+            gpu_decode=o.gpu_decode,
+            cache=None if self.cache is None else {"path": str(self.cache.path), "model_key": self.cache_key},
+            resumed_from_rows=len(self.done) if self.done is not None else 0,
+        )
+        if found["localizer"] is not None:
+            found["localizer"]["masks_dir"] = str(o.masks_dir)
+            found["localizer"]["masks_for"] = "all images" if o.masks_all else "images judged fake"
         return found
 
     def _count_skip(self, reason: str) -> None:
