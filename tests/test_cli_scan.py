@@ -254,3 +254,146 @@ def test_progress_bar_runs_to_the_total(photos, tiny_weights):
     result = scan(photos, "--weights", tiny_weights, "--progress", "--workers", "0")
     assert result.exit_code == 0, result.output
     assert "8/8" in result.stderr  # 7 images + 1 non-image counted by the background walk
+
+
+# --- every option end to end ---------------------------------------------------------------------
+
+
+def jsonl_rows(result) -> list[dict]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_meta_writes_the_sidecar_where_asked_even_for_stdout(photos, tiny_weights, tmp_path):
+    meta = tmp_path / "elsewhere" / "scan.json"
+    meta.parent.mkdir()
+    rows = jsonl_rows(scan(photos, "--weights", tiny_weights, "--workers", "0", "--meta", meta))
+    recorded = json.loads(meta.read_text())
+    assert recorded["model"] == rows[0]["model"] and recorded["metadata"] is True
+
+
+def test_no_metadata_leaves_notes_out(tmp_path, tiny_weights):
+    exif = random_image(240, 240).getexif()
+    exif[0x010F], exif[0x0110] = "Canon", "Canon EOS 5D"
+    random_image(240, 240).save(tmp_path / "photo.jpg", exif=exif)
+    (with_notes,) = jsonl_rows(scan(tmp_path / "photo.jpg", "--weights", tiny_weights, "--workers", "0"))
+    (without,) = jsonl_rows(scan(tmp_path / "photo.jpg", "--weights", tiny_weights, "--workers", "0", "--no-metadata"))
+    assert "Camera: Canon EOS 5D" in with_notes["notes"] and with_notes["metadata"]["exif"]["make"] == "Canon"
+    assert without["notes"] == "" and "metadata" not in without
+    assert without["score"] == with_notes["score"]  # notes never feed the score
+
+
+def png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def archive(tmp_path) -> Path:
+    """A zip of three PNGs (159 kB each, barely compressible) and a flat BMP (173 kB, compressed 750 times)."""
+    import zipfile
+
+    path = tmp_path / "set.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(3):
+            z.writestr(f"{i}.png", png_bytes(random_image(240, 240, seed=i)))
+        flat = io.BytesIO()
+        random_image(240, 240).point(lambda _: 128).save(flat, "BMP")
+        z.writestr("flat.bmp", flat.getvalue())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "errors", "message"),
+    [
+        ("--max-pixels", "50000", ["0.png", "1.png", "2.png", "flat.bmp"], "exceeds the max-pixels limit (50000)"),
+        ("--max-bytes", "165000", ["flat.bmp"], "over the max-bytes limit (165000)"),
+        ("--max-archive-bytes", "400000", ["2.png", "flat.bmp"], "the max-archive-bytes limit (400000)"),
+        ("--max-ratio", "50", ["flat.bmp"], "exceeds the max-ratio limit (50)"),
+    ],
+)
+def test_each_limit_turns_what_exceeds_it_into_an_error_row(archive, tiny_weights, option, value, errors, message):
+    plain = jsonl_rows(scan(archive, "--weights", tiny_weights, "--workers", "0", "--max-ratio", "1000"))
+    assert [r["error"] for r in plain] == [""] * 4
+    ratio = [] if option == "--max-ratio" else ["--max-ratio", "1000"]  # the flat BMP is a zip bomb by default
+    rows = jsonl_rows(scan(archive, "--weights", tiny_weights, "--workers", "0", option, value, *ratio))
+    assert [r["member"] for r in rows] == ["0.png", "1.png", "2.png", "flat.bmp"]  # still a row each, in order
+    assert [r["member"] for r in rows if r["verdict"] == "error"] == errors
+    assert all(message in r["error"] for r in rows if r["verdict"] == "error")
+
+
+def test_bf16_scores_follow_fp32(photos, tiny_weights, tmp_path):
+    fp32 = jsonl_rows(scan(photos, "--weights", tiny_weights, "--workers", "0"))
+    out = tmp_path / "bf16.jsonl"
+    result = scan(photos, "--weights", tiny_weights, "--workers", "0", "--precision", "bf16", "--out", out)
+    assert result.exit_code == 0, result.output
+    bf16 = read_rows(out.read_text(), "jsonl")
+    assert [r["path"] for r in bf16] == [r["path"] for r in fp32]
+    pairs = [(a["score"], b["score"]) for a, b in zip(fp32, bf16) if a["score"] is not None]
+    assert len(pairs) == 6 and all(abs(a - b) < 0.02 for a, b in pairs)  # bf16 keeps 8 bits of mantissa
+    assert json.loads((tmp_path / "bf16.jsonl.meta.json").read_text())["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_format_overrides_the_extension_and_applies_to_stdout(photos, tiny_weights, tmp_path, fmt):
+    out = tmp_path / "report.txt"
+    assert scan(photos, "--weights", tiny_weights, "--workers", "0", "--out", out, "--format", fmt).exit_code == 0
+    on_stdout = scan(photos, "--weights", tiny_weights, "--workers", "0", "--format", fmt)
+    assert on_stdout.exit_code == 0, on_stdout.output
+    assert out.read_text() == on_stdout.stdout
+    assert len(read_rows(on_stdout.stdout, fmt)) == 7
+
+
+@pytest.mark.slow  # torch.compile's inductor builds C++ kernels: minutes on a small CPU
+def test_compile_gives_the_same_rows(photos, tiny_weights):
+    plain = jsonl_rows(scan(photos, "--weights", tiny_weights, "--workers", "0"))
+    compiled = jsonl_rows(scan(photos, "--weights", tiny_weights, "--workers", "0", "--compile"))
+    assert [r["path"] for r in compiled] == [r["path"] for r in plain]
+    assert all(
+        (a["score"] is None and b["score"] is None) or abs(a["score"] - b["score"]) < 1e-4
+        for a, b in zip(plain, compiled)
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "named"),
+    [
+        ([], ["--max-pixels", "50000"], "pass --max-pixels 178956970"),
+        ([], ["--max-bytes", "100000"], "pass --max-bytes 536870912"),
+        ([], ["--max-archive-bytes", "400000"], "pass --max-archive-bytes 68719476736"),
+        (["--max-ratio", "1000"], ["--max-ratio", "50"], "pass --max-ratio 1000.0"),
+        ([], ["--no-metadata"], "pass --metadata"),
+        (["--no-metadata"], [], "pass --no-metadata"),
+    ],
+)
+def test_resume_refuses_changed_limits_or_notes_setting(photos, tiny_weights, tmp_path, first, then, named):
+    out = tmp_path / "report.jsonl"
+    args = [photos, "--weights", tiny_weights, "--out", out, "--workers", "0"]
+    assert scan(*args, *first).exit_code == 0
+    before = out.read_bytes()
+    result = scan(*args, "--resume", *then)
+    assert result.exit_code == 2, result.output
+    assert named in result.stderr and "Traceback" not in result.output
+    assert out.read_bytes() == before
+    assert scan(*args, "--resume", *first).exit_code == 0  # the same settings resume
+
+
+def test_the_default_model_comes_from_the_manifest(photos, tiny_weights, home):
+    import shutil
+
+    import forensix
+    from forensix.weights import cached_sha256
+
+    # Where the shipped manifest looks for deeclip's file. The loader goes by content, not name, and
+    # a tiny model in the authors' layout would need --feature-layers: the tiny forensix file stands in.
+    home.mkdir()
+    placed = home / "deeclip_weight_complete_with_lora_5.pth"
+    shutil.copy(tiny_weights, placed)
+    rows = jsonl_rows(scan(photos, "--workers", "0"))  # no --model: deeclip, resolved in FORENSIX_HOME
+    name = f"deeclip@{cached_sha256(placed)[:12]}"
+    assert {r["model"] for r in rows} == {name}
+    by_file = forensix.load_detector(weights=tiny_weights, device="cpu")
+    assert [r["score"] for r in rows] == [r["score"] for r in forensix.scan([str(photos)], by_file, workers=0)]
+    by_name = forensix.load_detector("deeclip", device="cpu")
+    assert by_name.name == name and by_name.loaded.source == str(placed)

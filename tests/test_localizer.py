@@ -304,3 +304,18 @@ def test_vit_rn50_import_needs_and_uses_the_backbones(home, tmp_path, vitrn50):
     a = load_localizer(path, device="cpu").probabilities([image])
     b = load_localizer(tmp_path / "x.safetensors", device="cpu").probabilities([image])
     assert np.abs(a - b).max() <= 1e-6
+
+
+def test_forensix_scan_draws_masks_with_a_localizer(tmp_path, photos, detector, official_file):
+    import forensix
+
+    fake = forensix.load_detector(weights=detector.loaded.source, device="cpu", threshold=0.0)  # all fake
+    localizer = forensix.load_localizer(official_file, device="cpu")
+    masks = tmp_path / "masks"
+    rows = list(forensix.scan([str(photos)], fake, localizer=localizer, masks_dir=masks, workers=0, batch_size=2))
+    expected, _ = scan_with_masks([photos], fake, localizer, tmp_path / "by-scanner", workers=0, batch_size=2)
+    assert len(rows) == 5 and sum(bool(r["mask"]) for r in rows) == 4
+    assert all(Path(r["mask"]).parent == masks and Path(r["mask"]).exists() for r in rows if r["mask"])
+    assert [r["mask_fraction"] for r in rows] == [r["mask_fraction"] for r in expected]
+    with pytest.raises(ValueError, match="--localizer with --masks"):
+        forensix.scan([str(photos)], fake, localizer=localizer)
