@@ -43,7 +43,7 @@ class Row:
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row) if not f.metadata.get("json_only"))
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Row))
-_BLANK = {f.name: f.default for f in fields(Row) if f.name in COLUMNS and f.default is not MISSING}
+_BLANK = {f.name: None if f.default is MISSING else f.default for f in fields(Row) if f.name in COLUMNS}
 
 
 def new_row(item: InputItem) -> dict[str, Any]:
