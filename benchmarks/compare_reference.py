@@ -42,7 +42,8 @@ from forensix.imaging import decode_image, preprocess  # noqa: E402
 from forensix.inputs import InputSpec  # noqa: E402
 from forensix.models.checkpoints import build_and_load  # noqa: E402
 from forensix.models.deeclip import convert_deeclip  # noqa: E402
-from forensix.pipeline import Scanner, ScanOptions, default_workers, package_versions  # noqa: E402
+from forensix.pipeline import Scanner, ScanOptions, default_workers  # noqa: E402
+from forensix.provenance import package_versions  # noqa: E402
 from forensix.runner import LoadedWeights  # noqa: E402
 
 SIZES = {

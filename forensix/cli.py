@@ -376,7 +376,7 @@ def scan(
 def _load_localizer(
     spec: str | None, masks_dir: Path | None, masks_all: bool, device: str, precision: str
 ) -> Localizer | None:
-    """The localizer, after checking that its options fit together and the masks folder is writable."""
+    """The localizer, after checking that its options fit together (write_report checks the masks folder)."""
     if spec is None:
         if masks_dir is not None or masks_all:
             raise Fatal("--masks and --masks-all need a localizer: add --localizer NAME|PATH")

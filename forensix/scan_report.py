@@ -70,7 +70,7 @@ class ScanSummary:
 
 
 def write_report(
-    paths: Sequence[str] | InputSpec,
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | InputSpec,
     detector: Detector,
     out: str | os.PathLike[str] | IO[str],
     resume: bool = False,
@@ -84,7 +84,7 @@ def write_report(
     log: Callable[[str], None] | None = None,
     **options: Any,
 ) -> ScanSummary:
-    """Scan ``paths`` (files, folders, archives) and write one row per image to ``out``; see the module.
+    """Scan ``paths`` (files, folders, archives; one or a sequence) and write one row per image to ``out``.
 
     ``out`` is a report file or an open text stream (e.g. ``sys.stdout``; not closed here). The
     format is ``format``, else ``out``'s extension, else JSON Lines. ``resume=True`` (a file only)
@@ -96,7 +96,9 @@ def write_report(
     for a report that can't be written or resumed, before any image is read. Ctrl-C or SIGTERM
     during the scan does not raise: the report is finished and the summary says ``interrupted``.
     """
-    spec = paths if isinstance(paths, InputSpec) else InputSpec.from_args(paths)
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]  # one path, not a sequence of characters
+    spec = paths if isinstance(paths, InputSpec) else InputSpec.from_args([os.fspath(p) for p in paths])
     scan_options = ScanOptions(**options)
     path = Path(out) if isinstance(out, (str, os.PathLike)) else None
     fmt = format_for(str(path) if path is not None else None, format)

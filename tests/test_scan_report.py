@@ -51,6 +51,9 @@ def test_a_stream_gets_the_report_and_no_sidecar(photos, detector):
     stream = io.StringIO()
     summary = write_report([str(photos)], detector, stream, format="json", workers=0)
     assert summary.meta_path is None and not stream.closed
+    one = io.StringIO()
+    write_report(photos, detector, one, format="json", workers=0)  # one path, as a Path
+    assert one.getvalue() == stream.getvalue()
     assert [r["path"] for r in json.loads(stream.getvalue())] == [
         r["path"] for r in forensix.scan([str(photos)], detector, workers=0)
     ]
