@@ -396,4 +396,4 @@ def test_the_default_model_comes_from_the_manifest(photos, tiny_weights, home):
     by_file = forensix.load_detector(weights=tiny_weights, device="cpu")
     assert [r["score"] for r in rows] == [r["score"] for r in forensix.scan([str(photos)], by_file, workers=0)]
     by_name = forensix.load_detector("deeclip", device="cpu")
-    assert by_name.name == name and by_name.loaded.source == str(placed)
+    assert by_name.name == name and by_name.info.source == str(placed)

@@ -309,7 +309,7 @@ def test_vit_rn50_import_needs_and_uses_the_backbones(home, tmp_path, vitrn50):
 def test_forensix_scan_draws_masks_with_a_localizer(tmp_path, photos, detector, official_file):
     import forensix
 
-    fake = forensix.load_detector(weights=detector.loaded.source, device="cpu", threshold=0.0)  # all fake
+    fake = forensix.load_detector(weights=detector.info.source, device="cpu", threshold=0.0)  # all fake
     localizer = forensix.load_localizer(official_file, device="cpu")
     masks = tmp_path / "masks"
     rows = list(forensix.scan([str(photos)], fake, localizer=localizer, masks_dir=masks, workers=0, batch_size=2))
