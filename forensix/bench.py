@@ -200,7 +200,7 @@ def run_bench(detector: Detector, options: BenchOptions, log: Callable[[str], No
         "image_count": images,
         "runs": options.runs,
         "warmup": options.warmup,
-        "compile": getattr(detector, "compiled", False),  # the ONNX detector has no such option
+        "compile": getattr(detector.backend, "compiled", False),  # onnxruntime has no such option
         "gpu_decode": options.gpu_decode,
         "max_batch": detector.max_batch,  # not None: batch_size ran out of GPU memory, the figures are of pieces
     }

@@ -65,6 +65,7 @@ class TorchBackend:
         self.memory_format = torch.channels_last if channels_last else torch.preserve_format
         if channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
+        self.compiled = compile
         self.forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(self.module) if compile else self.module
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
