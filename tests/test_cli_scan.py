@@ -161,7 +161,10 @@ def test_resume_upgrades_a_csv_report_of_an_older_version(photos, tiny_weights, 
     assert upgraded in result.stderr
     resumed = read_rows(out.read_text(), "csv")
     assert list(resumed[0]) == list(COLUMNS)
-    assert [(r["path"], r["score"]) for r in resumed] == [(r["path"], r["score"]) for r in first]
+    assert [r["path"] for r in resumed] == [r["path"] for r in first]
+    # the resumed images ran in other batches: the same scores to float32's precision, not to the bit
+    scores = [[float(r["score"] or "nan") for r in rows] for rows in (resumed, first)]
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6, nan_ok=True)
 
 
 def test_use_cache_serves_a_second_scan_from_the_prediction_cache(photos, tiny_weights, tmp_path):
