@@ -102,7 +102,9 @@ def test_workers_fork_on_linux_whatever_pythons_default():
 
 def test_without_workers_it_is_a_plain_loader():
     assert [int(b) for b in WorkerLoader(list(range(3)), batch_size=1)] == [0, 1, 2]
-    assert issubclass(WorkerLoader, DataLoader)
+    ours = list(WorkerLoader(CollectingDataset(), batch_size=3))
+    plain = list(DataLoader(CollectingDataset(), batch_size=3))
+    assert [b.tolist() for b in ours] == [b.tolist() for b in plain] == [[os.getpid()] * 3, [os.getpid()]]
 
 
 def _tensor_of(n: int) -> torch.Tensor:
