@@ -232,8 +232,9 @@ def test_an_interruption_leaves_a_valid_json_array_and_exits_130(tmp_path, tiny_
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     rows = json.loads(out.read_text())
-    assert 0 < len(rows) < 400 and "Traceback" not in stderr, stderr
-    assert f"interrupted after {len(rows)} images" in stderr  # every row counted is in the report
+    assert rows and "Traceback" not in stderr, stderr
+    # However far the scan got before the signal: the rows it counts are the report's, in order.
+    assert f"interrupted after {len(rows)} images" in stderr
     assert [r["path"] for r in rows] == sorted(str(p) for p in root.iterdir())[: len(rows)]
 
 
