@@ -662,12 +662,10 @@ def cache_info(
             rows = [{"model": m, "perturbation": p, "logits": n} for m, p, n in counts]
             typer.echo(json.dumps({"path": str(cache.path), "bytes": size, "entries": rows}))
             return
-        table = Table(title=f"{cache.path}: {sum(n for *_, n in counts):,} logits, {size / 2**20:.1f} MiB")
-        for column in ("model key", "perturbation", "logits"):
-            table.add_column(column)
-        for m, p, n in counts:
-            table.add_row(m, p, f"{n:,}")
-        out.print(table)
+        # The path on a line of its own: in a table's title rich would wrap it at the table's width.
+        typer.echo(f"{cache.path}: {sum(n for *_, n in counts):,} logits, {size / 2**20:.1f} MiB")
+        rows = [[m, p, f"{n:,}"] for m, p, n in counts]
+        _print_table("logits per model key", ("model key", "perturbation", "logits"), rows, mean_last=False)
 
 
 @cache_app.command("clear")

@@ -35,11 +35,21 @@ def tiny_official_file(tmp_path_factory, tiny_reference) -> Path:
 
 def random_image(w: int, h: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
     rng = np.random.default_rng(seed)
-    # Smooth gradients plus noise: resampling filters see realistic structure, not only noise.
+    # Smooth gradients plus noise: resampling filters see realistic structure, not only noise. Each
+    # seed has its own colours and directions, so that images differ in content, as photos do.
     y, x = np.mgrid[0:h, 0:w]
-    base = np.stack([(x * 255 / max(w - 1, 1)), (y * 255 / max(h - 1, 1)), ((x + y) * 127 / max(w + h, 1))], -1)
-    img = np.clip(base + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+    angle = rng.uniform(0, 2 * np.pi, 3)
+    low, high = np.sort(rng.uniform(0, 255, (2, 3)), axis=0)
+    t = np.cos(angle) * x[..., None] / max(w - 1, 1) + np.sin(angle) * y[..., None] / max(h - 1, 1)
+    t = (t - t.min((0, 1))) / np.maximum(np.ptp(t, (0, 1)), 1e-9)
+    img = np.clip(low + (high - low) * t + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
     return Image.fromarray(img, "RGB").convert(mode)
+
+
+def assert_spread(scores, tolerance: float) -> None:
+    """A comparison within ``tolerance`` means something only if the scores differ by far more."""
+    spread = float(np.ptp(np.asarray(scores, dtype=np.float64)))
+    assert spread >= 100 * tolerance, f"scores spread over {spread:.3g}: under 100 x the tolerance {tolerance:g}"
 
 
 @pytest.fixture
@@ -51,13 +61,21 @@ def images() -> list[Image.Image]:
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A tiny DeeCLIP of the product's own factory, random weights, saved in forensix's format."""
+    from forensix.imaging import preprocess
     from forensix.models.checkpoints import save_checkpoint
     from forensix.models.config import get_config
     from forensix.models.factory import create_model
 
     torch.manual_seed(1)
     cfg = get_config("deeclip-tiny")
-    model = create_model(cfg)
+    model = create_model(cfg).eval()
+    with torch.no_grad():
+        # The default head scores every test image within 2e-3 of the others: larger weights spread
+        # them over about 0.1-0.9, and the bias puts a mid-grey image at 0.5.
+        model.fc.weight.normal_(0, 8.0)
+        model.fc.bias.zero_()
+        grey = preprocess(Image.new("RGB", (224, 224), (128, 128, 128)), cfg.preprocess)
+        model.fc.bias.sub_(model(grey[None]))
     path = tmp_path_factory.mktemp("weights") / "deeclip-tiny.safetensors"
     save_checkpoint(path, cfg, model.state_dict(), provenance={"source": "random init for tests"})
     return path

@@ -131,8 +131,13 @@ def test_probabilities_sum_to_one_and_p_fake_is_one_minus_p_real(attributor):
     probs = attributor.probabilities([random_image(90, 70, seed=i) for i in range(4)])
     assert probs.shape == (4, 3) and probs.dtype == np.float32
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-6)
-    assert np.array_equal(p_fake(probs), 1.0 - probs[:, 0])
-    assert np.allclose(p_fake(probs), probs[:, 1:].sum(axis=1), atol=1e-6)
+    assert np.allclose(p_fake(probs), probs[:, 1:].sum(axis=1), atol=1e-6)  # every class but "real"
+    batch = torch.stack([attributor.preprocess(random_image(90, 70, seed=i)) for i in range(4)])
+    with torch.no_grad():
+        logits = attributor.logits(batch).double()
+    real = logits[:, 0].exp() / logits.exp().sum(dim=1)  # softmax written out, in float64
+    assert np.abs(p_fake(probs) - (1 - real.numpy())).max() < 1e-6
+    assert np.ptp(p_fake(probs)) > 1e-3  # the images differ in P(fake): a constant would not pass
 
 
 def test_text_embeddings_are_cached_and_equal_recomputed_ones(attributor, monkeypatch):

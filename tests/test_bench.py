@@ -1,12 +1,14 @@
 """forensix bench (library and CLI) and benchmarks/compare_reference.py, on the tiny model, CPU."""
 
+import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from conftest import random_image
+from conftest import assert_spread, random_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,6 +20,23 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("model_img_per_s", "decode_img_per_s", "end_to_end_img_per_s")
 
 
+@pytest.fixture
+def clock(monkeypatch):
+    """bench's clock ticks one second per reading: each timed run takes 1 s, so a rate is the images it did."""
+    import forensix.bench as bench
+
+    ticks = itertools.count()
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+
+
+def rss_mb(field: str) -> float:
+    """This process's VmRSS or VmHWM (peak) in MiB, from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
 def test_synthetic_jpegs_are_deterministic_and_in_range(tmp_path):
     a, b = synthetic_jpegs(tmp_path / "a", 3), synthetic_jpegs(tmp_path / "b", 3)
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
@@ -26,7 +45,7 @@ def test_synthetic_jpegs_are_deterministic_and_in_range(tmp_path):
             assert image.format == "JPEG" and all(224 <= side <= 512 for side in image.size)
 
 
-def test_bench_on_a_folder_with_device_decoding(tiny_weights, tmp_path):
+def test_bench_on_a_folder_with_device_decoding(tiny_weights, tmp_path, clock):
     folder = tmp_path / "images"
     folder.mkdir()
     for i, size in enumerate([(300, 240), (224, 400), (512, 512)]):
@@ -34,23 +53,29 @@ def test_bench_on_a_folder_with_device_decoding(tiny_weights, tmp_path):
     random_image(250, 250).save(folder / "lossless.png")  # decoded by the scan, skipped by the JPEG path
     (folder / "notes.txt").write_text("not an image")
     detector = load_detector(weights=tiny_weights, device="cpu")
+    assert_spread(detector.score([Image.open(folder / f"{i}.jpg").convert("RGB") for i in range(3)]), 1e-3)
     options = BenchOptions(batch_size=2, workers=1, images=folder, runs=1, warmup=0, gpu_decode=True)
+    rss_before = rss_mb("VmRSS")
     result = run_bench(detector, options)
     data = result.to_dict()
-    device_figures = ("gpu_decode_img_per_s", "end_to_end_gpu_decode_img_per_s")
-    assert all(data[key] > 0 for key in (*FIGURES, "peak_rss_mb", "peak_worker_rss_mb", *device_figures))
+    # One timed run each, one clock second long: decode and the scan did the 4 images (not the text
+    # file), the model two batches of 2; the device path the 3 JPEGs; the scan with it the 4 images.
+    assert [data[key] for key in FIGURES] == [4.0, 4.0, 4.0]
+    assert (data["gpu_decode_img_per_s"], data["end_to_end_gpu_decode_img_per_s"]) == (3.0, 4.0)
+    assert rss_before <= data["peak_rss_mb"] <= rss_mb("VmHWM") and data["peak_worker_rss_mb"] > 0
     assert data["gpu_decode_max_score_diff"] <= 1e-3
     assert data["image_count"] == 4 and data["images"] == str(folder) and data["peak_gpu_mb"] is None
     assert (data["batch_size"], data["workers"], data["compile"], data["device"]) == (2, 1, False, "cpu")
     assert data["max_batch"] is None  # every batch fitted
 
 
-def test_bench_cli_json(tiny_weights):
+def test_bench_cli_json(tiny_weights, clock):
     args = ["bench", "--weights", str(tiny_weights), "--device", "cpu", "--batch-size", "3", "--workers", "0"]
     result = CliRunner().invoke(app, [*args, "--count", "5", "--runs", "2", "--warmup", "0", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert all(isinstance(data[key], float) and data[key] > 0 for key in FIGURES)
+    # Each run one clock second: 5 images decoded and scanned, the model 2 full batches of 3.
+    assert [data[key] for key in FIGURES] == [6.0, 5.0, 5.0]
     assert data["images"] == "synthetic" and data["image_count"] == 5 and data["peak_worker_rss_mb"] is None
     assert (data["batch_size"], data["workers"], data["runs"], data["warmup"]) == (3, 0, 2, 0)
     assert data["precision"] == "fp32" and data["model"].startswith("deeclip-tiny@")
@@ -80,9 +105,20 @@ def test_gpu_targets_script_runs_its_stages_and_tabulates_them(tmp_path):
     assert figures["gpu-decode"]["gpu_decode_max_score_diff"] <= 1e-3
     assert set(figures["layout"]) == {"model_img_per_s_channels_last", "model_img_per_s_contiguous"}
     assert all(figures["onnx"][f"{b}_b{n}_model_img_per_s"] > 0 for b in ("torch", "onnx") for n in (1, 32, 256))
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| 20")]
-    assert any("| torch | model_img_per_s |" in row and "≥ 2,500 on an H100 |" in row for row in rows)
-    assert not any("| batch_size |" in row for row in rows)  # settings stay out of the table
+    # The table: every recorded figure with its value, no setting; targets beside the torch stage's only.
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in done.stdout.splitlines() if line.startswith("| 20")]
+    shown = {(stage, key): float(value.replace(",", "")) for _, _, stage, key, value, _ in cells}
+    recorded = {
+        (r["stage"], key): value
+        for r in records
+        for key, value in r["figures"].items()
+        if value is not None and key.endswith(("_per_s", "_mb", "_diff"))
+    }
+    assert shown.keys() == recorded.keys() and len(cells) == len(recorded)
+    for key, value in recorded.items():
+        assert shown[key] == pytest.approx(value, rel=1e-2, abs=0.05)
+    targeted = {(stage, key) for _, _, stage, key, _, target in cells if target}
+    assert targeted == {("torch", "model_img_per_s"), ("torch", "end_to_end_img_per_s")}
 
 
 def test_compare_reference_tiny_agrees():
@@ -96,7 +132,7 @@ def test_compare_reference_tiny_agrees():
     assert "same verdicts True" in done.stdout
 
 
-def test_bench_runs_the_onnx_backend(tiny_weights, tmp_path):
+def test_bench_runs_the_onnx_backend(tiny_weights, tmp_path, clock):
     pytest.importorskip("onnxruntime")
     from forensix.loading import load_weights
     from forensix.onnx_export import export_onnx
@@ -104,7 +140,8 @@ def test_bench_runs_the_onnx_backend(tiny_weights, tmp_path):
     export_onnx(load_weights(tiny_weights, "detector"), tmp_path / "tiny.onnx", check=False)
     detector = load_detector(tmp_path / "tiny.onnx", device="cpu")
     data = run_bench(detector, BenchOptions(batch_size=2, workers=0, count=2, runs=1, warmup=0)).to_dict()
-    assert data["backend"] == "onnx" and data["compile"] is False and data["model_img_per_s"] > 0
+    assert data["backend"] == "onnx" and data["compile"] is False
+    assert [data[key] for key in FIGURES] == [2.0, 2.0, 2.0]  # one batch of 2 in each one-second run
 
 
 def test_bench_cli_compiles_only_torch(tiny_weights):

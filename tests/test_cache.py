@@ -37,16 +37,27 @@ def test_counts_and_clearing_by_model_key_prefix(tmp_path):
 
 
 def test_cli_cache_info_and_clear(tmp_path):
-    cache = filled(tmp_path / CACHE_FILE)
+    folder = tmp_path / ("a-folder-with-a-long-name-" * 6)  # longer than a line: the output must not depend on it
+    folder.mkdir()
+    cache = filled(folder / CACHE_FILE)
     before = cache.size_bytes()
-    info = runner.invoke(app, ["cache", "info", "--cache", str(tmp_path), "--json"])
+    info = runner.invoke(app, ["cache", "info", "--cache", str(folder), "--json"])
     assert info.exit_code == 0, info.output
     data = json.loads(info.stdout)
     assert data["path"] == str(cache.path) and data["bytes"] == before
     assert {(e["model"], e["perturbation"]): e["logits"] for e in data["entries"]}[("aaaa:arch:fp32", "none")] == 300
-    table = runner.invoke(app, ["cache", "info", "--cache", str(tmp_path)])
-    assert table.exit_code == 0 and "314 logits" in table.stdout
-    cleared = runner.invoke(app, ["cache", "clear", "--cache", str(tmp_path), "--model-key", "aaaa"])
+    table = runner.invoke(app, ["cache", "info", "--cache", str(folder)])
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0] == f"{cache.path}: 314 logits, {before / 2**20:.1f} MiB"
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    assert cells == [
+        ["aaaa:arch:fp32", "jpeg=75", "5"],
+        ["aaaa:arch:fp32", "none", "300"],
+        ["aaab:arch:bf16", "none", "7"],
+        ["b%_:arch:fp32", "none", "2"],
+    ]
+    cleared = runner.invoke(app, ["cache", "clear", "--cache", str(folder), "--model-key", "aaaa"])
     assert cleared.exit_code == 0 and "dropped 305 logits, 9 left" in cleared.stderr
     assert cache.size_bytes() < before / 5  # compacted: 9 of 314 logits left
 

@@ -1,6 +1,7 @@
 """Official checkpoints → forensix: equivalence with the authors' architecture, strict key checks."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -228,7 +229,12 @@ def test_factory_builds_tiny_and_full_configs_from_the_same_code():
     with torch.device("meta"):
         full = create_model(get_config("deeclip-vit-l-14"), with_lora=True)
     tiny = create_model(get_config("deeclip-tiny"), with_lora=True)
-    assert type(full) is type(tiny)
+    # The same modules in the same order (block indices aside), at two sizes.
+    def layout(model):
+        return [(re.sub(r"\.\d+(?=\.|$)", ".N", n), type(m).__name__) for n, m in model.named_modules()]
+
+    assert list(dict.fromkeys(layout(full))) == list(dict.fromkeys(layout(tiny)))
+    assert full.proj.weight.shape == (768, 1024) and tiny.proj.weight.shape == (48, 64)
     assert full.backbone.num_blocks == 23  # hidden_states[23] is the deepest feature: block 24 is skipped
     trainable = sum(p.numel() for p in full.parameters() if p.requires_grad)
     # The paper's 3,164,677 trainable parameters include LoRA on the never-used 24th block (3 x 2 x 16 x 1024).

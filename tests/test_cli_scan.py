@@ -161,7 +161,10 @@ def test_resume_upgrades_a_csv_report_of_an_older_version(photos, tiny_weights, 
     assert upgraded in result.stderr
     resumed = read_rows(out.read_text(), "csv")
     assert list(resumed[0]) == list(COLUMNS)
-    assert [(r["path"], r["score"]) for r in resumed] == [(r["path"], r["score"]) for r in first]
+    assert [r["path"] for r in resumed] == [r["path"] for r in first]
+    # the resumed images ran in other batches: the same scores to float32's precision, not to the bit
+    scores = [[float(r["score"] or "nan") for r in rows] for rows in (resumed, first)]
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6, nan_ok=True)
 
 
 def test_use_cache_serves_a_second_scan_from_the_prediction_cache(photos, tiny_weights, tmp_path):
@@ -229,8 +232,9 @@ def test_an_interruption_leaves_a_valid_json_array_and_exits_130(tmp_path, tiny_
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     rows = json.loads(out.read_text())
-    assert 0 < len(rows) < 400 and "Traceback" not in stderr, stderr
-    assert f"interrupted after {len(rows)} images" in stderr  # every row counted is in the report
+    assert rows and "Traceback" not in stderr, stderr
+    # However far the scan got before the signal: the rows it counts are the report's, in order.
+    assert f"interrupted after {len(rows)} images" in stderr
     assert [r["path"] for r in rows] == sorted(str(p) for p in root.iterdir())[: len(rows)]
 
 

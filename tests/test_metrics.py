@@ -203,8 +203,10 @@ def test_resize_to_ramp():
     # Half-pixel centres: output column x samples x/2 - 0.25, clamped to [0, 3].
     assert out.dtype == np.float32 and out.shape == (4, 8)
     np.testing.assert_allclose(out, np.tile([0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3], (4, 1)), atol=1e-6)
-    assert resize_to(ramp, (2, 4)) is not ramp.astype(np.float64)  # same shape: returned as is
-    np.testing.assert_array_equal(resize_to(ramp, (2, 4)), ramp)
+    assert resize_to(ramp, (2, 4)) is ramp  # same shape, already float32: returned as is
+    as_float32 = resize_to(ramp.astype(np.float64), (2, 4))
+    assert as_float32.dtype == np.float32
+    np.testing.assert_array_equal(as_float32, ramp)
 
 
 def bilinear_oracle(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
+from conftest import assert_spread, random_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -42,7 +42,10 @@ def home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="module")
 def exported(tiny_weights, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "deeclip-tiny.onnx"
-    result = export_onnx(load_weights(tiny_weights, "detector"), path)
+    loaded = load_weights(tiny_weights, "detector")
+    with torch.inference_mode():
+        assert_spread(loaded.model(onnx_export.check_batch(loaded.config)), 1e-4)  # the logits the check compares
+    result = export_onnx(loaded, path)
     assert result.max_diff is not None and result.max_diff <= 1e-4 and result.check_inputs == 4
     return path
 
@@ -92,6 +95,8 @@ def test_fp32_export_matches_pytorch_at_any_batch_size(exported, tiny_weights, n
     (got,) = session(exported).run(["logits"], {"pixel_values": x.numpy()})
     with torch.inference_mode():
         want = model(x).numpy()
+    if n > 1:
+        assert_spread(want, 1e-4)
     assert got.shape == (n,) and got.dtype == np.float32
     assert np.abs(got - want).max() <= 1e-4
 
@@ -137,17 +142,20 @@ def test_lora_is_merged_into_the_exported_weights(tmp_path):
     assert not [i.name for i in onnx.load(str(out)).graph.initializer if "lora" in i.name]
 
 
-def test_fp16_export_scores_within_1e_2_and_keeps_fragile_ops_in_fp32(tiny_weights, exported, tmp_path):
+def test_fp16_export_scores_within_5e_3_and_keeps_fragile_ops_in_fp32(tiny_weights, exported, images, tmp_path):
     out = tmp_path / "fp16.onnx"
-    result = export_onnx(load_weights(tiny_weights, "detector"), out, precision="fp16")
+    loaded = load_weights(tiny_weights, "detector")
+    result = export_onnx(loaded, out, precision="fp16")
     assert result.compared == "score" and result.max_diff <= 1e-2
     assert out.stat().st_size < 0.7 * exported.stat().st_size  # the weights are stored in fp16
-    # onnxruntime's CPU provider runs fp16 graphs (ops without fp16 kernels get casts): check the scores.
-    x = batch(4, seed=7)
+    # onnxruntime's CPU provider runs fp16 graphs (ops without fp16 kernels get casts): check the scores,
+    # on images whose scores spread far wider than the tolerance (the export check's own barely differ).
+    x = torch.stack([preprocess(image, loaded.config.preprocess) for image in images])
     with torch.inference_mode():
-        want = torch.sigmoid(load_weights(tiny_weights, "detector").model(x)).numpy()
+        want = torch.sigmoid(loaded.model(x)).numpy()
+    assert_spread(want, 5e-3)
     (got,) = session(out).run(["logits"], {"pixel_values": x.numpy()})
-    assert got.dtype == np.float32 and np.abs(1 / (1 + np.exp(-got)) - want).max() <= 1e-2
+    assert got.dtype == np.float32 and np.abs(1 / (1 + np.exp(-got)) - want).max() <= 5e-3
     # ... and that LayerNorm, Softmax and the L2 norm compute in fp32.
     proto = onnx.shape_inference.infer_shapes(onnx.load(str(out)))
     g = proto.graph
@@ -282,6 +290,7 @@ def test_library_scan_through_onnx_gives_torch_s_rows(photos, exported, tiny_wei
     }
     rows = {k: list(forensix.scan([str(photos)], d, workers=0, batch_size=2)) for k, d in runs.items()}
     assert len(rows["onnx"]) == len(rows["torch"]) == 6
+    assert_spread(scores, 1e-4)
     for a, b in zip(rows["torch"], rows["onnx"]):
         assert (a["path"], a["verdict"], a["model"], a["threshold"]) == (
             b["path"],
@@ -307,6 +316,7 @@ def test_cli_scan_with_an_onnx_file_matches_the_torch_backend(photos, exported, 
     for result in (by_torch, by_onnx, by_suffix):
         assert result.exit_code == 0, result.output
     torch_rows = [json.loads(line) for line in by_torch.stdout.splitlines()]
+    assert_spread([r["score"] for r in torch_rows if r["score"] is not None], 1e-4)
     for onnx_rows in (
         [json.loads(line) for line in out.read_text().splitlines()],
         [json.loads(line) for line in by_suffix.stdout.splitlines()],
@@ -499,6 +509,7 @@ def test_the_plain_onnxruntime_example_in_the_docs_gives_forensix_scores(exporte
     exec(compile(docs_example(), "docs/onnx.md", "exec"), namespace)
     rows = list(forensix.scan(["photo.jpg", "screenshot.png"], load_detector(weights=tiny_weights, device="cpu")))
     scores = 1 / (1 + np.exp(-namespace["logits"].astype(np.float64)))
+    assert_spread(scores, 1e-4)
     assert np.abs(scores - [r["score"] for r in rows]).max() <= 1e-4
     # Its preprocessing is forensix's, pixel for pixel, in every mode and for images smaller than the crop.
     for mode, interpolation in [("resize_crop", "bicubic"), ("squash", "bilinear"), ("center_crop", "bicubic")]:
@@ -515,6 +526,7 @@ def test_the_library_loads_an_onnx_file_with_onnxruntime(exported, tiny_weights)
     torch_detector = forensix.load_detector(weights=tiny_weights, device="cpu")
     assert (onnx.backend.name, torch_detector.backend.name) == ("onnx", "torch")
     images = [random_image(240, 300, seed=s) for s in range(3)]
+    assert_spread(torch_detector.score(images), 1e-5)
     assert np.abs(onnx.score(images) - torch_detector.score(images)).max() <= 1e-5
     with pytest.raises(ValueError, match="ONNX model: use --backend onnx"):
         forensix.load_detector(weights=exported, backend="torch")

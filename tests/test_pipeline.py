@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import decoder_crashing_on, random_image, refused_jpeg
+from conftest import assert_spread, decoder_crashing_on, random_image, refused_jpeg
 from PIL import Image
 
 from forensix.cache import PredictionCache
@@ -100,6 +100,7 @@ def test_scores_equal_the_model_called_directly(tree, detector):
     scored = [r for r in rows if r["score"] is not None]
     images = [decode_image(Path(r["path"]).read_bytes()).image for r in scored]
     direct = detector.score(images)
+    assert_spread(direct, 1e-6)
     assert np.abs(np.array([r["score"] for r in scored]) - direct).max() <= 1e-6
 
 
@@ -107,6 +108,7 @@ def test_workers_give_the_same_rows_as_the_main_process(tree, detector):
     serial, _ = scan_rows([tree], detector, batch_size=2, workers=0)
     parallel, _ = scan_rows([tree], detector, batch_size=2, workers=2)
     assert [r["path"] for r in parallel] == [r["path"] for r in serial]
+    assert_spread([r["score"] for r in serial if r["score"] is not None], 1e-6)
     assert [r["score"] for r in parallel] == pytest.approx([r["score"] for r in serial], abs=1e-6, nan_ok=False)
     assert [r["notes"] for r in parallel] == [r["notes"] for r in serial]
 
@@ -277,6 +279,7 @@ def test_gpu_decode_gives_the_same_rows_within_the_parity_tolerance(jpegs, detec
     keys = ("path", "verdict", "width", "height", "format", "notes", "error", "sha256")
     assert [{k: r[k] for k in keys} for r in fast] == [{k: r[k] for k in keys} for r in plain]
     assert fast[-1]["verdict"] == "error" and "cannot decode" in fast[-1]["error"]  # truncated: Pillow refuses it
+    assert_spread([r["score"] for r in plain if r["score"] is not None], 1e-3)
     for a, b in zip(plain, fast):
         if a["score"] is not None:
             assert abs(a["score"] - b["score"]) <= 1e-3
@@ -355,6 +358,7 @@ def test_a_batch_too_big_for_the_gpu_runs_in_pieces_with_the_same_scores(tiny_we
     detector = load_detector(weights=tiny_weights, device="cpu")
     images = [random_image(240, 230, seed=i) for i in range(8)]
     expected = detector.score(images)
+    assert_spread(expected, 1e-6)
     detector.backend.forward = OutOfMemoryAbove(detector.backend.module, limit=3)
     np.testing.assert_allclose(detector.score(images), expected, atol=1e-6)
     assert detector.backend.forward.calls == [8, 4, 2, 2, 2, 2] and detector.max_batch == 2  # halved until it fits
@@ -422,7 +426,11 @@ def test_a_cached_scan_with_workers_finds_what_the_previous_one_stored(tree, det
     spec = InputSpec.from_args([str(tree)])
     first = list(Scanner(spec, detector, ScanOptions(batch_size=3, workers=2), cache=cache))
     again = Scanner(spec, detector, ScanOptions(batch_size=3, workers=2), cache=cache)
-    assert list(again) == first and again.stats.cached == IMAGES_IN_TREE - 1
+    rows = list(again)
+    assert again.stats.cached == IMAGES_IN_TREE - 1
+    # a cached score is the sigmoid of the stored logit: the same to float32's precision, not to the bit
+    assert [{**r, "score": None} for r in rows] == [{**r, "score": None} for r in first]
+    assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in first], abs=1e-6)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -440,6 +448,7 @@ def test_device_decoding_and_the_cache_together(jpegs, detector, tmp_path, worke
     assert [(r["path"], r["verdict"], r["width"], r["notes"]) for r in rows] == [
         (r["path"], r["verdict"], r["width"], r["notes"]) for r in plain
     ]
+    assert_spread([r["score"] for r in plain if r["score"] is not None], 1e-3)
     for a, b in zip(plain, rows):
         assert (a["score"] is None) == (b["score"] is None)
         if a["score"] is not None:

@@ -73,24 +73,48 @@ def test_workers_start_beside_an_onnxruntime_session_in_a_reference_cycle(tmp_pa
         gc.enable()
 
 
-class SlowDataset(Dataset):
+class GatedDataset(Dataset):
+    """One item, made only when the parent says so: the worker writes to ``started``, then waits on ``go``."""
+
+    def __init__(self) -> None:
+        self.started, self.started_w = os.pipe()
+        self.go_r, self.go = os.pipe()
+
     def __len__(self) -> int:
         return 1
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        time.sleep(2.0)
+        os.write(self.started_w, b"s")
+        os.read(self.go_r, 1)
         return torch.full((8,), float(i))
 
 
 def test_ctrl_c_while_a_batch_is_on_its_way_arrives_once_it_is_received_whole():
     """A KeyboardInterrupt inside the receiving of a worker's batch cut the fd handshake with the
     worker (whose sharing thread then printed a traceback) or left a torch object half built."""
-    batches = iter(WorkerLoader(SlowDataset(), batch_size=1, num_workers=1, timeout=60))
-    started = time.perf_counter()
-    threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+    data = GatedDataset()
+    batches = iter(WorkerLoader(data, batch_size=1, num_workers=1, timeout=60))
+    events: list[str] = []
+    raised = threading.Event()
+
+    def interrupt_then_release() -> None:
+        os.read(data.started, 1)  # the worker is making the batch: the main thread waits in next()
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        events.append("SIGINT sent")
+        raised.wait(1.0)  # an interrupt that is not held off is raised meanwhile
+        events.append("batch released")
+        os.write(data.go, b"g")
+
+    helper = threading.Thread(target=interrupt_then_release)
+    helper.start()
     with pytest.raises(KeyboardInterrupt):
         next(batches)
-    assert time.perf_counter() - started > 1.8  # held until the batch was in
+    events.append("KeyboardInterrupt")
+    raised.set()
+    helper.join(timeout=60)
+    for fd in (data.started, data.started_w, data.go_r, data.go):
+        os.close(fd)
+    assert events == ["SIGINT sent", "batch released", "KeyboardInterrupt"]  # held until the batch was in
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -102,7 +126,9 @@ def test_workers_fork_on_linux_whatever_pythons_default():
 
 def test_without_workers_it_is_a_plain_loader():
     assert [int(b) for b in WorkerLoader(list(range(3)), batch_size=1)] == [0, 1, 2]
-    assert issubclass(WorkerLoader, DataLoader)
+    ours = list(WorkerLoader(CollectingDataset(), batch_size=3))
+    plain = list(DataLoader(CollectingDataset(), batch_size=3))
+    assert [b.tolist() for b in ours] == [b.tolist() for b in plain] == [[os.getpid()] * 3, [os.getpid()]]
 
 
 def _tensor_of(n: int) -> torch.Tensor:
