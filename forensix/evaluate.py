@@ -14,7 +14,6 @@ scores nothing twice.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import re
@@ -31,16 +30,19 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
-from torch.utils.data import Subset
 
 from .cache import CLEAN, PredictionCache, model_key
-from .datasets import Dataset, ImageDataset, Prepared, PreparedBatch, Sample, collate_prepared, read_image_bytes
+from .datasets import Dataset, Sample
 from .detector import Detector, Runner, scale_logits
 from .imaging import DEFAULT_MAX_PIXELS
+from .inputs import DEFAULT_MAX_BYTES
 from .metrics import LocalizationScores, load_mask, score_mask
 from .models.config import PreprocessConfig
 from .pipeline import package_versions
-from .workers import ProcessDied, WorkerLoader, init_worker, run_alone, worker_died
+from .stages.batches import Block
+from .stages.entries import sample_entries
+from .stages.loader import LoaderOptions, prepared_blocks
+from .stages.records import IMAGE, Record, RecordBuilder
 
 if TYPE_CHECKING:
     from .attributor import Attributor
@@ -83,6 +85,10 @@ class Perturbation:
             radius = max(1, math.ceil(4 * self.value))
             return TF.gaussian_blur(image, [2 * radius + 1] * 2, [self.value] * 2)
         return image
+
+    def transform(self, image: Image.Image, _record: Record) -> Image.Image:
+        """As a record builder's transform (:class:`forensix.stages.records.RecordBuilder`)."""
+        return self(image)
 
 
 def jpeg_reencode(image: Image.Image, quality: int) -> Image.Image:
@@ -157,21 +163,21 @@ def predict(
     n = len(samples)
     out = Predictions(np.full(n, np.nan), [""] * n, [""] * n)
     for batch in image_batches(samples, detector.config.preprocess, perturbation, options, detector.device, lookup):
-        fresh = [p for p in batch.items if p.logit is None and not p.error]
-        if batch.tensor is not None:
-            raw = detector.raw_logits(batch.tensor).cpu().tolist()
+        fresh = [p for p in batch.records if p.has_input]
+        if IMAGE in batch.inputs:
+            raw = detector.raw_logits(batch.inputs[IMAGE]).cpu().tolist()
             out.scored += len(raw)
             for p, logit in zip(fresh, raw):
                 p.logit = logit if math.isfinite(logit) else None
                 p.error = "" if p.logit is not None else "the model returned a non-finite logit (try --precision fp32)"
             if cache is not None:
                 cache.put_many([(p.sha256, key, perturbation.name, p.logit) for p in fresh if p.logit is not None])
-        for p in batch.items:
+        for p in batch.records:
             out.sha256[p.index], out.errors[p.index] = p.sha256, p.error
             if p.logit is not None:
                 out.logits[p.index] = p.logit
         if progress is not None:
-            progress(len(batch.items))
+            progress(len(batch.records))
     return out
 
 
@@ -182,51 +188,13 @@ def image_batches(
     options: EvalOptions,
     device: torch.device,
     lookup: Callable[[str], float | None] | None = None,
-) -> Iterator[PreparedBatch]:
-    """Batches of prepared samples in order; decoding and the perturbation run in the workers.
-
-    A worker that dies (a decoder's crash, the out-of-memory killer) costs no sample: the first
-    batch not yet received is prepared sample by sample, each in a process of its own (the one
-    that kills its process gets an error), and workers start again after it.
-    """
-    transform = perturbation if perturbation.kind != "none" else None
-    dataset = ImageDataset(samples, cfg, transform, lookup, options.max_pixels)
-    extra: dict[str, Any] = dict(worker_init_fn=init_worker) if options.workers > 0 else {}
-    remaining: Sequence[int] = range(len(dataset))
-    while remaining:
-        loader = WorkerLoader(
-            Subset(dataset, remaining),
-            batch_size=options.batch_size,
-            num_workers=options.workers,
-            collate_fn=collate_prepared,
-            pin_memory=device.type == "cuda",
-            **extra,
-        )
-        received = 0
-        try:
-            for batch in loader:
-                received += len(batch.items)
-                yield batch
-            return
-        except Exception as e:
-            if not worker_died(e):
-                raise
-        resume = received + options.batch_size
-        lost, remaining = remaining[received:resume], remaining[resume:]
-        yield collate_prepared([_prepare_alone(dataset, i) for i in lost])
-
-
-def _prepare_alone(dataset: ImageDataset, index: int) -> Prepared:
-    try:
-        return run_alone(dataset.__getitem__, index)
-    except ProcessDied as e:
-        crashed = Prepared(index, error=f"cannot decode image: {e}")
-        try:  # reading and hashing are safe here: it is decoding that crashes
-            data = read_image_bytes(dataset.samples[index].path, dataset.max_bytes)
-            crashed.sha256 = hashlib.sha256(data).hexdigest()
-        except (OSError, ValueError):
-            pass
-        return crashed
+) -> Iterator[Block]:
+    """Blocks of ``batch_size`` prepared samples in order (record index = sample index); decoding and
+    the perturbation run in the workers, and a worker's death costs no sample (:mod:`forensix.stages.loader`)."""
+    transform = perturbation.transform if perturbation.kind != "none" else None
+    build = RecordBuilder(cfg, max_pixels=options.max_pixels, transform=transform, lookup=lookup)
+    loader = LoaderOptions(options.batch_size, options.workers, pin_memory=device.type == "cuda")
+    yield from prepared_blocks(partial(sample_entries, samples, DEFAULT_MAX_BYTES), build, loader)
 
 
 def attribute(
@@ -249,13 +217,13 @@ def read_batches(
     perturbation: Perturbation,
     options: EvalOptions,
     progress: Callable[[int], None] | None,
-) -> Iterator[tuple[list[Prepared], torch.Tensor]]:
+) -> Iterator[tuple[list[Record], torch.Tensor]]:
     """Per batch, the samples that were read and their inputs for ``runner``; ``progress`` counts every sample."""
     for batch in image_batches(samples, runner.config.preprocess, perturbation, options, runner.device):
-        if batch.tensor is not None:
-            yield [p for p in batch.items if not p.error], batch.tensor
+        if IMAGE in batch.inputs:
+            yield [p for p in batch.records if not p.error], batch.inputs[IMAGE]
         if progress is not None:
-            progress(len(batch.items))
+            progress(len(batch.records))
 
 
 def localize(
