@@ -36,7 +36,7 @@ from .datasets import Dataset, Sample
 from .detector import Detector, Runner, scale_logits
 from .imaging import DEFAULT_MAX_PIXELS
 from .inputs import DEFAULT_MAX_BYTES
-from .metrics import LocalizationScores, load_mask, score_mask
+from .mask_metrics import LocalizationScores, load_mask, score_mask
 from .models.config import PreprocessConfig
 from .pipeline import package_versions
 from .stages.batches import Block
@@ -234,7 +234,7 @@ def localize(
     options: EvalOptions = EvalOptions(),
     progress: Callable[[int], None] | None = None,
 ) -> list[LocalizationScores | None]:
-    """Per sample with a mask, DeCLIP's per-image scores (:func:`forensix.metrics.score_mask`); None if unreadable."""
+    """Per sample with a mask, DeCLIP's per-image scores (:func:`~forensix.mask_metrics.score_mask`), None if unread."""
     found: list[LocalizationScores | None] = [None] * len(samples)
     for read, tensor in read_batches(samples, localizer, perturbation, options, progress):
         for p, prob in zip(read, localizer.probabilities(tensor)):

@@ -296,7 +296,7 @@ def tiny_localizer(tmp_path) -> Path:
 
 def test_localization_metrics_on_a_dolos_tree(tmp_path, tiny_weights, tiny_localizer):
     from forensix.localizer import load_localizer
-    from forensix.metrics import load_mask, score_mask
+    from forensix.mask_metrics import load_mask, score_mask
 
     root = tmp_path / "dolos"
     for i in range(3):

@@ -22,7 +22,7 @@ from torch.utils.data import Sampler
 from ..datasets import Sample
 from ..imaging import DEFAULT_MAX_PIXELS
 from ..inputs import file_entry
-from ..metrics import load_mask
+from ..mask_metrics import load_mask
 from ..models.config import PreprocessConfig
 from ..stages.batches import collate as collate_records
 from ..stages.records import IMAGE, Record, RecordBuilder
