@@ -34,7 +34,6 @@ import hashlib
 import math
 import os
 import sys
-from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -57,6 +56,7 @@ from .stages.device_decode import decode_on_device
 from .stages.entries import input_entries
 from .stages.loader import LoaderOptions, prepared_blocks
 from .stages.records import IMAGE, SKIP_RESUMED, Record, RecordBuilder
+from .stages.scoring import BatchQueue
 
 if TYPE_CHECKING:
     from .attributor import Attributor
@@ -259,68 +259,16 @@ class Scanner:
         self.stats.worker_deaths += 1
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        pending: deque[Pending] = deque()  # in order, waiting for their batch to be scored
-        queued: list[torch.Tensor] = []  # the unscored images of pending, in order
         size = self.options.batch_size
         pool = ThreadPoolExecutor(self.options.mask_threads, "forensix-mask") if self.localizer else None
-
-        def score(n: int) -> None:
-            joined = queued[0] if len(queued) == 1 else torch.cat(queued)
-            batch, rest = joined[:n], joined[n:]
-            queued[:] = [rest] if len(rest) else []
-            raw = self.detector.raw_logits(batch)
-            scores = iter(torch.sigmoid(scale_logits(raw, self.detector.temperature)).tolist())
-            scored = []
-            for p in pending:
-                if IMAGE in p.inputs and p.row["score"] is None:
-                    p.row["score"] = next(scores, None)
-                    if p.row["score"] is None:
-                        break
-                    scored.append(p)
-            if self.cache is not None:
-                fresh = zip(scored, raw.tolist())
-                self.cache.put_many([(p.row["sha256"], self.cache_key, CLEAN, v) for p, v in fresh if math.isfinite(v)])
-            if self.attributor is not None:
-                self._attribute(scored, batch)
-            if pool is not None:
-                self._start_masks(scored, pool)
-
-        def ready(wait: bool = False) -> Iterator[dict[str, Any]]:
-            while pending and (IMAGE not in pending[0].inputs or pending[0].row["score"] is not None):
-                job = pending[0].mask_job
-                # Mask files are written while the next batches run; wait only when they pile up.
-                if job is not None and not job.done() and not wait and len(pending) <= 4 * size:
-                    return
-                yield self._finish(pending.popleft())
-
+        queue = BatchQueue(size, partial(self._score, pool), busy=_writing_masks)
         try:
             for block in self.blocks():
                 if self.gpu_parity:
                     d = self.detector
                     decode_on_device(block, d.config.preprocess, d.device, self.options.max_pixels)
-                views = {name: iter(t) for name, t in block.inputs.items()}
-                for record in block.records:
-                    self.stats.entries += 1
-                    if record.skip:
-                        self._count_skip(record.skip)
-                        continue
-                    p = Pending(record, start_row(record))
-                    if record.logit is not None:
-                        p.row["score"] = self._cached_score(record.logit)
-                    elif record.has_input:  # views into the block's (pinned) tensors
-                        p.inputs = {name: next(view) for name, view in views.items()}
-                    pending.append(p)
-                if IMAGE in block.inputs:
-                    queued.append(block.inputs[IMAGE])
-                while sum(len(t) for t in queued) >= size:
-                    score(size)
-                    yield from ready()
-                if queued and len(pending) > 4 * size:  # many error rows behind a part batch: score it now
-                    score(size)
-                yield from ready()
-            if queued:
-                score(size)
-            yield from ready(wait=True)
+                yield from map(self._finish, queue.push(self._pending(block), block.inputs.get(IMAGE)))
+            yield from map(self._finish, queue.close())
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -335,6 +283,35 @@ class Scanner:
                         f"{runner.name} ran out of GPU memory at batch {size}: it ran in pieces of "
                         f"{runner.max_batch} images (same scores; pass --batch-size {runner.max_batch} next time)"
                     )
+
+    def _pending(self, block: Block) -> Iterator[tuple[Pending, bool]]:
+        """The block's records that become rows, each with whether it waits for the detector; skips counted."""
+        views = {name: iter(t) for name, t in block.inputs.items()}
+        for record in block.records:
+            self.stats.entries += 1
+            if record.skip:
+                self._count_skip(record.skip)
+                continue
+            p = Pending(record, start_row(record))
+            if record.logit is not None:
+                p.row["score"] = self._cached_score(record.logit)
+            elif record.has_input:  # views into the block's (pinned) tensors
+                p.inputs = {name: next(view) for name, view in views.items()}
+            yield p, IMAGE in p.inputs
+
+    def _score(self, pool: ThreadPoolExecutor | None, batch: torch.Tensor, scored: list[Pending]) -> None:
+        """Score one model batch (the images of ``scored``, in order); cache, attribute, start the masks."""
+        raw = self.detector.raw_logits(batch)
+        scores = torch.sigmoid(scale_logits(raw, self.detector.temperature)).tolist()
+        for p, score in zip(scored, scores):
+            p.row["score"] = score
+        if self.cache is not None:
+            fresh = zip(scored, raw.tolist())
+            self.cache.put_many([(p.row["sha256"], self.cache_key, CLEAN, v) for p, v in fresh if math.isfinite(v)])
+        if self.attributor is not None:
+            self._attribute(scored, batch)
+        if pool is not None:
+            self._start_masks(scored, pool)
 
     def _cached_score(self, logit: float) -> float:
         """P(fake) from a cached raw logit, by the very operations that score a batch."""
@@ -472,6 +449,10 @@ class Scanner:
         self.stats.real += row["verdict"] == "real"
         self.stats.errors += row["verdict"] == "error"
         return row
+
+
+def _writing_masks(pending: Pending) -> bool:
+    return pending.mask_job is not None and not pending.mask_job.done()
 
 
 def _write_masks(data: bytes, prob: np.ndarray, out_dir: Path, row: dict[str, Any], max_pixels: int) -> MaskFiles:
