@@ -1,12 +1,12 @@
-"""The scan: inputs → decode + notes (DataLoader workers) → batched scoring → one row per input, in order.
+"""The scan: inputs → prepared records (DataLoader workers) → batched scoring → one row per input, in order.
 
-Every worker walks the same deterministic entry stream (:func:`forensix.inputs.iter_entries`) and
-prepares only its own blocks of ``batch_size`` consecutive entries (block j → worker j mod W), so
-nothing but finished records crosses a process boundary and memory does not grow with the number
-of inputs. Each record carries its entry index; the main process restores input order through a
-reorder buffer bounded by the DataLoader's prefetch window, regroups images into full model
-batches, scores them and emits rows. Non-images found in folders and archives, and inputs already
-in a resumed report, travel as markers so the order stays gapless; they are counted, not written.
+:class:`Scanner` drives the stages of :mod:`forensix.stages`: the scan's entries
+(:func:`~forensix.stages.entries.input_entries`) go through its :class:`~forensix.stages.records.RecordBuilder`
+in DataLoader workers (:func:`~forensix.stages.loader.prepared_blocks`: blocks in input order, a dead
+worker costing no row), the images of consecutive blocks are regrouped into full model batches
+(:class:`~forensix.stages.scoring.BatchQueue`), and each scored record becomes its row. Non-images
+found in folders and archives, and inputs already in a resumed report, travel as markers so the
+order stays gapless; they are counted, not written.
 
 With a localizer, workers also make its input tensor and keep the file's bytes; the main process
 runs the localizer on the images judged fake (or all, ``masks_all``) and a small thread pool
@@ -16,12 +16,8 @@ Each row leaves once its mask files are written, still in input order.
 With ``gpu_decode``, a parity check first scores the first JPEGs of the inputs both ways, before
 any worker starts. If the scores agree within 1e-3, workers only read a JPEG's header and notes and
 hand over its bytes, and the main process decodes each block's JPEGs in one batched call on the
-model's device (nvjpeg on CUDA); otherwise the workers decode everything with Pillow as usual and
-the scan says why in ``notices``.
-
-A worker that dies (a decoder's crash, the out-of-memory killer) costs no row: the first block not
-yet handed over is prepared entry by entry in processes of their own (the entry that crashes its
-process becomes an error row) and workers start again after it (:meth:`Scanner.blocks`).
+model's device (:mod:`forensix.stages.device_decode`); otherwise the workers decode everything with
+Pillow as usual and the scan says why in ``notices``.
 
 With an attributor, the main process runs it on every scored batch and fills ``source`` and
 ``source_score``; workers prepare its input too when its preprocessing differs from the
