@@ -24,7 +24,7 @@ from . import __version__
 from .cache import weights_identity
 from .datasets import Dataset
 from .detector import Detector, calibration_sidecar
-from .evaluate import scores_from_logits
+from .eval import scores_from_logits
 from .models.checkpoints import CheckpointError, is_safetensors, read_checkpoint, save_checkpoint
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile

@@ -20,7 +20,7 @@ from forensix.cache import PredictionCache, model_key
 from forensix.cli import app
 from forensix.datasets import load_dataset
 from forensix.detector import load_detector
-from forensix.evaluate import (
+from forensix.eval import (
     EvalOptions,
     Perturbation,
     detection_metrics,

@@ -124,7 +124,7 @@ def test_localizer_learns_where_the_pasted_region_is(tmp_path, dolos):
 
 
 def _eval_options():
-    from forensix.evaluate import EvalOptions
+    from forensix.eval import EvalOptions
 
     return EvalOptions(batch_size=8)
 

@@ -1,7 +1,7 @@
 """The stages every image goes through, shared by scan, eval, calibrate and train.
 
     entries ──► records ──► blocks ──► model batches ──► rows / predictions
-    entries.py  records.py   batches.py  scoring.py        (pipeline.Scanner, evaluate.predict)
+    entries.py  records.py   batches.py  scoring.py        (pipeline.Scanner, eval.predict)
                 (read, sha256, decode, notes, transform, preprocess: RecordBuilder)
 
 Each stage is a plain function or callable with no knowledge of who runs it. Today

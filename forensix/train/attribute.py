@@ -29,7 +29,7 @@ from .. import weights as W
 from ..attributor import Attributor, p_fake
 from ..datasets import Sample
 from ..detector import LoadedWeights
-from ..evaluate import EvalOptions, attribute, detection_metrics
+from ..eval import EvalOptions, attribute, detection_metrics
 from ..models.attribution import convert_openai_clip
 from ..models.checkpoints import CheckpointError, build_and_load, load_weights, read_checkpoint, read_state_dict
 from ..models.config import ModelConfig

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..detector import PRECISIONS, resolve_device
-from ..evaluate import EvalOptions
+from ..eval import EvalOptions
 from ..models.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from .augment import Augment
 from .state import load_training_state, save_training_state

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..datasets import Sample
 from ..detector import Detector, LoadedWeights
-from ..evaluate import EvalOptions, detection_metrics, localize, predict
+from ..eval import EvalOptions, detection_metrics, localize, predict
 from ..localizer import Localizer
 from ..models.config import ModelConfig
 from ..stages.records import Record
