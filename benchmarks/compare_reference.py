@@ -37,11 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_deeclip import LAYERS_FULL, RefDeeCLIP  # noqa: E402
 
 from forensix.bench import SYNTHETIC_SIDES, cpu_name, synthetic_jpegs  # noqa: E402
-from forensix.detector import Detector, LoadedWeights  # noqa: E402
+from forensix.detector import Detector  # noqa: E402
 from forensix.imaging import decode_image, preprocess  # noqa: E402
 from forensix.inputs import InputSpec  # noqa: E402
-from forensix.models.checkpoints import build_and_load, convert_deeclip  # noqa: E402
+from forensix.models.checkpoints import build_and_load  # noqa: E402
+from forensix.models.deeclip import convert_deeclip  # noqa: E402
 from forensix.pipeline import Scanner, ScanOptions, default_workers, package_versions  # noqa: E402
+from forensix.runner import LoadedWeights  # noqa: E402
 
 SIZES = {
     "tiny": dict(width=64, layers=4, heads=1, patch=14, image=224, proj=48, feature_layers=[1, 2, 3], rank=4, alpha=8),
@@ -123,14 +125,16 @@ def main() -> int:
     official = reference.official_state_dict()
     layers, alpha = tuple(size["feature_layers"]), size["alpha"]
     cfg, merged = convert_deeclip(official, feature_layers=layers, lora_alpha=alpha, source="reference")
-    loaded = LoadedWeights(build_and_load(cfg, merged), cfg, f"deeclip-{args.size}-random", "", "reference", {})
-    detector = Detector(loaded, device="cpu")
-    bf16 = Detector(loaded, device="cpu", precision="bf16")
+    loaded = LoadedWeights(cfg, f"deeclip-{args.size}-random", "", "reference", {}, model=build_and_load(cfg, merged))
+    detector = Detector.from_torch(loaded, device="cpu")
+    bf16 = Detector.from_torch(loaded, device="cpu", precision="bf16")
     _, unmerged_state = convert_deeclip(official, feature_layers=layers, lora_alpha=alpha, merge_lora=False)
     unmerged = build_and_load(cfg, unmerged_state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
-        int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(detector.model), {nn.Linear}, dtype=torch.qint8)
+        int8 = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(detector.backend.module), {nn.Linear}, dtype=torch.qint8
+        )
 
     with tempfile.TemporaryDirectory(prefix="forensix-compare-") as tmp:
         paths = synthetic_jpegs(Path(tmp), args.images)

@@ -34,11 +34,13 @@ from typing import Any
 import torch
 
 from forensix.bench import BenchOptions, device_name, run_bench, synthetic_jpegs
-from forensix.detector import autocast_forward, load_detector, load_weights_file
+from forensix.detector import load_detector
+from forensix.loading import load_weights
 from forensix.models.checkpoints import save_checkpoint
 from forensix.models.config import get_config
 from forensix.models.factory import create_model
 from forensix.pipeline import default_workers
+from forensix.torch_backend import autocast_forward
 
 STAGES = ("setup", "torch", "compile", "gpu-decode", "layout", "onnx")
 SMALL_SET = 1024  # images of the small-batch (ONNX) runs
@@ -84,7 +86,7 @@ def bench(args: argparse.Namespace, weights: Path, folder: Path, batch_size: int
 def layout(args: argparse.Namespace, weights: Path) -> dict[str, Any]:
     """Model-only images/s with channels-last weights and inputs (the detector's) and with the default layout."""
     detector = load_detector(weights=weights, device=args.device, precision=args.precision)
-    device, model = detector.device, detector.model
+    device, model = detector.device, detector.backend.module
     size = detector.config.preprocess.crop
     batch = torch.randn(args.batch_size, 3, size, size, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -108,7 +110,7 @@ def onnx(args: argparse.Namespace, p: dict[str, Path]) -> dict[str, Any]:
     from forensix.onnx_export import export_onnx
 
     if not p["onnx"].exists():
-        result = export_onnx(load_weights_file(p["weights"]), p["onnx"], precision="fp16")
+        result = export_onnx(load_weights(p["weights"], "detector"), p["onnx"], precision="fp16")
         print(f"  exported {p['onnx']}: max |Δ score| {result.max_diff:.2g}", file=sys.stderr)
     found: dict[str, Any] = {}
     for batch_size in ONNX_BATCHES:

@@ -14,36 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import weights as W
-from .detector import LoadedWeights, Runner
-from .models.checkpoints import CheckpointError, build_and_load, is_safetensors, read_checkpoint
-from .models.lora import merge_lora
-
-
-def load_attributor_file(path: Path) -> LoadedWeights:
-    """An attributor from a forensix ``.safetensors`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    if not is_safetensors(path):
-        raise CheckpointError(f"{path}: not an attributor (a .safetensors of 'forensix train --task attribute')")
-    cfg, state, provenance = read_checkpoint(path)
-    if cfg.arch != "attribution":
-        raise CheckpointError(f"{path}: a {cfg.arch} model, not an attributor (arch attribution)")
-    model = build_and_load(cfg, state, source=str(path))
-    merge_lora(model)
-    return LoadedWeights(model, cfg, cfg.name, W.cached_sha256(path), str(path), provenance)
-
-
-def load_attributor_weights(spec: str | Path) -> LoadedWeights:
-    """``spec`` is a ``.safetensors`` file or a manifest name of kind ``attributor``."""
-    if Path(spec).is_file():
-        return load_attributor_file(Path(spec))
-    name = str(spec)
-    W.get_entry_of_kind(name, "attributor")
-    loaded = load_attributor_file(W.resolve(name)["checkpoint"])
-    loaded.name = name
-    return loaded
+from .loading import open_backend
+from .runner import Runner
 
 
 class Attributor(Runner):
@@ -80,8 +52,4 @@ def load_attributor(spec: str | Path, device: str = "auto", precision: str = "fp
     A ``.onnx`` file (``forensix export-onnx --attributor``) runs in onnxruntime, at the precision it
     was exported in (``fp32`` means "as exported").
     """
-    if Path(spec).suffix.lower() == ".onnx":
-        from .onnx_backend import load_onnx_attributor
-
-        return load_onnx_attributor(spec, device=device, precision=None if precision == "fp32" else precision)
-    return Attributor(load_attributor_weights(spec), device=device, precision=precision)
+    return Attributor(*open_backend(spec, "attributor", device=device, precision=precision))

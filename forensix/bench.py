@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .detector import Detector, LoadedWeights
+from .detector import Detector
 from .inputs import InputSpec
 from .pipeline import Scanner, ScanOptions, default_workers, package_versions
 from .stages.records import IMAGE
@@ -190,7 +190,7 @@ def run_bench(detector: Detector, options: BenchOptions, log: Callable[[str], No
 
     settings = {
         "model": detector.name,
-        "backend": "torch" if isinstance(detector.loaded, LoadedWeights) else "onnx",
+        "backend": detector.backend.name,
         "device": str(device),
         "device_name": device_name(device),
         "precision": detector.precision,

@@ -14,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .detector import Detector, LoadedWeights
+from .detector import Detector
+from .runner import ModelInfo
 
 CACHE_FILE = "predictions.sqlite"
 CLEAN = "none"  # the perturbation name of unperturbed images (eval's clean pass, and every scan)
@@ -98,9 +99,9 @@ class PredictionCache:
         return {"path": self.path, "_conn": None, "_pid": 0}
 
 
-def weights_identity(loaded: LoadedWeights) -> str:
+def weights_identity(info: ModelInfo) -> str:
     """sha256 of the weights' tensors' origin: a calibrated copy keeps the file it was made from."""
-    return str(loaded.provenance.get("calibration", {}).get("weights_sha256") or loaded.sha256)
+    return str(info.provenance.get("calibration", {}).get("weights_sha256") or info.sha256)
 
 
 def model_key(detector: Detector) -> str:
@@ -109,5 +110,5 @@ def model_key(detector: Detector) -> str:
     onnxruntime computes fp16 otherwise than torch's autocast, so its logits get keys of their own.
     """
     arch = replace(detector.config, threshold=0.5, temperature=1.0).to_json()
-    key = f"{weights_identity(detector.loaded)}:{hashlib.sha256(arch.encode()).hexdigest()[:16]}:{detector.precision}"
-    return key if isinstance(detector.loaded, LoadedWeights) else f"{key}:onnx"
+    key = f"{weights_identity(detector.info)}:{hashlib.sha256(arch.encode()).hexdigest()[:16]}:{detector.precision}"
+    return key if detector.backend.name == "torch" else f"{key}:{detector.backend.name}"

@@ -4,7 +4,7 @@ The threshold is chosen for a target false-positive rate on the real images, or 
 balanced accuracy; the temperature T (score = sigmoid(logit / T)) minimises the log-loss. Both go
 where ``forensix scan`` finds them by default: a new forensix .safetensors with the updated config,
 or, for official weights that forensix does not rewrite, a ``<weights>.calibration.json`` sidecar
-(read by :func:`forensix.detector.apply_calibration`). The expected FPR and TPR at the threshold
+(read by :func:`forensix.loading.apply_calibration`). The expected FPR and TPR at the threshold
 come with Wilson 95% intervals.
 """
 
@@ -23,8 +23,9 @@ from sklearn.metrics import roc_curve
 from . import __version__
 from .cache import weights_identity
 from .datasets import Dataset
-from .detector import Detector, calibration_sidecar
+from .detector import Detector
 from .eval import scores_from_logits
+from .loading import calibration_sidecar
 from .models.checkpoints import CheckpointError, is_safetensors, read_checkpoint, save_checkpoint
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -157,7 +158,7 @@ def calibration_record(calibration: Calibration, detector: Detector, dataset: Da
     """The provenance stored with the weights: what was chosen, on what data, from which weights."""
     return {
         **calibration.to_dict(),
-        "weights_sha256": weights_identity(detector.loaded),
+        "weights_sha256": weights_identity(detector.info),
         "model": detector.name,
         "precision": detector.precision,
         "data": dataset.summary(),
@@ -172,7 +173,7 @@ def store_calibration(detector: Detector, record: dict[str, Any], out: Path | No
     A forensix .safetensors is copied to ``out`` (a new file) with the updated config; official
     weights get the sidecar next to them (``out`` may only name that file).
     """
-    source = Path(detector.loaded.source)
+    source = Path(detector.info.source)
     threshold, temperature = record["threshold"], record["temperature"]
     if source.is_file() and is_safetensors(source):
         if out is None:
@@ -192,6 +193,6 @@ def store_calibration(detector: Detector, record: dict[str, Any], out: Path | No
         )
     if not source.is_file():
         raise CheckpointError(f"{source}: the weights file to calibrate is not there")
-    data = {"threshold": threshold, "temperature": temperature, "weights_sha256": detector.loaded.sha256}
+    data = {"threshold": threshold, "temperature": temperature, "weights_sha256": detector.info.sha256}
     sidecar.write_text(json.dumps({**data, "calibration": record}, indent=2) + "\n", encoding="utf-8")
     return sidecar

@@ -766,7 +766,7 @@ def export_onnx_command(
     ] = True,
 ) -> None:
     """Export a detector, a localizer or an attributor to ONNX: input the preprocessed batch (see docs/onnx.md)."""
-    from .detector import load_manifest_model, load_weights_file
+    from .loading import load_weights
     from .onnx_export import export_onnx
 
     with fatal_errors():
@@ -775,17 +775,11 @@ def export_onnx_command(
         if model and weights_file:
             raise Fatal("give --model or --weights, not both")
         if localizer is not None:
-            from .localizer import load_localizer_weights
-
-            loaded = load_localizer_weights(localizer)
+            loaded = load_weights(localizer, "localizer")
         elif attributor is not None:
-            from .attributor import load_attributor_weights
-
-            loaded = load_attributor_weights(attributor)
-        elif weights_file is not None:
-            loaded = load_weights_file(weights_file)
+            loaded = load_weights(attributor, "attributor")
         else:
-            loaded = load_manifest_model(model or "deeclip")
+            loaded = load_weights(weights_file or model or "deeclip", "detector")
         r = export_onnx(loaded, out_path, precision=precision, opset=opset, check=check)
         checked = (
             f"onnxruntime vs PyTorch on {r.check_inputs} inputs: max |Δ {r.compared}| {r.max_diff:.2g} "

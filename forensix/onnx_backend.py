@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,14 +22,10 @@ import numpy as np
 import torch
 
 from . import weights as W
-from .attributor import Attributor
-from .detector import Detector, Runner, apply_calibration
-from .localizer import Localizer
-from .models.checkpoints import CheckpointError
+from .models.checkpoints import FORMAT_NAME, FORMAT_VERSION, CheckpointError
 from .models.config import ModelConfig
+from .runner import ModelInfo
 
-FORMAT_NAME = "forensix"
-FORMAT_VERSION = "1"
 INPUT_NAME = "pixel_values"
 OUTPUT_NAMES = {"detector": "logits", "localizer": "mask_logits", "attributor": "class_logits"}
 ONNX_PRECISIONS = ("fp32", "fp16")
@@ -64,23 +60,6 @@ def require(module: str) -> ModuleType:
         raise MissingExtra(
             f"{module} is not installed ({e}); pip install 'forensix[onnx]' (or onnxruntime-gpu for CUDA)"
         ) from None
-
-
-@dataclass
-class OnnxModel:
-    """An exported model opened in onnxruntime: LoadedWeights' fields, with the session as the model."""
-
-    session: Any  # onnxruntime.InferenceSession
-    config: ModelConfig
-    kind: str  # "detector" | "localizer" | "attributor"
-    name: str
-    sha256: str  # of the original weights, so reports name the same model as the torch backend
-    source: str  # the .onnx file
-    provenance: dict[str, Any]
-    precision: str
-    input: str
-    output: str
-    device: torch.device  # where onnxruntime runs it
 
 
 @contextmanager
@@ -149,8 +128,36 @@ def read_metadata(session: Any, path: Path) -> dict[str, str]:
     return meta
 
 
-def open_onnx(path: Path, device: str = "auto") -> OnnxModel:
-    """An exported forensix model (detector, localizer or attributor), ready to run."""
+# What onnxruntime's errors say when its CUDA arena or CUDA itself has no memory left; it raises
+# its generic RuntimeException/Fail for these, so the message is all there is to go by.
+OUT_OF_MEMORY_MESSAGES = ("Failed to allocate memory", "out of memory")
+
+
+class OnnxBackend:
+    """An exported model's onnxruntime session: float32 in, float32 out, at the precision it was exported in."""
+
+    name = "onnx"
+
+    def __init__(self, session: Any, input: str, output: str, device: torch.device, precision: str) -> None:
+        self.session, self.input, self.output = session, input, output
+        self.device, self.precision = device, precision
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(np.asarray(self.session.run([self.output], {self.input: x})[0], dtype=np.float32))
+
+    @staticmethod
+    def out_of_memory(error: Exception) -> bool:
+        return type(error).__module__.startswith("onnxruntime") and any(m in str(error) for m in OUT_OF_MEMORY_MESSAGES)
+
+
+def open_onnx(path: str | Path, device: str = "auto", precision: str | None = None) -> tuple[OnnxBackend, ModelInfo]:
+    """An exported forensix model (detector, localizer or attributor): its backend and what it is.
+
+    ``precision``, if given, must be the one it was exported in. The info's config carries the
+    threshold and temperature of the metadata; ``info.sha256`` is that of the weights exported,
+    so reports name the same model as the torch backend.
+    """
     path = Path(path)
     session, used = open_session(path, device)
     meta = read_metadata(session, path)
@@ -168,8 +175,12 @@ def open_onnx(path: Path, device: str = "auto") -> OnnxModel:
         raise CheckpointError(
             f"{path}: metadata names {meta['input']}/{meta['output']}, the graph has {inputs}/{outputs}"
         )
-    # A calibration made for this file (forensix calibrate writes a sidecar: it does not rewrite ONNX files).
-    config, provenance = apply_calibration(path, meta["weights_sha256"], config, provenance)
+    if precision is not None and precision != meta["precision"]:
+        raise ValueError(
+            f"{path} was exported in {meta['precision']}; for {precision}, export with --precision {precision}"
+            if precision in ONNX_PRECISIONS
+            else f"{path} was exported in {meta['precision']}; ONNX models run in fp32 or fp16, not {precision}"
+        )
     onnx_info = {
         "file": path.name,
         "sha256": W.cached_sha256(path),
@@ -177,117 +188,6 @@ def open_onnx(path: Path, device: str = "auto") -> OnnxModel:
         "exported_by": f"forensix {meta['forensix_version']}",
         "providers": session.get_providers(),
     }
-    return OnnxModel(
-        session=session,
-        config=config,
-        kind=meta["kind"],
-        name=meta["model_name"],
-        sha256=meta["weights_sha256"],
-        source=str(path),
-        provenance={**provenance, "onnx": onnx_info},
-        precision=meta["precision"],
-        input=meta["input"],
-        output=meta["output"],
-        device=used,
-    )
-
-
-def run(model: OnnxModel, batch: torch.Tensor) -> np.ndarray:
-    """The model's float32 output for a preprocessed batch (B, 3, H, W)."""
-    x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
-    return np.asarray(model.session.run([model.output], {model.input: x})[0], dtype=np.float32)
-
-
-# What onnxruntime's errors say when its CUDA arena or CUDA itself has no memory left; it raises
-# its generic RuntimeException/Fail for these, so the message is all there is to go by.
-OUT_OF_MEMORY_MESSAGES = ("Failed to allocate memory", "out of memory")
-
-
-class OnnxRunner(Runner):
-    """What the ONNX runners share: onnxruntime runs the batch, in pieces if the GPU is full."""
-
-    def bind(self, loaded: OnnxModel, kind: str, config: ModelConfig) -> None:
-        """Take an ONNX model's fields in place of a torch model's (Runner's ``__init__`` is not run)."""
-        if loaded.kind != kind:
-            raise CheckpointError(f"{loaded.source}: {with_article(loaded.kind)}, not {with_article(kind)}")
-        self.loaded = loaded  # LoadedWeights' fields (what the Scanner reads), the session as the model
-        self.config, self.precision, self.device = config, loaded.precision, loaded.device
-        self.max_batch = None
-
-    def run_onnx(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.run_in_pieces(lambda piece: torch.from_numpy(run(self.loaded, piece)), batch)
-
-    @staticmethod
-    def out_of_memory(error: Exception) -> bool:
-        return type(error).__module__.startswith("onnxruntime") and any(m in str(error) for m in OUT_OF_MEMORY_MESSAGES)
-
-
-def with_article(kind: str) -> str:
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
-
-
-class OnnxDetector(OnnxRunner, Detector):
-    """A Detector whose raw logits come from onnxruntime.
-
-    Name, threshold, temperature, preprocessing, ``logits`` and ``score`` are Detector's, fed from
-    the ONNX metadata, so the scan pipeline and its report do not know which backend runs.
-    """
-
-    def __init__(self, loaded: OnnxModel, threshold: float | None = None) -> None:
-        config = loaded.config if threshold is None else replace(loaded.config, threshold=threshold)
-        self.bind(loaded, "detector", config)
-
-    def raw_logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """The model's own logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""
-        return self.run_onnx(batch)
-
-
-class OnnxLocalizer(OnnxRunner, Localizer):
-    """A Localizer whose mask logits come from onnxruntime; maps, name and preprocessing are Localizer's."""
-
-    def __init__(self, loaded: OnnxModel) -> None:
-        self.bind(loaded, "localizer", loaded.config)
-
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Mask logits (B, S, S) in float32 for a preprocessed batch (B, 3, H, W)."""
-        return self.run_onnx(batch)
-
-
-class OnnxAttributor(OnnxRunner, Attributor):
-    """An Attributor whose class logits come from onnxruntime (the captions' embeddings are in the graph)."""
-
-    def __init__(self, loaded: OnnxModel) -> None:
-        self.bind(loaded, "attributor", loaded.config)
-
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Class logits (B, classes) in float32 for a preprocessed batch (B, 3, H, W)."""
-        return self.run_onnx(batch)
-
-
-def open_at_precision(path: str | Path, device: str, precision: str | None) -> OnnxModel:
-    """An exported model; ``precision``, if given, must be the one it was exported in."""
-    model = open_onnx(Path(path), device)
-    if precision is not None and precision != model.precision:
-        raise ValueError(
-            f"{path} was exported in {model.precision}; for {precision}, export with --precision {precision}"
-            if precision in ONNX_PRECISIONS
-            else f"{path} was exported in {model.precision}; ONNX models run in fp32 or fp16, not {precision}"
-        )
-    return model
-
-
-def load_onnx_detector(
-    path: str | Path, device: str = "auto", threshold: float | None = None, precision: str | None = None
-) -> OnnxDetector:
-    """A detector from a ``forensix export-onnx`` file; ``precision``, if given, must be the exported one."""
-    return OnnxDetector(open_at_precision(path, device, precision), threshold)
-
-
-def load_onnx_localizer(path: str | Path, device: str = "auto", precision: str | None = None) -> OnnxLocalizer:
-    """A localizer from a ``forensix export-onnx --localizer`` file."""
-    return OnnxLocalizer(open_at_precision(path, device, precision))
-
-
-def load_onnx_attributor(path: str | Path, device: str = "auto", precision: str | None = None) -> OnnxAttributor:
-    """An attributor from a ``forensix export-onnx --attributor`` file."""
-    return OnnxAttributor(open_at_precision(path, device, precision))
+    backend = OnnxBackend(session, meta["input"], meta["output"], used, meta["precision"])
+    info = ModelInfo(config, meta["model_name"], meta["weights_sha256"], str(path), {**provenance, "onnx": onnx_info})
+    return backend, info

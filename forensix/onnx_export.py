@@ -26,11 +26,12 @@ import torch
 from torch import nn
 
 from . import __version__
-from .detector import LoadedWeights
 from .imaging import preprocess
+from .models.checkpoints import FORMAT_NAME, FORMAT_VERSION
 from .models.config import ModelConfig
 from .models.lora import merge_lora
-from .onnx_backend import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, ONNX_PRECISIONS, OUTPUT_NAMES, require
+from .onnx_backend import INPUT_NAME, ONNX_PRECISIONS, OUTPUT_NAMES, require
+from .runner import LoadedWeights
 
 # max |onnxruntime - PyTorch fp32|: on logits for fp32 exports, on scores (sigmoid; an attributor's
 # softmax probabilities) for fp16 ones.
@@ -58,10 +59,6 @@ class ExportResult:
     max_diff: float | None  # max |onnxruntime - PyTorch| over the check batch; None when not checked
     tolerance: float
     check_inputs: int
-
-
-def model_kind(cfg: ModelConfig) -> str:
-    return {"declip": "localizer", "attribution": "attributor"}.get(cfg.arch, "detector")
 
 
 def compared_quantity(kind: str, precision: str) -> str:
@@ -186,7 +183,7 @@ def export_onnx(
     require("onnx")
     require("onnxruntime")
     cfg = loaded.config
-    kind = model_kind(cfg)
+    kind = cfg.kind
     model = loaded.model.float().cpu().eval()
     merge_lora(model)  # no-op for models loaded for inference; a training checkpoint keeps its adapters
     out = Path(out)

@@ -380,7 +380,7 @@ class Scanner:
         d, o = self.detector, self.options
         found = {
             "model": d.name,
-            "weights": {"source": d.loaded.source, "sha256": d.loaded.sha256, "provenance": d.loaded.provenance},
+            "weights": {"source": d.info.source, "sha256": d.info.sha256, "provenance": d.info.provenance},
             "config": d.config.name,
             "threshold": d.threshold,
             "preprocess": asdict(d.config.preprocess),
@@ -399,7 +399,7 @@ class Scanner:
         if (loc := self.localizer) is not None:
             found["localizer"] = {
                 "model": loc.name,
-                "weights": {"source": loc.loaded.source, "sha256": loc.loaded.sha256},
+                "weights": {"source": loc.info.source, "sha256": loc.info.sha256},
                 "config": loc.config.name,
                 "preprocess": asdict(loc.config.preprocess),
                 "masks_dir": str(o.masks_dir),
@@ -408,7 +408,7 @@ class Scanner:
         if (attr := self.attributor) is not None:
             found["attributor"] = {
                 "model": attr.name,
-                "weights": {"source": attr.loaded.source, "sha256": attr.loaded.sha256},
+                "weights": {"source": attr.info.source, "sha256": attr.info.sha256},
                 "config": attr.config.name,
                 "classes": list(attr.classes),
                 "preprocess": asdict(attr.config.preprocess),

@@ -116,7 +116,7 @@ def test_lora_trains_only_adapters_on_both_towers_and_learns(tmp_path, toy):
     done = fit(run.task, options(lr=1e-2), tmp_path / "lora", run.provenance)
     assert done.history[-1]["attribution_acc"] >= 0.9
     merged = load_attributor(tmp_path / "lora" / "last.safetensors", device="cpu")  # LoRA merged on load
-    assert not any(".lora_" in k for k in merged.model.state_dict())
+    assert not any(".lora_" in k for k in merged.backend.module.state_dict())
     x = torch.stack([merged.preprocess(Image.open(s.path).convert("RGB")) for s in run.task.val_samples])
     with torch.no_grad():
         unmerged = torch.softmax(run.task.model.eval()(x), dim=-1).numpy()
@@ -136,7 +136,7 @@ def test_probabilities_sum_to_one_and_p_fake_is_one_minus_p_real(attributor):
 
 
 def test_text_embeddings_are_cached_and_equal_recomputed_ones(attributor, monkeypatch):
-    model = attributor.model
+    model = attributor.backend.module
     calls = []
     encode_text = model.backbone.encode_text
     monkeypatch.setattr(model.backbone, "encode_text", lambda t: calls.append(1) or encode_text(t))
@@ -276,7 +276,7 @@ def test_library_scan_takes_an_attributor(photos, tiny_weights, attributor):
     detector = forensix.load_detector(weights=tiny_weights, device="cpu")
     rows = list(forensix.scan([str(photos / "wide.png")], detector, attributor=attributor, workers=0))
     assert rows[0]["source"] in attributor.classes and 0 < rows[0]["source_score"] <= 1
-    assert forensix.load_attributor(attributor.loaded.source, device="cpu").classes == attributor.classes
+    assert forensix.load_attributor(attributor.info.source, device="cpu").classes == attributor.classes
 
 
 def test_cli_scan_writes_the_source_columns(tmp_path, photos, tiny_weights, trained):
@@ -339,7 +339,7 @@ def test_cli_train_errors_are_one_line_and_exit_2(tmp_path, toy, extra, message)
     ],
 )
 def test_cli_scan_with_a_misplaced_attributor_exits_2(photos, tiny_weights, attributor, extra, message):
-    subst = {"DETECTOR": str(tiny_weights), "ATTRIBUTOR": attributor.loaded.source}
+    subst = {"DETECTOR": str(tiny_weights), "ATTRIBUTOR": attributor.info.source}
     args = ["scan", str(photos), "--weights", str(tiny_weights), *[subst.get(a, a) for a in extra]]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output

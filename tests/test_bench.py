@@ -98,12 +98,11 @@ def test_compare_reference_tiny_agrees():
 
 def test_bench_runs_the_onnx_backend(tiny_weights, tmp_path):
     pytest.importorskip("onnxruntime")
-    from forensix.detector import load_weights_file
-    from forensix.onnx_backend import load_onnx_detector
+    from forensix.loading import load_weights
     from forensix.onnx_export import export_onnx
 
-    export_onnx(load_weights_file(tiny_weights), tmp_path / "tiny.onnx", check=False)
-    detector = load_onnx_detector(tmp_path / "tiny.onnx", device="cpu")
+    export_onnx(load_weights(tiny_weights, "detector"), tmp_path / "tiny.onnx", check=False)
+    detector = load_detector(tmp_path / "tiny.onnx", device="cpu")
     data = run_bench(detector, BenchOptions(batch_size=2, workers=0, count=2, runs=1, warmup=0)).to_dict()
     assert data["backend"] == "onnx" and data["compile"] is False and data["model_img_per_s"] > 0
 

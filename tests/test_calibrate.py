@@ -23,8 +23,10 @@ from forensix.calibrate import (
 )
 from forensix.cli import app
 from forensix.datasets import load_dataset
-from forensix.detector import Detector, calibration_sidecar, load_detector, load_weights_file
+from forensix.detector import Detector, load_detector
+from forensix.loading import calibration_sidecar, load_weights
 from forensix.models.checkpoints import CheckpointError, read_checkpoint
+from forensix.models.registry import ConvertOptions
 
 runner = CliRunner()
 
@@ -164,21 +166,21 @@ def test_calibrate_cli_errors_and_dry_run(tree, tiny_weights, tmp_path):
 
 
 def test_official_weights_get_a_sidecar_that_loading_applies(tree, tiny_official_file):
-    loaded = load_weights_file(tiny_official_file, feature_layers=(1, 2, 3))
-    detector = Detector(loaded, device="cpu")
+    loaded = load_weights(tiny_official_file, "detector", ConvertOptions(feature_layers=(1, 2, 3)))
+    detector = Detector.from_torch(loaded, device="cpu")
     dataset = load_dataset(tree)
     c = calibrate(np.array([0, 0, 1, 1]), np.array([-1.0, 0.5, 0.2, 2.0]), target_fpr=0.5, fit_temp=True)
     path = store_calibration(detector, calibration_record(c, detector, dataset), None)
     assert path == calibration_sidecar(tiny_official_file) and path.name.endswith(".pth.calibration.json")
-    again = load_weights_file(tiny_official_file, feature_layers=(1, 2, 3))
+    again = load_weights(tiny_official_file, "detector", ConvertOptions(feature_layers=(1, 2, 3)))
     assert (again.config.threshold, again.config.temperature) == (c.threshold, c.temperature)
     assert again.provenance["calibration"]["data"]["samples"] == 8
-    assert Detector(again, device="cpu").threshold == c.threshold
-    assert Detector(again, device="cpu", threshold=0.9).threshold == 0.9  # explicit wins
+    assert Detector.from_torch(again, device="cpu").threshold == c.threshold
+    assert Detector.from_torch(again, device="cpu", threshold=0.9).threshold == 0.9  # explicit wins
     with pytest.raises(ValueError, match="sidecar"):
         store_calibration(detector, calibration_record(c, detector, dataset), tree / "elsewhere.json")
     data = json.loads(path.read_text())
     path.write_text(json.dumps({**data, "weights_sha256": "0" * 64}))
     with pytest.raises(CheckpointError, match="made for other weights"):
-        load_weights_file(tiny_official_file, feature_layers=(1, 2, 3))
+        load_weights(tiny_official_file, "detector", ConvertOptions(feature_layers=(1, 2, 3)))
     path.unlink()

@@ -9,15 +9,15 @@ from forensix.imaging import preprocess
 from forensix.models.checkpoints import (
     CheckpointError,
     build_and_load,
-    convert_deeclip,
-    convert_univfd,
     read_checkpoint,
     read_state_dict,
     save_checkpoint,
 )
 from forensix.models.config import PreprocessConfig, get_config
+from forensix.models.deeclip import convert_deeclip
 from forensix.models.factory import create_model
 from forensix.models.lora import has_lora, merge_lora
+from forensix.models.univfd import convert_univfd
 
 TOL = 1e-4  # |Δ logit| in fp32, from the issue
 

@@ -11,8 +11,6 @@ from forensix.imaging import preprocess
 from forensix.models.checkpoints import (
     CheckpointError,
     build_and_load,
-    convert_declip,
-    detect_format,
     read_checkpoint,
     read_state_dict,
     save_checkpoint,
@@ -25,8 +23,9 @@ from forensix.models.config import (
     get_config,
     list_configs,
 )
-from forensix.models.declip import AttentionDecoder, ConvDecoder, DeCLIP, LinearDecoder
+from forensix.models.declip import AttentionDecoder, ConvDecoder, DeCLIP, LinearDecoder, convert_declip
 from forensix.models.factory import create_model
+from forensix.models.registry import find_format
 
 TOL = 1e-4  # |Δ logit| in fp32
 SQUASH = PreprocessConfig(mode="squash", resize=224, crop=224, interpolation="bilinear")
@@ -92,7 +91,7 @@ def _compare(ref: RefDeCLIP, model: DeCLIP, x: torch.Tensor) -> float:
 
 def test_official_conv20_file_gives_the_reference_masks(conv20, conv20_file, ref_images):
     obj = read_state_dict(conv20_file)  # torch.load(weights_only=True): strings, ints, optimizer state
-    assert detect_format(obj) == "declip-official"
+    assert find_format(obj)[1].name == "declip-official"
     cfg, state = convert_declip(obj, source=str(conv20_file))
     assert not any(k.startswith("optimizer") for k in state)
     assert cfg.arch == "declip" and cfg.name == "declip-custom"
@@ -410,13 +409,17 @@ def test_half_precision_file_is_imported_in_fp32(conv20):
     assert state["decoder.fc.1.num_batches_tracked"].dtype == torch.long
 
 
-def test_detect_format():
+def test_the_registry_recognises_each_authors_layout():
+    def fmt(obj):
+        found = find_format(obj)
+        return found and (found[0].arch, found[1].name)
+
     base = {"model": {"fc.0.weight": torch.zeros(1)}, "feature_layer": "layer20", "decoder_type": "conv-20"}
-    assert detect_format(base) == "declip-official"
-    assert detect_format({**base, "optimizer": {}, "total_steps": 5}) == "declip-official"
-    assert detect_format({"model": torch.zeros(1), "feature_layer": "layer20", "decoder_type": "x"}) == "unknown"
-    assert detect_format({"weight": torch.zeros(1, 768), "bias": torch.zeros(1)}) == "univfd-head"
-    assert detect_format({"mmfuser.norm1.weight": torch.zeros(1)}) == "deeclip-official"
+    assert fmt(base) == ("declip", "declip-official")
+    assert fmt({**base, "optimizer": {}, "total_steps": 5}) == ("declip", "declip-official")
+    assert fmt({"model": torch.zeros(1), "feature_layer": "layer20", "decoder_type": "x"}) is None
+    assert fmt({"weight": torch.zeros(1, 768), "bias": torch.zeros(1)}) == ("univfd", "univfd")
+    assert fmt({"mmfuser.norm1.weight": torch.zeros(1)}) == ("deeclip", "deeclip-official")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_official_file_loads_and_gives_the_reference_maps(official_file, referen
         expected = torch.sigmoid(reference(torch.stack([localizer.preprocess(im) for im in images])))
     assert probs.shape == (2, 256, 256) and probs.dtype == np.float32
     assert np.abs(probs - expected.view(2, 256, 256).numpy()).max() <= 1e-5
-    assert localizer.name.startswith("declip-custom@") and len(localizer.loaded.sha256) == 64
+    assert localizer.name.startswith("declip-custom@") and len(localizer.info.sha256) == 64
 
 
 def test_imported_safetensors_gives_the_same_maps(tmp_path, official_file):
@@ -117,7 +117,7 @@ def test_a_detector_is_not_a_localizer(tiny_weights):
 def test_a_detector_checkpoint_file_is_refused_by_name(tmp_path):
     path = tmp_path / "head.pth"
     torch.save({"weight": torch.zeros(1, 768), "bias": torch.zeros(1)}, path)
-    with pytest.raises(CheckpointError, match="not a DeCLIP localizer checkpoint"):
+    with pytest.raises(CheckpointError, match="head.pth: a detector, not a localizer"):
         load_localizer(path, device="cpu")
 
 
@@ -147,7 +147,7 @@ def scan_with_masks(paths, detector, localizer, masks: Path, **options):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_every_image_judged_fake_gets_exact_mask_files(tmp_path, photos, detector, official_file, workers):
     localizer = load_localizer(official_file, device="cpu")
-    detector = load_detector(weights=detector.loaded.source, device="cpu", threshold=0.0)  # all fake
+    detector = load_detector(weights=detector.info.source, device="cpu", threshold=0.0)  # all fake
     masks = tmp_path / "masks"
     rows, scanner = scan_with_masks([photos], detector, localizer, masks, workers=workers, batch_size=2)
     assert len(rows) == 5 and scanner.stats.masks == 4
@@ -179,7 +179,7 @@ def test_every_image_judged_fake_gets_exact_mask_files(tmp_path, photos, detecto
 
 def test_only_images_judged_fake_get_masks_unless_all(tmp_path, photos, detector, official_file):
     localizer = load_localizer(official_file, device="cpu")
-    real = load_detector(weights=detector.loaded.source, device="cpu", threshold=1.0)  # none fake
+    real = load_detector(weights=detector.info.source, device="cpu", threshold=1.0)  # none fake
     rows, scanner = scan_with_masks([photos], real, localizer, tmp_path / "none")
     assert scanner.stats.masks == 0 and all(r["mask"] == "" for r in rows)
     assert not (tmp_path / "none").exists()  # nothing to draw: the library creates no folder
@@ -192,7 +192,7 @@ def test_a_cached_scan_with_a_localizer_still_draws_every_mask(tmp_path, photos,
     from forensix.cache import PredictionCache
 
     localizer = load_localizer(official_file, device="cpu")
-    fake = load_detector(weights=detector.loaded.source, device="cpu", threshold=0.0)  # all fake
+    fake = load_detector(weights=detector.info.source, device="cpu", threshold=0.0)  # all fake
     cache = PredictionCache(tmp_path / "predictions.sqlite")
     spec = InputSpec.from_args([str(photos)])
     for run in ("first", "again"):
@@ -211,7 +211,7 @@ def test_a_mask_that_cannot_be_written_keeps_the_verdict(tmp_path, photos, detec
 
     monkeypatch.setattr(pipeline, "write_mask_files", fail)
     localizer = load_localizer(official_file, device="cpu")
-    fake = load_detector(weights=detector.loaded.source, device="cpu", threshold=0.0)
+    fake = load_detector(weights=detector.info.source, device="cpu", threshold=0.0)
     rows, _ = scan_with_masks([photos / "wide.png"], fake, localizer, tmp_path / "m")
     assert rows[0]["verdict"] == "fake" and rows[0]["score"] is not None
     assert rows[0]["error"] == "mask files not written: No space left on device" and rows[0]["mask"] == ""
@@ -287,13 +287,13 @@ def test_vit_rn50_loads_by_name_and_by_path_with_the_backbones_of_the_weights_fo
     for localizer in (by_name, by_path):
         assert localizer.config.cnn is not None
         assert np.abs(localizer.probabilities(images) - expected.numpy()).max() <= 1e-5
-    assert by_name.loaded.provenance["cnn_backbone_file"] == "openai_clip_rn50.safetensors"
+    assert by_name.info.provenance["cnn_backbone_file"] == "openai_clip_rn50.safetensors"
 
 
 def test_vit_rn50_import_needs_and_uses_the_backbones(home, tmp_path, vitrn50):
     path = tmp_path / "ViT_layer20+RN50_layer3_conv-20_x.pth"
     torch.save(vitrn50.official_checkpoint(), path)
-    with pytest.raises(WeightsMissing, match="forensix weights fetch declip-vitrn50-lama"):
+    with pytest.raises(WeightsMissing, match="forensix weights fetch declip-vitrn50-"):
         load_localizer(path, device="cpu")
     with pytest.raises(WeightsMissing, match="openai_clip_rn50.safetensors"):
         import_checkpoint(path, tmp_path / "x.safetensors")

@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 import forensix
 from forensix import onnx_export
 from forensix.cli import app
-from forensix.detector import load_detector, load_weights_file
+from forensix.detector import load_detector
 from forensix.imaging import preprocess
-from forensix.localizer import load_localizer_weights
+from forensix.loading import load_weights
 from forensix.models.checkpoints import CheckpointError, save_checkpoint
 from forensix.models.config import PreprocessConfig, ResNetConfig, get_config
 from forensix.models.factory import create_model
-from forensix.onnx_backend import METADATA_KEYS, MissingExtra, load_onnx_detector, open_onnx, require
+from forensix.onnx_backend import METADATA_KEYS, MissingExtra, open_onnx, require
 from forensix.onnx_export import ExportCheckFailed, export_onnx
 
 onnx = pytest.importorskip("onnx")
@@ -42,7 +42,7 @@ def home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="module")
 def exported(tiny_weights, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "deeclip-tiny.onnx"
-    result = export_onnx(load_weights_file(tiny_weights), path)
+    result = export_onnx(load_weights(tiny_weights, "detector"), path)
     assert result.max_diff is not None and result.max_diff <= 1e-4 and result.check_inputs == 4
     return path
 
@@ -87,7 +87,7 @@ def graph_ops(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("n", [1, 5])
 def test_fp32_export_matches_pytorch_at_any_batch_size(exported, tiny_weights, n):
-    model = load_weights_file(tiny_weights).model
+    model = load_weights(tiny_weights, "detector").model
     x = batch(n, seed=n)
     (got,) = session(exported).run(["logits"], {"pixel_values": x.numpy()})
     with torch.inference_mode():
@@ -104,7 +104,7 @@ def test_graph_has_a_symbolic_batch_axis_and_only_the_blocks_it_needs(exported):
 
 
 def test_metadata_round_trips(exported, tiny_weights):
-    loaded = load_weights_file(tiny_weights)
+    loaded = load_weights(tiny_weights, "detector")
     meta = session(exported).get_modelmeta().custom_metadata_map
     assert set(METADATA_KEYS) <= set(meta)
     assert meta["format"] == "forensix" and meta["kind"] == "detector" and meta["precision"] == "fp32"
@@ -112,7 +112,7 @@ def test_metadata_round_trips(exported, tiny_weights):
     assert json.loads(meta["preprocess"]) == json.loads(json.dumps(asdict(loaded.config.preprocess)))
     assert json.loads(meta["threshold"]) == 0.5 and json.loads(meta["temperature"]) == 1.0
     assert meta["forensix_version"] == forensix.__version__
-    opened = open_onnx(exported, device="cpu")
+    _, opened = open_onnx(exported, device="cpu")
     assert opened.config == loaded.config and opened.name == loaded.name and opened.sha256 == loaded.sha256
     assert opened.provenance["source"] == "random init for tests"
     assert opened.provenance["onnx"]["file"] == exported.name and opened.provenance["onnx"]["precision"] == "fp32"
@@ -128,7 +128,7 @@ def test_lora_is_merged_into_the_exported_weights(tmp_path):
     weights = tmp_path / "with-lora.safetensors"
     save_checkpoint(weights, cfg, model.state_dict())
     out = tmp_path / "merged.onnx"
-    export_onnx(load_weights_file(weights), out)
+    export_onnx(load_weights(weights, "detector"), out)
     x = batch(3)
     with torch.inference_mode():
         want = model(x).numpy()  # the unmerged peft model
@@ -139,13 +139,13 @@ def test_lora_is_merged_into_the_exported_weights(tmp_path):
 
 def test_fp16_export_scores_within_1e_2_and_keeps_fragile_ops_in_fp32(tiny_weights, exported, tmp_path):
     out = tmp_path / "fp16.onnx"
-    result = export_onnx(load_weights_file(tiny_weights), out, precision="fp16")
+    result = export_onnx(load_weights(tiny_weights, "detector"), out, precision="fp16")
     assert result.compared == "score" and result.max_diff <= 1e-2
     assert out.stat().st_size < 0.7 * exported.stat().st_size  # the weights are stored in fp16
     # onnxruntime's CPU provider runs fp16 graphs (ops without fp16 kernels get casts): check the scores.
     x = batch(4, seed=7)
     with torch.inference_mode():
-        want = torch.sigmoid(load_weights_file(tiny_weights).model(x)).numpy()
+        want = torch.sigmoid(load_weights(tiny_weights, "detector").model(x)).numpy()
     (got,) = session(out).run(["logits"], {"pixel_values": x.numpy()})
     assert got.dtype == np.float32 and np.abs(1 / (1 + np.exp(-got)) - want).max() <= 1e-2
     # ... and that LayerNorm, Softmax and the L2 norm compute in fp32.
@@ -163,7 +163,7 @@ def test_a_failed_check_writes_nothing_and_exits_2(tiny_weights, tmp_path, monke
     out = tmp_path / "bad.onnx"
     monkeypatch.setattr(onnx_export, "compare", lambda *a, **k: 0.5)  # as if the graph computed something else
     with pytest.raises(ExportCheckFailed, match="not written"):
-        export_onnx(load_weights_file(tiny_weights), out)
+        export_onnx(load_weights(tiny_weights, "detector"), out)
     out.write_bytes(b"an earlier export")
     result = runner.invoke(app, ["export-onnx", "--weights", str(tiny_weights), "--out", str(out)])
     assert result.exit_code == 2 and "max |Δ logit| 0.5 > 0.0001" in result.stderr
@@ -171,13 +171,13 @@ def test_a_failed_check_writes_nothing_and_exits_2(tiny_weights, tmp_path, monke
     assert out.read_bytes() == b"an earlier export" and sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
     result = runner.invoke(app, ["export-onnx", "--weights", str(tiny_weights), "--out", str(out), "--no-check"])
     assert result.exit_code == 0 and "not checked" in result.stderr
-    assert open_onnx(out, device="cpu").kind == "detector"
+    assert open_onnx(out, device="cpu")[1].config.kind == "detector"
 
 
 @pytest.mark.parametrize("cnn", [None, ResNetConfig(layers=(1, 2, 1, 1), width=8)], ids=["vit", "vit+rn50"])
 def test_localizer_export_matches_pytorch(tmp_path, cnn):
     weights = save_localizer(tmp_path / "declip-tiny.safetensors", cnn)
-    loaded = load_localizer_weights(weights)
+    loaded = load_weights(weights, "localizer")
     out = tmp_path / "declip-tiny.onnx"
     result = runner.invoke(app, ["export-onnx", "--localizer", str(weights), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -187,8 +187,8 @@ def test_localizer_export_matches_pytorch(tmp_path, cnn):
     with torch.inference_mode():
         want = loaded.model(x).numpy()
     assert got.shape == (3, 256, 256) and np.abs(got - want).max() <= 1e-4
-    opened = open_onnx(out, device="cpu")
-    assert opened.kind == "localizer" and opened.config == loaded.config and opened.output == "mask_logits"
+    backend, opened = open_onnx(out, device="cpu")
+    assert opened.config.kind == "localizer" and opened.config == loaded.config and backend.output == "mask_logits"
 
 
 @pytest.fixture(scope="module")
@@ -202,10 +202,9 @@ def tiny_attributor(tmp_path_factory) -> Path:
 
 
 def test_attributor_export_matches_pytorch_without_its_text_tower(tmp_path, tiny_attributor):
-    from forensix.attributor import load_attributor, load_attributor_weights
-    from forensix.onnx_backend import OnnxAttributor
+    from forensix.attributor import load_attributor
 
-    loaded = load_attributor_weights(tiny_attributor)
+    loaded = load_weights(tiny_attributor, "attributor")
     out = tmp_path / "attributor.onnx"
     result = runner.invoke(app, ["export-onnx", "--attributor", str(tiny_attributor), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -221,23 +220,22 @@ def test_attributor_export_matches_pytorch_without_its_text_tower(tmp_path, tiny
 
     by_onnx = load_attributor(out, device="cpu")
     by_torch = load_attributor(tiny_attributor, device="cpu")
-    assert isinstance(by_onnx, OnnxAttributor) and by_onnx.classes == by_torch.classes == ("real", "gen_a", "gen_b")
+    assert by_onnx.backend.name == "onnx" and by_onnx.classes == by_torch.classes == ("real", "gen_a", "gen_b")
     assert by_onnx.name == by_torch.name
     images = [random_image(90, 70, seed=i) for i in range(4)]
     np.testing.assert_allclose(by_onnx.probabilities(images), by_torch.probabilities(images), atol=1e-5)
 
     half = tmp_path / "attributor-fp16.onnx"
-    r = export_onnx(load_attributor_weights(tiny_attributor), half, precision="fp16")
+    r = export_onnx(load_weights(tiny_attributor, "attributor"), half, precision="fp16")
     assert r.compared == "class probability" and r.max_diff <= 1e-2
     fp16 = load_attributor(half, device="cpu")
     np.testing.assert_allclose(fp16.probabilities(images), by_torch.probabilities(images), atol=1e-2)
 
 
 def test_scan_attributes_with_an_onnx_attributor_as_with_torch(photos, tiny_weights, tiny_attributor, tmp_path):
-    from forensix.attributor import load_attributor_weights
 
     exported_attributor = tmp_path / "attributor.onnx"
-    export_onnx(load_attributor_weights(tiny_attributor), exported_attributor)
+    export_onnx(load_weights(tiny_attributor, "attributor"), exported_attributor)
     rows = {}
     for name, attributor in (("onnx", exported_attributor), ("torch", tiny_attributor)):
         out = tmp_path / f"{name}.jsonl"
@@ -280,7 +278,7 @@ def test_library_scan_through_onnx_gives_torch_s_rows(photos, exported, tiny_wei
     threshold = (scores[1] + scores[2]) / 2  # verdicts of both kinds
     runs = {
         "torch": load_detector(weights=tiny_weights, device="cpu", threshold=threshold),
-        "onnx": load_onnx_detector(exported, device="cpu", threshold=threshold),
+        "onnx": load_detector(exported, device="cpu", threshold=threshold),
     }
     rows = {k: list(forensix.scan([str(photos)], d, workers=0, batch_size=2)) for k, d in runs.items()}
     assert len(rows["onnx"]) == len(rows["torch"]) == 6
@@ -338,7 +336,7 @@ def test_calibrating_an_onnx_model_sets_the_threshold_its_scans_use(exported, tm
     detector = load_detector(weights=onnx, device="cpu")
     assert detector.threshold == sidecar["threshold"] != 0.5
     assert f"now uses threshold {sidecar['threshold']:.6g}" in result.stderr
-    assert detector.loaded.provenance["calibration_file"] == "model.onnx.calibration.json"
+    assert detector.info.provenance["calibration_file"] == "model.onnx.calibration.json"
     assert load_detector(weights=exported, device="cpu").threshold == 0.5  # the uncalibrated copy is untouched
 
 
@@ -372,13 +370,13 @@ class ArenaFullAbove:
 
 
 def test_an_onnx_batch_too_big_for_the_gpu_runs_in_pieces(exported):
-    detector = load_onnx_detector(exported, device="cpu")
+    detector = load_detector(exported, device="cpu")
     images = [random_image(240, 230, seed=i) for i in range(6)]
     expected = detector.score(images)
-    detector.loaded.session = ArenaFullAbove(detector.loaded.session, limit=2)
+    detector.backend.session = ArenaFullAbove(detector.backend.session, limit=2)
     np.testing.assert_allclose(detector.score(images), expected, atol=1e-6)
-    assert detector.loaded.session.calls == [6, 3, 1, 1, 1, 1, 1, 1] and detector.max_batch == 1
-    detector.loaded.session.limit = 0
+    assert detector.backend.session.calls == [6, 3, 1, 1, 1, 1, 1, 1] and detector.max_batch == 1
+    detector.backend.session.limit = 0
     with pytest.raises(Exception, match="Failed to allocate memory"):  # not even one image fits
         detector.score(images[:1])
 
@@ -386,7 +384,7 @@ def test_an_onnx_batch_too_big_for_the_gpu_runs_in_pieces(exported):
 def test_other_onnxruntime_errors_are_not_taken_for_a_full_gpu(exported):
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
-    detector = load_onnx_detector(exported, device="cpu")
+    detector = load_detector(exported, device="cpu")
     calls = []
 
     class Broken:
@@ -394,31 +392,30 @@ def test_other_onnxruntime_errors_are_not_taken_for_a_full_gpu(exported):
             calls.append(len(next(iter(feeds.values()))))
             raise InvalidArgument("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions")
 
-    detector.loaded.session = Broken()
+    detector.backend.session = Broken()
     with pytest.raises(InvalidArgument):
         detector.score([random_image(64, 64, seed=i) for i in range(4)])
     assert calls == [4] and detector.max_batch is None
 
 
 def test_cuda_asked_where_onnxruntime_cannot_use_it_falls_back_with_one_line(exported, capsys):
-    detector = load_onnx_detector(exported, device="cuda")
+    detector = load_detector(exported, device="cuda")
     if detector.device.type == "cuda":
         pytest.skip("onnxruntime runs on CUDA here")
     notice = capsys.readouterr().err.strip().splitlines()
     assert len(notice) == 1 and "running on the CPU" in notice[0]
-    load_onnx_detector(exported, device="cpu")
+    load_detector(exported, device="cpu")
     assert capsys.readouterr().err == ""
 
 
 def test_scan_draws_masks_with_an_onnx_localizer_as_with_torch(photos, tiny_weights, tiny_localizer, tmp_path):
     from forensix.localizer import load_localizer
-    from forensix.onnx_backend import OnnxLocalizer
 
     exported_localizer = tmp_path / "localizer.onnx"
-    export_onnx(load_localizer_weights(tiny_localizer), exported_localizer)
+    export_onnx(load_weights(tiny_localizer, "localizer"), exported_localizer)
     by_onnx = load_localizer(exported_localizer, device="cpu")
     by_torch = load_localizer(tiny_localizer, device="cpu")
-    assert isinstance(by_onnx, OnnxLocalizer) and by_onnx.name == by_torch.name
+    assert by_onnx.backend.name == "onnx" and by_onnx.name == by_torch.name
     images = [random_image(300, 240, seed=1), random_image(240, 320, seed=2)]
     np.testing.assert_allclose(by_onnx.probabilities(images), by_torch.probabilities(images), atol=1e-5)
     rows = {}
@@ -453,7 +450,7 @@ def test_a_corrupt_or_foreign_onnx_file_is_a_one_line_error(photos, exported, ti
         onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8), str(foreign)
     )
     localizer = tmp_path / "localizer.onnx"
-    export_onnx(load_localizer_weights(tiny_localizer), localizer, check=False)
+    export_onnx(load_weights(tiny_localizer, "localizer"), localizer, check=False)
     cases = [
         (["--weights", garbage], "not a readable ONNX model"),
         (["--weights", truncated], "not a readable ONNX model"),
@@ -473,7 +470,7 @@ def test_a_corrupt_or_foreign_onnx_file_is_a_one_line_error(photos, exported, ti
         assert message in result.stderr and "Traceback" not in result.output, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     with pytest.raises(CheckpointError, match="not a readable ONNX model"):
-        load_onnx_detector(garbage, device="cpu")
+        load_detector(garbage, device="cpu")
 
 
 def test_missing_onnxruntime_says_how_to_install_it(monkeypatch, exported, photos):
@@ -514,11 +511,9 @@ def test_the_plain_onnxruntime_example_in_the_docs_gives_forensix_scores(exporte
 
 
 def test_the_library_loads_an_onnx_file_with_onnxruntime(exported, tiny_weights):
-    from forensix.onnx_backend import OnnxDetector
-
     onnx = forensix.load_detector(weights=exported, device="cpu")
     torch_detector = forensix.load_detector(weights=tiny_weights, device="cpu")
-    assert isinstance(onnx, OnnxDetector) and not isinstance(torch_detector, OnnxDetector)
+    assert (onnx.backend.name, torch_detector.backend.name) == ("onnx", "torch")
     images = [random_image(240, 300, seed=s) for s in range(3)]
     assert np.abs(onnx.score(images) - torch_detector.score(images)).max() <= 1e-5
     with pytest.raises(ValueError, match="ONNX model: use --backend onnx"):

@@ -357,12 +357,12 @@ def test_a_batch_too_big_for_the_gpu_runs_in_pieces_with_the_same_scores(tiny_we
     detector = load_detector(weights=tiny_weights, device="cpu")
     images = [random_image(240, 230, seed=i) for i in range(8)]
     expected = detector.score(images)
-    detector.forward = OutOfMemoryAbove(detector.model, limit=3)
+    detector.backend.forward = OutOfMemoryAbove(detector.backend.module, limit=3)
     np.testing.assert_allclose(detector.score(images), expected, atol=1e-6)
-    assert detector.forward.calls == [8, 4, 2, 2, 2, 2] and detector.max_batch == 2  # halved until it fits
+    assert detector.backend.forward.calls == [8, 4, 2, 2, 2, 2] and detector.max_batch == 2  # halved until it fits
     detector.score(images[:5])
-    assert detector.forward.calls[6:] == [2, 2, 1]  # later batches start at the size that fits
-    detector.forward.limit = 0
+    assert detector.backend.forward.calls[6:] == [2, 2, 1]  # later batches start at the size that fits
+    detector.backend.forward.limit = 0
     with pytest.raises(torch.OutOfMemoryError):  # not even one image fits: that error stands
         detector.score(images[:1])
 
@@ -370,7 +370,7 @@ def test_a_batch_too_big_for_the_gpu_runs_in_pieces_with_the_same_scores(tiny_we
 def test_a_scan_survives_running_out_of_gpu_memory_and_says_so(tree, detector, tiny_weights):
     plain, _ = scan_rows([tree], detector, batch_size=8)
     squeezed = load_detector(weights=tiny_weights, device="cpu")
-    squeezed.forward = OutOfMemoryAbove(squeezed.model, limit=5)
+    squeezed.backend.forward = OutOfMemoryAbove(squeezed.backend.module, limit=5)
     rows, scanner = scan_rows([tree], squeezed, batch_size=8)
     assert [(r["path"], r["verdict"]) for r in rows] == [(r["path"], r["verdict"]) for r in plain]
     assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in plain], abs=1e-6)
@@ -395,11 +395,11 @@ def test_a_cached_scan_decodes_and_scores_only_what_is_new(tree, tiny_weights, t
     decoded: list[int] = []
     real_decode = records.decode_image
     monkeypatch.setattr(records, "decode_image", lambda data, *a: decoded.append(len(data)) or real_decode(data, *a))
-    detector.forward = OutOfMemoryAbove(detector.model, limit=0)  # any forward pass would fail
+    detector.backend.forward = OutOfMemoryAbove(detector.backend.module, limit=0)  # any forward pass would fail
     again = Scanner(spec, detector, ScanOptions(batch_size=4), cache=cache)
     rows = list(again)
     assert rows == plain  # scores, notes, sizes: the same row, bit for bit
-    assert again.stats.cached == IMAGES_IN_TREE - 1 and detector.forward.calls == []
+    assert again.stats.cached == IMAGES_IN_TREE - 1 and detector.backend.forward.calls == []
     assert len(decoded) == 1  # only the truncated JPEG, which has no cached logit, was decoded (and failed)
 
     # Another precision is another model key: nothing found, everything scored and stored anew, except

@@ -271,7 +271,7 @@ def test_cli_trains_and_reports(tmp_path, toy):
         (["--task", "segment"], "unknown task"),
         (["--task", "detect", "--init", "openai"], "forensix weights fetch clip-vit-l-14"),
         (["--task", "localize", "--config", "declip-tiny", "--init", "random"], "no fake images with masks"),
-        (["--task", "detect", "--config", "declip-tiny", "--init", "random"], "trains a deeclip model"),
+        (["--task", "detect", "--config", "declip-tiny", "--init", "random"], "'declip-tiny' is declip, a localizer"),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, toy, extra, message):

@@ -153,15 +153,27 @@ def test_cli_import_writes_a_checked_forensix_file(tmp_path, tiny_official_file,
     assert result.exit_code == 0, result.output
     detector = load_detector(weights=out, device="cpu")
     assert detector.threshold == 0.7
-    assert detector.loaded.provenance["source_sha256"] == sha256_file(tiny_official_file)
+    assert detector.info.provenance["source_sha256"] == sha256_file(tiny_official_file)
     with torch.no_grad():
         expected = torch.sigmoid(tiny_reference(torch.stack([detector.preprocess(im) for im in images]))).numpy()
     assert abs(detector.score(images) - expected).max() <= 1e-5
 
 
-def test_cli_import_refuses_what_it_cannot_convert(tmp_path):
+def test_cli_import_refuses_what_it_cannot_convert(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))  # no CLIP backbone for the UnivFD head
     result = runner.invoke(app, ["weights", "import", str(UNIVFD_HEAD), "--out", str(tmp_path / "x.safetensors")])
-    assert result.exit_code == 2 and "univfd-head" in result.output
+    assert result.exit_code == 2 and "univfd checkpoint that needs other files" in result.output
+    assert "forensix weights fetch univfd" in result.output
+    unknown = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(2, 2)}, unknown)
+    result = runner.invoke(app, ["weights", "import", str(unknown), "--out", str(tmp_path / "x.safetensors")])
+    assert result.exit_code == 2 and "not a weights file of any known model family" in result.output
+
+
+def test_cli_import_of_a_forensix_file_says_so(tiny_weights, tmp_path):
+    result = runner.invoke(app, ["weights", "import", str(tiny_weights), "--out", str(tmp_path / "x.safetensors")])
+    assert result.exit_code == 2 and "already a forensix checkpoint (deeclip-tiny)" in result.output
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_univfd_from_the_manifest(home, images):

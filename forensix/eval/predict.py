@@ -13,11 +13,12 @@ import torch
 
 from ..cache import PredictionCache, model_key
 from ..datasets import Sample
-from ..detector import Detector, Runner, scale_logits
+from ..detector import Detector, scale_logits
 from ..imaging import DEFAULT_MAX_PIXELS
 from ..inputs import DEFAULT_MAX_BYTES
 from ..mask_metrics import LocalizationScores, load_mask, score_mask
 from ..models.config import PreprocessConfig
+from ..runner import Runner
 from ..stages.batches import Block
 from ..stages.entries import sample_entries
 from ..stages.loader import LoaderOptions, prepared_blocks

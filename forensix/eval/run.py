@@ -57,14 +57,14 @@ def evaluate(
             table.attribution = attribution_table(dataset.samples, probs, attributor.classes)
         tables.append(table)
     provenance = {
-        "weights": {"source": detector.loaded.source, "sha256": detector.loaded.sha256},
+        "weights": {"source": detector.info.source, "sha256": detector.info.sha256},
         "model_key": model_key(detector),
         "device": str(detector.device),
         "precision": detector.precision,
-        "localizer": None if localizer is None else {"model": localizer.name, "sha256": localizer.loaded.sha256},
+        "localizer": None if localizer is None else {"model": localizer.name, "sha256": localizer.info.sha256},
         "attributor": None
         if attributor is None
-        else {"model": attributor.name, "sha256": attributor.loaded.sha256, "classes": list(attributor.classes)},
+        else {"model": attributor.name, "sha256": attributor.info.sha256, "classes": list(attributor.classes)},
         "batch_size": options.batch_size,
         "versions": package_versions(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),

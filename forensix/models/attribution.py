@@ -30,6 +30,7 @@ from torch import nn
 
 from .backbone import open_clip_vision_cfg, split_attention, split_in_proj
 from .config import ModelConfig
+from .registry import Family, register_family
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp of exp(logit_scale)
 
@@ -120,3 +121,16 @@ def convert_openai_clip(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     fp32. Load it with a strict check of every key and shape."""
     split = split_in_proj({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, "")
     return {"backbone." + k: v for k, v in split.items()}
+
+
+def check_config(cfg: ModelConfig) -> None:
+    if cfg.attribution is None:
+        raise ValueError("the attribution settings go with (and only with) arch attribution")
+
+
+# No authors' checkpoint exists to translate: attributors are trained by forensix train --task attribute.
+register_family(
+    Family(
+        arch="attribution", kind="attributor", build=AttributionCLIP, fields=("attribution", "lora"), check=check_config
+    )
+)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIPVisionCfg, _build_vision_tower
+from open_clip.model import CLIPVisionCfg
 from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import LayerNorm, QuickGELU, VisionTransformer
 from torch import nn
 
 from .config import ResNetConfig, VisionConfig
@@ -61,7 +62,10 @@ def split_attention(transformer: nn.Module, heads: int) -> None:
 
 
 def open_clip_vision_cfg(cfg: VisionConfig) -> CLIPVisionCfg:
-    """open_clip's settings for an OpenAI-layout ViT of this size."""
+    """open_clip's settings for an OpenAI-layout ViT of this size, for open_clip's ``CLIP`` (both towers).
+
+    It describes the tower :class:`ClipVisionTower` builds (QuickGELU, LayerNorm): keep the two in step.
+    """
     return CLIPVisionCfg(
         layers=cfg.layers,
         width=cfg.width,
@@ -82,7 +86,18 @@ class ClipVisionTower(nn.Module):
     def __init__(self, cfg: VisionConfig, blocks: int | None = None, pooled: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
-        visual = _build_vision_tower(embed_dim=cfg.output_dim, vision_cfg=open_clip_vision_cfg(cfg), quick_gelu=True)
+        # OpenAI's layout: QuickGELU, and open_clip's LayerNorm (computes in the input's dtype).
+        visual = VisionTransformer(
+            image_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            width=cfg.width,
+            layers=cfg.layers,
+            heads=cfg.heads,
+            mlp_ratio=cfg.mlp_ratio,
+            output_dim=cfg.output_dim,
+            act_layer=QuickGELU,
+            norm_layer=LayerNorm,
+        )
         blocks = cfg.layers if blocks is None else blocks
         if not 1 <= blocks <= cfg.layers:
             raise ValueError(f"blocks must be in 1..{cfg.layers}, got {blocks}")
@@ -99,24 +114,33 @@ class ClipVisionTower(nn.Module):
     def num_blocks(self) -> int:
         return len(self.visual.transformer.resblocks)
 
-    def hidden_states(self, x: torch.Tensor, indices: tuple[int, ...]) -> list[torch.Tensor]:
-        """Patch tokens (class token dropped) of ``hidden_states[i]`` for each i in ``indices``.
+    def hidden_states(self, x: torch.Tensor, indices: tuple[int, ...], class_token: bool = False) -> list[torch.Tensor]:
+        """The tokens of ``hidden_states[i]`` for each i in ``indices`` (strictly increasing).
 
-        transformers numbering: ``hidden_states[i]`` is the output of block i-1. Blocks after the
-        last requested one are not run.
+        transformers numbering: ``hidden_states[i]`` is the output of block i-1 (i >= 1: open_clip's
+        ``forward_intermediates`` yields block outputs only, and no model reads the embeddings).
+        Patch tokens (B, grid², width), or with ``class_token`` (B, 1 + grid², width), class token
+        first. Blocks after the last requested one are not run.
         """
-        last = max(indices)
-        if last > self.num_blocks:
-            raise ValueError(f"hidden state {last} needs {last} blocks, this tower has {self.num_blocks}")
-        v = self.visual
-        h = v._embeds(x)
-        wanted = set(indices)
-        out = {0: h} if 0 in wanted else {}
-        for i, block in enumerate(v.transformer.resblocks[:last], start=1):
-            h = block(h)
-            if i in wanted:
-                out[i] = h
-        return [out[i][:, 1:] for i in indices]
+        increasing = bool(indices) and list(indices) == sorted(set(indices))
+        if not (increasing and 1 <= indices[0] <= indices[-1] <= self.num_blocks):
+            # open_clip would read 0 as block -1 (the last) and return unsorted indices in block order.
+            raise ValueError(
+                f"hidden states must be strictly increasing in 1..{self.num_blocks} (this tower's blocks), "
+                f"got {list(indices)}"
+            )
+        out = self.visual.forward_intermediates(
+            x,
+            indices=[i - 1 for i in indices],
+            stop_early=True,
+            intermediates_only=True,
+            output_fmt="NLC",
+            output_extra_tokens=class_token,
+        )
+        patches = out["image_intermediates"]
+        if class_token:
+            return [torch.cat(pair, dim=1) for pair in zip(out["image_intermediates_prefix"], patches)]
+        return patches
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The CLIP image embedding: ln_post on the final class token, then the projection."""

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from typing import Any
 
+from .registry import Family, families, get_family
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -204,7 +206,7 @@ class ModelConfig:
     """
 
     name: str
-    arch: str  # "deeclip" | "univfd" | "declip" | "attribution"
+    arch: str  # a registered family (models/registry.py): "deeclip" | "univfd" | "declip" | "attribution" | ...
     vision: VisionConfig = field(default_factory=VisionConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     feature_layers: tuple[int, ...] = ()
@@ -215,51 +217,31 @@ class ModelConfig:
     attribution: AttributionConfig | None = None
     threshold: float = 0.5
     temperature: float = 1.0  # score = sigmoid(logit / temperature); set by `forensix calibrate`
+    settings: dict[str, Any] = field(default_factory=dict)  # a family's own settings (Family.settings)
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r}; known: {', '.join(ARCHS)}")
-        if self.arch == "deeclip":
-            layers = self.feature_layers
-            if len(layers) < 2:
-                raise ValueError("deeclip needs at least two feature layers (shallow ones, then the deep one)")
-            if list(layers) != sorted(set(layers)):
-                raise ValueError(f"feature_layers must be strictly increasing, got {list(layers)}")
-            if layers[0] < 1 or layers[-1] > self.vision.layers:
-                raise ValueError(
-                    f"feature_layers must lie in 1..{self.vision.layers} (hidden_states numbering), got {list(layers)}"
-                )
-        if self.arch == "declip":
-            layers = self.feature_layers
-            if len(layers) != 1 or not 1 <= layers[0] <= self.vision.layers:
-                raise ValueError(
-                    f"declip needs one feature layer in 1..{self.vision.layers} (hidden_states numbering: "
-                    f"layerN is N+1), got {list(layers)}"
-                )
-            if self.decoder is None:
-                raise ValueError("declip needs a decoder config")
-            if self.decoder.is_conv:
-                size = self.vision.grid * 2 ** len(self.decoder.channels)
-                if size != self.decoder.mask_size:
-                    raise ValueError(
-                        f"a {self.vision.grid}x{self.vision.grid} grid through {len(self.decoder.channels)} x2 "
-                        f"stages gives {size}px masks, not mask_size {self.decoder.mask_size}"
-                    )
-            if self.cnn is not None and not self.decoder.is_conv:
-                raise ValueError(f"the ViT+RN50 localizer has a conv decoder, not {self.decoder.kind!r}")
-        elif self.decoder is not None or self.cnn is not None:
-            raise ValueError(f"{self.arch} has no mask decoder; decoder and cnn must be null")
-        if (self.arch == "attribution") != (self.attribution is not None):
-            raise ValueError("the attribution settings go with (and only with) arch attribution")
+        get_family(self.arch).validate(self)
+
+    @property
+    def family(self) -> Family:
+        """What this config's architecture is (kind, builder, checkpoint formats): models/registry.py."""
+        return get_family(self.arch)
+
+    @property
+    def kind(self) -> str:
+        """``detector``, ``localizer`` or ``attributor``."""
+        return self.family.kind
+
+    def setting(self, name: str) -> Any:
+        """A family setting: this config's value, else the family's default."""
+        return self.settings.get(name, self.family.settings[name])
 
     @property
     def blocks_needed(self) -> int:
         """How many transformer blocks the forward pass must run."""
-        if self.arch in ("deeclip", "declip"):
-            return self.feature_layers[-1]
-        return self.vision.layers
+        return self.family.blocks_needed(self)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -272,6 +254,8 @@ class ModelConfig:
             del data["attribution"]  # likewise for every model but the attributor
         if self.temperature == 1.0:
             del data["temperature"]  # likewise for uncalibrated models
+        if not self.settings:
+            del data["settings"]  # likewise for the families without settings of their own
         return data
 
     def to_json(self) -> str:
@@ -311,18 +295,26 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
 
-ARCHS = ("deeclip", "univfd", "declip", "attribution")
+def _config_files() -> dict[str, Any]:
+    """Every known JSON config by name: the bundled ones, then those of families registered from elsewhere."""
+    folders = [resources.files("forensix.models") / "configs"]
+    folders += [f.configs for f in families() if f.configs is not None]
+    found: dict[str, Any] = {}
+    for folder in folders:
+        for p in folder.iterdir():
+            if p.name.endswith(".json"):
+                found.setdefault(p.name[: -len(".json")], p)
+    return found
 
 
 def list_configs() -> list[str]:
-    """Names of the bundled configs."""
-    root = resources.files("forensix.models") / "configs"
-    return sorted(p.name[: -len(".json")] for p in root.iterdir() if p.name.endswith(".json"))
+    """Names of the known configs."""
+    return sorted(_config_files())
 
 
 def get_config(name: str) -> ModelConfig:
-    """A bundled config by name (e.g. ``deeclip-vit-l-14``)."""
-    path = resources.files("forensix.models") / "configs" / f"{name}.json"
-    if not path.is_file():
-        raise KeyError(f"no model config named {name!r}; known: {', '.join(list_configs())}")
-    return ModelConfig.from_json(path.read_text())
+    """A known config by name (e.g. ``deeclip-vit-l-14``)."""
+    files = _config_files()
+    if name not in files:
+        raise KeyError(f"no model config named {name!r}; known: {', '.join(sorted(files))}")
+    return ModelConfig.from_json(files[name].read_text())

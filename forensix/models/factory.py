@@ -1,17 +1,11 @@
-"""One factory for every forensix model: config in, module out."""
+"""One factory for every forensix model: config in, module out (the family's builder, models/registry.py)."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from .attribution import AttributionCLIP
 from .config import ModelConfig
-from .declip import DeCLIP
-from .deeclip import DeeCLIP
 from .lora import add_lora
-from .univfd import UnivFD
-
-_BUILDERS = {"deeclip": DeeCLIP, "univfd": UnivFD, "declip": DeCLIP, "attribution": AttributionCLIP}
 
 
 def create_model(cfg: ModelConfig, *, with_lora: bool = False) -> nn.Module:
@@ -21,7 +15,7 @@ def create_model(cfg: ModelConfig, *, with_lora: bool = False) -> nn.Module:
     alpha, dropout; the attributor's backbone is the whole CLIP: both towers). Build under
     ``torch.device("meta")`` to skip initialisation before a load.
     """
-    model = _BUILDERS[cfg.arch](cfg)
+    model = cfg.family.build(cfg)
     if with_lora:
         if cfg.lora is None:
             raise ValueError(f"config {cfg.name!r} has no LoRA settings")

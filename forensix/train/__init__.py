@@ -23,20 +23,12 @@ import torch
 
 from .. import weights as W
 from ..datasets import Dataset, Sample, load_dataset
-from ..models.checkpoints import (
-    CheckpointError,
-    build_and_load,
-    convert_declip,
-    convert_deeclip,
-    detect_format,
-    is_safetensors,
-    load_clip_backbone,
-    read_checkpoint,
-    read_state_dict,
-)
+from ..models.checkpoints import CheckpointError, build_and_load, read_model_file, read_state_dict, with_article
+from ..models.clip_weights import load_clip_backbone
 from ..models.config import ModelConfig, get_config
 from ..models.factory import create_model
 from ..models.lora import add_lora, has_lora
+from ..models.registry import ConvertOptions
 from .attribute import AttributeTask, attribution_classes, attribution_model, class_counts, with_classes
 from .loop import TrainOptions, fit
 from .tasks import TASKS, DetectTask, LocalizeTask, Task
@@ -46,7 +38,7 @@ DEFAULT_CONFIGS = {
     "localize": "declip-vit-l-14-layer20-conv20",
     "attribute": "attribution-vit-l-14",
 }
-ARCH_FOR_TASK = {"detect": "deeclip", "localize": "declip", "attribute": "attribution"}
+KIND_FOR_TASK = {"detect": "detector", "localize": "localizer", "attribute": "attributor"}
 # Each task's recipe defaults. attribute: Adam (AdamW without weight decay) for the paper's 12 epochs;
 # the paper gives no learning rate, 5e-5 is the usual one for fine-tuning CLIP with Adam.
 RECIPES: dict[str, dict[str, float]] = {
@@ -69,8 +61,9 @@ def build_model(
 ) -> tuple[ModelConfig, torch.nn.Module]:
     """The model to train, on the CPU, with LoRA layers for detection (attribution: ``finetune`` lora
     or full); see the module docstring for ``init``."""
-    if cfg.arch != ARCH_FOR_TASK[task]:
-        raise ValueError(f"--task {task} trains a {ARCH_FOR_TASK[task]} model; config {cfg.name!r} is {cfg.arch}")
+    if cfg.kind != KIND_FOR_TASK[task]:
+        wanted = with_article(KIND_FOR_TASK[task])
+        raise ValueError(f"--task {task} trains {wanted}; config {cfg.name!r} is {cfg.arch}, {with_article(cfg.kind)}")
     torch.manual_seed(seed)
     if task == "attribute":
         return attribution_model(cfg, init, finetune)
@@ -81,9 +74,10 @@ def build_model(
             cnn = read_state_dict(W.resolve("clip-rn50")["backbone"]) if cfg.cnn is not None else None
             load_clip_backbone(model, clip, cnn, source="OpenAI CLIP")
     else:
-        cfg, model = _from_file(Path(init))
-        if cfg.arch != ARCH_FOR_TASK[task]:
-            raise CheckpointError(f"{init}: a {cfg.arch} model; --task {task} trains {ARCH_FOR_TASK[task]}")
+        cfg, model = _from_file(Path(init), KIND_FOR_TASK[task])
+    if task == "detect" and not all(hasattr(model, m) for m in ("forward_features", "forward_head")):
+        # The triplet loss reads the token embeddings the head pools (DeeCLIP's recipe).
+        raise ValueError(f"--task detect needs a model with forward_features and forward_head; {cfg.arch} has none")
     if task == "detect" and not has_lora(model):
         if cfg.lora is None:
             raise ValueError(f"config {cfg.name!r} has no LoRA settings to train")
@@ -91,25 +85,15 @@ def build_model(
     return cfg, model
 
 
-def _from_file(path: Path) -> tuple[ModelConfig, torch.nn.Module]:
+def _from_file(path: Path, kind: str) -> tuple[ModelConfig, torch.nn.Module]:
     if not path.is_file():
         raise CheckpointError(f"--init {path}: no such file (or use openai | random)")
-    if is_safetensors(path):
-        cfg, state, _ = read_checkpoint(path)
-    else:
-        obj = read_state_dict(path)
-        kind = detect_format(obj)
-        if kind == "deeclip-official":
-            cfg, state = convert_deeclip(obj, merge_lora=False, source=str(path))
-        elif kind == "declip-official":
-            cfg, state = convert_declip(obj, source=str(path))
-        else:
-            raise CheckpointError(f"{path}: not a checkpoint training can start from (detected: {kind})")
-    model = build_and_load(cfg, state, source=str(path))
+    found = read_model_file(path, kind=kind, options=ConvertOptions(merge_lora=False))
+    model = build_and_load(found.config, found.state, source=str(path))
     for name, p in model.named_parameters():
         # Loaded tensors keep the module's flags, but be explicit: only LoRA and the heads learn.
         p.requires_grad_(not name.startswith(("backbone.", "cnn.")) or ".lora_" in name)
-    return cfg, model
+    return found.config, model
 
 
 def split_samples(

@@ -28,13 +28,13 @@ from torch.utils.data import Sampler
 from .. import weights as W
 from ..attributor import Attributor, p_fake
 from ..datasets import Sample
-from ..detector import LoadedWeights
 from ..eval import EvalOptions, attribute, detection_metrics
 from ..models.attribution import convert_openai_clip
 from ..models.checkpoints import CheckpointError, build_and_load, load_weights, read_checkpoint, read_state_dict
 from ..models.config import ModelConfig
 from ..models.factory import create_model
 from ..models.lora import add_lora, has_lora, merge_lora
+from ..runner import LoadedWeights
 from .augment import Augment
 from .data import Batch, ShuffleSampler, TrainDataset
 from .tasks import StepResult, Task
@@ -81,8 +81,8 @@ def attribution_model(cfg: ModelConfig, init: str, finetune: str) -> tuple[Model
         if not path.is_file():
             raise CheckpointError(f"--init {path}: no such file (or use openai | random)")
         saved, state, _ = read_checkpoint(path)
-        if saved.arch != "attribution":
-            raise CheckpointError(f"{init}: a {saved.arch} model; --task attribute trains attribution")
+        if saved.kind != "attributor":
+            raise CheckpointError(f"{init}: a {saved.kind} ({saved.arch}); --task attribute trains an attributor")
         cfg = with_classes(saved, cfg.attribution.classes)
         model = build_and_load(cfg, state, source=str(path))
     if finetune == "lora" and not has_lora(model):
@@ -120,7 +120,9 @@ class AttributeTask(Task):
         return StepResult(loss, len(batch.indices), {"ce": loss.item()})
 
     def validate(self, device: torch.device, options: EvalOptions) -> dict[str, float]:
-        attributor = Attributor(LoadedWeights(self.model, self.cfg, self.cfg.name, "", "training", {}), str(device))
+        attributor = Attributor.from_torch(
+            LoadedWeights(self.cfg, self.cfg.name, "", "training", {}, model=self.model), str(device)
+        )
         probs = attribute(self.val_samples, attributor, options=options)
         ok = ~np.isnan(probs).any(axis=1)
         if not ok.any():

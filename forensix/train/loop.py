@@ -25,9 +25,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
-from ..detector import PRECISIONS, resolve_device
 from ..eval import EvalOptions
 from ..models.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
+from ..torch_backend import PRECISIONS, resolve_device
 from .augment import Augment
 from .state import load_training_state, save_training_state
 from .tasks import Task

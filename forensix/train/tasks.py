@@ -21,10 +21,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from ..datasets import Sample
-from ..detector import Detector, LoadedWeights
+from ..detector import Detector
 from ..eval import EvalOptions, detection_metrics, localize, predict
 from ..localizer import Localizer
 from ..models.config import ModelConfig
+from ..runner import LoadedWeights
 from ..stages.records import Record
 from ..workers import WorkerLoader, init_worker
 from .augment import Augment
@@ -141,8 +142,8 @@ class DetectTask(Task):
         return StepResult(loss, len(batch.indices), parts)
 
     def validate(self, device: torch.device, options: EvalOptions) -> dict[str, float]:
-        loaded = LoadedWeights(self.model, self.cfg, self.cfg.name, "", "training", {})
-        detector = Detector(loaded, device=str(device))
+        loaded = LoadedWeights(self.cfg, self.cfg.name, "", "training", {}, model=self.model)
+        detector = Detector.from_torch(loaded, device=str(device))
         found = predict(self.val_samples, detector, options=options)
         ok = found.ok
         labels = np.array([s.label for s in self.val_samples])[ok]
@@ -176,8 +177,10 @@ class LocalizeTask(Task):
         return StepResult(loss, len(batch.indices), {"bce": loss.item()})
 
     def validate(self, device: torch.device, options: EvalOptions) -> dict[str, float]:
-        loaded = LoadedWeights(self.model, self.cfg, self.cfg.name, "", "training", {})
-        scores = localize(self.val_samples, Localizer(loaded, device=str(device)), self.masks_inverted, options=options)
+        loaded = LoadedWeights(self.cfg, self.cfg.name, "", "training", {}, model=self.model)
+        scores = localize(
+            self.val_samples, Localizer.from_torch(loaded, device=str(device)), self.masks_inverted, options=options
+        )
         found = [s for s in scores if s is not None]
         if not found:
             return {"iou": 0.0, "f1": 0.0}
