@@ -28,6 +28,7 @@ from .detector import Detector
 from .inputs import InputSpec
 from .pipeline import Scanner, ScanOptions, default_workers
 from .provenance import package_versions
+from .stages.records import IMAGE
 
 SYNTHETIC_SIDES = (224, 512)
 
@@ -154,10 +155,10 @@ def run_bench(detector: Detector, options: BenchOptions, log: Callable[[str], No
             nonlocal images
             images = 0
             for block in Scanner(spec, detector, scan_options).blocks():
-                if block.tensor is not None:
+                if (tensor := block.inputs.get(IMAGE)) is not None:
                     if len(first) < options.batch_size:
-                        first.extend(block.tensor[: options.batch_size - len(first)].clone())
-                    images += len(block.tensor)
+                        first.extend(tensor[: options.batch_size - len(first)].clone())
+                    images += len(tensor)
             return images
 
         say("decode + preprocess")

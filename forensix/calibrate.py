@@ -24,7 +24,7 @@ from . import __version__
 from .cache import weights_identity
 from .datasets import Dataset
 from .detector import Detector
-from .evaluate import scores_from_logits
+from .eval import scores_from_logits
 from .loading import calibration_sidecar
 from .models.checkpoints import CheckpointError, is_safetensors, read_checkpoint, save_checkpoint
 

@@ -524,7 +524,7 @@ def eval_command(
 ) -> None:
     """Accuracy, AP and ROC-AUC per subset, clean and perturbed; tables on stdout (see docs/evaluation.md)."""
     from .detector import load_detector
-    from .evaluate import (
+    from .eval import (
         ATTRIBUTION_COLUMNS,
         EvalOptions,
         attribution_rows,
@@ -613,7 +613,7 @@ def calibrate_command(
 
     from .calibrate import calibrate, calibration_record, store_calibration
     from .detector import load_detector
-    from .evaluate import EvalOptions, predict
+    from .eval import EvalOptions, predict
 
     with fatal_errors():
         if (target_fpr is None) == (not balanced):

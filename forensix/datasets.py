@@ -12,30 +12,22 @@
   images in folders named ``real`` elsewhere in the tree are real.
 
 Label convention everywhere: 1 = fake, 0 = real. Nothing is copied: a :class:`Dataset` is a
-deterministic list of :class:`Sample` (paths). :class:`ImageDataset` streams them through the scan's
-decoding (:func:`forensix.imaging.decode_image`, then the model's preprocessing); an unreadable file
-becomes an error value, never an exception, so the caller counts and reports it.
+deterministic list of :class:`Sample` (paths); :func:`forensix.stages.entries.sample_entries` makes
+them the entries the scan's stages read, decode and preprocess (an unreadable file becomes an error
+value, never an exception, so the caller counts and reports it).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from PIL import Image
-from torch.utils.data import Dataset as TorchDataset
-
-from .imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, preprocess
 from .inputs import iter_entries
-from .limits import DEFAULT_MAX_BYTES
-from .models.config import PreprocessConfig
 
 LAYOUTS = ("univfd", "genimage", "list", "dolos")
 SPLITS = ("train", "val")
@@ -317,84 +309,3 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
             if not isinstance(row, dict):
                 raise DatasetError(f"{path}:{line}: expected an object with path and label")
             yield line, row
-
-
-# --- streaming through the scan's decoding ---------------------------------------------------
-
-
-@dataclass
-class Prepared:
-    """One sample read and made ready: its model input, or a cached logit, or the error that stopped it."""
-
-    index: int
-    sha256: str = ""
-    tensor: torch.Tensor | None = None
-    logit: float | None = None  # from the prediction cache: no decoding was needed
-    error: str = ""
-
-
-def read_image_bytes(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    size = os.path.getsize(path)
-    if size > max_bytes:
-        raise ValueError(f"file is {size} bytes, over the max-bytes limit ({max_bytes})")
-    with open(path, "rb") as f:
-        return f.read()
-
-
-class ImageDataset(TorchDataset):
-    """Map-style dataset over samples: read, sha256, decode (as the scan), ``transform``, preprocess.
-
-    ``transform`` acts on the decoded RGB image (perturbations for eval, augmentations for
-    training). ``lookup(sha256)`` may return a known logit, in which case nothing is decoded.
-    """
-
-    def __init__(
-        self,
-        samples: Sequence[Sample],
-        cfg: PreprocessConfig,
-        transform: Callable[[Image.Image], Image.Image] | None = None,
-        lookup: Callable[[str], float | None] | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-    ) -> None:
-        self.samples, self.cfg, self.transform, self.lookup = samples, cfg, transform, lookup
-        self.max_pixels, self.max_bytes = max_pixels, max_bytes
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> Prepared:
-        out = Prepared(index)
-        try:
-            data = read_image_bytes(self.samples[index].path, self.max_bytes)
-        except (OSError, ValueError) as e:
-            out.error = f"cannot read: {e.strerror}" if isinstance(e, OSError) and e.strerror else f"cannot read: {e}"
-            return out
-        out.sha256 = hashlib.sha256(data).hexdigest()
-        if self.lookup is not None and (logit := self.lookup(out.sha256)) is not None:
-            out.logit = logit
-            return out
-        try:
-            image = decode_image(data, self.max_pixels).image
-            if self.transform is not None:
-                image = self.transform(image)
-            out.tensor = preprocess(image, self.cfg)
-        except (DecodeError, ValueError, OSError) as e:
-            out.error = str(e)
-        return out
-
-
-@dataclass
-class PreparedBatch:
-    items: list[Prepared]
-    tensor: torch.Tensor | None  # (n, 3, H, W): the tensors of the items that have one, in order
-
-    def pin_memory(self) -> PreparedBatch:
-        return PreparedBatch(self.items, self.tensor.pin_memory() if self.tensor is not None else None)
-
-
-def collate_prepared(items: list[Prepared]) -> PreparedBatch:
-    tensors = [p.tensor for p in items if p.tensor is not None]
-    for p in items:
-        p.tensor = None  # only the stacked copy travels between processes
-    return PreparedBatch(items, torch.stack(tensors) if tensors else None)

@@ -17,10 +17,11 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .imaging import sniff_image
-from .limits import Limits
+from .limits import DEFAULT_MAX_BYTES, Limits
 
 try:
     from lzma import LZMAError
@@ -59,15 +60,18 @@ class InputStats:
     skipped_non_images: int = 0
 
 
-def _file_reader(path: str, max_bytes: int) -> Callable[[], bytes]:
-    def read() -> bytes:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            raise ValueError(f"file is {size} bytes, over the max-bytes limit ({max_bytes})")
-        with open(path, "rb") as f:
-            return f.read(max_bytes + 1)
+def read_file(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of the file at ``path``; ValueError when it holds more than ``max_bytes``, OSError when unreadable."""
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise ValueError(f"file is {size} bytes, over the max-bytes limit ({max_bytes})")
+    with open(path, "rb") as f:
+        return f.read(max_bytes + 1)
 
-    return read
+
+def file_entry(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> InputItem:
+    """The entry of one plain file, read when asked (a dataset's sample, an explicit input)."""
+    return InputItem(path, reader=partial(read_file, path, max_bytes))
 
 
 def _sniff_file(path: str) -> bool:
@@ -87,7 +91,7 @@ def _file_entry(path: str, limits: Limits, explicit: bool) -> Iterator[InputItem
     if is_archive(path):
         yield from _archive_entries(path, limits)
     elif explicit or _sniff_file(path):
-        yield InputItem(path, reader=_file_reader(path, limits.max_bytes))
+        yield file_entry(path, limits.max_bytes)
     else:
         yield InputItem(path, skipped=True)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .metrics import resize_to
+from .mask_metrics import dilate_square, resize_to
 
 __all__ = ["MaskFiles", "mask_stem", "outline_width", "overlay_image", "resize_prob", "write_mask_files"]
 
@@ -165,23 +165,8 @@ def _outline(prob: np.ndarray, top: int, bottom: int, width: int) -> np.ndarray:
     inside = prob[lo:hi] > THRESHOLD
     outside = ~inside
     size = 2 * width + 1
-    for axis in (0, 1):  # dilate "outside" by a square; beyond the array counts as inside
-        outside = _any_in_window(outside, size, axis)
+    outside = dilate_square(outside, size)  # beyond the array counts as inside
     return (inside & outside)[top - lo : bottom - lo]
-
-
-def _any_in_window(mask: np.ndarray, size: int, axis: int) -> np.ndarray:
-    r = size // 2
-    n = mask.shape[axis]
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (r, r)
-    padded = np.pad(mask, pad)
-    result = np.zeros_like(mask)
-    for shift in range(size):
-        sl = [slice(None), slice(None)]
-        sl[axis] = slice(shift, shift + n)
-        result |= padded[tuple(sl)]
-    return result
 
 
 def _save_png_atomic(img: Image.Image, dest: Path) -> None:

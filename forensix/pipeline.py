@@ -1,12 +1,12 @@
-"""The scan: inputs → decode + notes (DataLoader workers) → batched scoring → one row per input, in order.
+"""The scan: inputs → prepared records (DataLoader workers) → batched scoring → one row per input, in order.
 
-Every worker walks the same deterministic entry stream (:func:`forensix.inputs.iter_entries`) and
-prepares only its own blocks of ``batch_size`` consecutive entries (block j → worker j mod W), so
-nothing but finished records crosses a process boundary and memory does not grow with the number
-of inputs. Each record carries its entry index; the main process restores input order through a
-reorder buffer bounded by the DataLoader's prefetch window, regroups images into full model
-batches, scores them and emits rows. Non-images found in folders and archives, and inputs already
-in a resumed report, travel as markers so the order stays gapless; they are counted, not written.
+:class:`Scanner` drives the stages of :mod:`forensix.stages`: the scan's entries
+(:func:`~forensix.stages.entries.input_entries`) go through its :class:`~forensix.stages.records.RecordBuilder`
+in DataLoader workers (:func:`~forensix.stages.loader.prepared_blocks`: blocks in input order, a dead
+worker costing no row), the images of consecutive blocks are regrouped into full model batches
+(:class:`~forensix.stages.scoring.BatchQueue`), and each scored record becomes its row. Non-images
+found in folders and archives, and inputs already in a resumed report, travel as markers so the
+order stays gapless; they are counted, not written.
 
 With a localizer, workers also make its input tensor and keep the file's bytes; the main process
 runs the localizer on the images judged fake (or all, ``masks_all``) and a small thread pool
@@ -16,12 +16,8 @@ Each row leaves once its mask files are written, still in input order.
 With ``gpu_decode``, a parity check first scores the first JPEGs of the inputs both ways, before
 any worker starts. If the scores agree within 1e-3, workers only read a JPEG's header and notes and
 hand over its bytes, and the main process decodes each block's JPEGs in one batched call on the
-model's device (nvjpeg on CUDA); otherwise the workers decode everything with Pillow as usual and
-the scan says why in ``notices``.
-
-A worker that dies (a decoder's crash, the out-of-memory killer) costs no row: the first block not
-yet handed over is prepared entry by entry in processes of their own (the entry that crashes its
-process becomes an error row) and workers start again after it (:meth:`Scanner.blocks`).
+model's device (:mod:`forensix.stages.device_decode`); otherwise the workers decode everything with
+Pillow as usual and the scan says why in ``notices``.
 
 With an attributor, the main process runs it on every scored batch and fills ``source`` and
 ``source_score``; workers prepare its input too when its preprocessing differs from the
@@ -31,40 +27,38 @@ detector's (else the detector's batch serves both).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import os
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .cache import CLEAN, PredictionCache, model_key
 from .detector import Detector, scale_logits
-from .gpu_decode import check_parity, first_jpegs, is_complete_jpeg, preprocess_jpegs
-from .imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, open_image, preprocess
-from .inputs import InputItem, InputSpec, Limits, iter_entries
-from .metadata import read_metadata
-from .models.config import PreprocessConfig
+from .gpu_decode import check_parity, first_jpegs
+from .imaging import DEFAULT_MAX_PIXELS, decode_image
+from .inputs import InputItem, InputSpec, Limits
 from .overlay import MaskFiles, write_mask_files
 from .provenance import provenance
 from .schema import new_row
-from .workers import ProcessDied, WorkerLoader, init_worker, run_alone, worker_died
+from .stages.batches import Block
+from .stages.device_decode import decode_on_device
+from .stages.entries import input_entries
+from .stages.loader import LoaderOptions, prepared_blocks
+from .stages.records import IMAGE, SKIP_RESUMED, Record, RecordBuilder
+from .stages.scoring import BatchQueue
 
 if TYPE_CHECKING:
     from .attributor import Attributor
     from .localizer import Localizer
 
-SKIP_NON_IMAGE = "non-image"
-SKIP_RESUMED = "resumed"
-READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError)  # what reading an entry raises (zipfile/tarfile: all)
+MASK, ATTR = "localizer", "attributor"  # the names of the localizer's and the attributor's inputs in a record
 PARITY_IMAGES = 8  # JPEGs scored both ways before the device decodes any (gpu_decode)
 PARITY_LOOK_AT = 1000  # inputs searched for them
 
@@ -116,167 +110,25 @@ class ResumeIndex:
         return i < len(self.keys) and self.keys[i] == k
 
 
+def start_row(record: Record) -> dict[str, Any]:
+    """The row of a prepared record before it is scored: what reading and decoding found."""
+    row = new_row(InputItem(record.path, record.member, record.error))
+    row.update(sha256=record.sha256, width=record.width, height=record.height, format=record.format)
+    row["notes"] = record.notes
+    if record.metadata is not None:
+        row["metadata"] = record.metadata
+    return row
+
+
 @dataclass
-class Record:
-    """One prepared entry: a row (without score), its input tensor(s) if it decoded, or a skip marker.
+class Pending:
+    """A record in the main process on its way to its row: the row so far, views of its inputs in
+    the block's tensors, and the mask files being written for it."""
 
-    ``mask_tensor`` and ``raw`` (the file's bytes) are there only when a localizer runs, ``attr_tensor``
-    only when an attributor with its own preprocessing runs.
-    """
-
-    index: int
-    row: dict[str, Any] | None
-    tensor: torch.Tensor | None = None
-    skip: str = ""
-    mask_tensor: torch.Tensor | None = None
-    raw: bytes | None = None
+    record: Record
+    row: dict[str, Any]
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     mask_job: Future[MaskFiles] | None = None
-    attr_tensor: torch.Tensor | None = None
-    jpeg: bytes | None = None  # a JPEG left for the device to decode (``gpu_decode``)
-    logit: float | None = None  # the raw logit found in the prediction cache: not decoded, not scored again
-
-    @property
-    def has_input(self) -> bool:
-        """Whether the block holds a model input for it: an image read, decoded and not found in the cache."""
-        return not self.skip and self.row is not None and not self.row["error"] and self.logit is None
-
-
-@dataclass
-class Block:
-    """Records of consecutive entries with their tensors stacked: what a worker hands over at once."""
-
-    records: list[Record]
-    tensor: torch.Tensor | None  # (n, 3, H, W) for the records that have one, in order
-    mask_tensor: torch.Tensor | None = None  # the localizer's inputs of the same records
-    attr_tensor: torch.Tensor | None = None  # the attributor's
-
-    def pin_memory(self) -> Block:
-        def pin(t: torch.Tensor | None) -> torch.Tensor | None:
-            return t.pin_memory() if t is not None else None
-
-        return Block(self.records, pin(self.tensor), pin(self.mask_tensor), pin(self.attr_tensor))
-
-
-def collate(records: list[Record]) -> Block:
-    def stack(attr: str) -> torch.Tensor | None:
-        tensors = [getattr(r, attr) for r in records if getattr(r, attr) is not None]
-        for r in records:
-            setattr(r, attr, None)  # the stacked copy is the one that travels
-        return torch.stack(tensors) if tensors else None
-
-    return Block(records, stack("tensor"), stack("mask_tensor"), stack("attr_tensor"))
-
-
-class ScanDataset(IterableDataset):
-    """Prepared records for this worker's share of the input stream (all of it without workers).
-
-    With ``mask_cfg`` (a localizer's preprocessing) records also carry the localizer's input and
-    the file's bytes, from which the mask files are drawn at the image's own size; with
-    ``attr_cfg`` (an attributor's) the attributor's input. With ``lookup`` (sha256 → a cached raw
-    logit, or None) an image already scored is not decoded: its record carries the logit.
-    """
-
-    def __init__(
-        self,
-        spec: InputSpec,
-        cfg: PreprocessConfig,
-        options: ScanOptions,
-        done: ResumeIndex | None = None,
-        mask_cfg: PreprocessConfig | None = None,
-        attr_cfg: PreprocessConfig | None = None,
-        lookup: Callable[[str], float | None] | None = None,
-    ) -> None:
-        self.spec, self.cfg, self.options, self.done = spec, cfg, options, done
-        self.mask_cfg, self.attr_cfg, self.lookup = mask_cfg, attr_cfg, lookup
-        self.start = 0  # entries before this one are not this dataset's (a scan restarted after a crash)
-
-    def entries(self) -> Iterator[tuple[int, InputItem]]:
-        """(index, entry) of every input entry from ``start`` on."""
-        for index, item in enumerate(iter_entries(self.spec.paths(), self.options.limits)):
-            if index >= self.start:
-                yield index, item
-
-    def __iter__(self) -> Iterator[Record]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        block = self.options.batch_size
-        for index, item in self.entries():
-            if (index // block) % workers == worker:
-                yield self.prepare(index, item)
-
-    def prepare_alone(self, index: int, item: InputItem) -> Record:
-        """``prepare`` in a process of its own: if reading the file crashes that process, an error row."""
-        try:
-            return run_alone(self.prepare, index, item)
-        except ProcessDied as e:
-            row = new_row(item)
-            row["error"] = f"cannot decode image: {e}"
-            try:  # reading and hashing are safe here: it is decoding that crashes
-                row["sha256"] = hashlib.sha256(item.read()).hexdigest()
-            except READ_ERRORS:
-                pass
-            return Record(index, row)
-
-    def prepare(self, index: int, item: InputItem) -> Record:
-        """Read, hash, decode, read notes and preprocess one entry; every failure becomes the row's error."""
-        if item.skipped:
-            return Record(index, None, skip=SKIP_NON_IMAGE)
-        row = new_row(item)
-        data = b""
-        try:
-            if not item.error:
-                data = item.read()
-                row["sha256"] = hashlib.sha256(data).hexdigest()
-        except READ_ERRORS as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
-            row["error"] = f"cannot read: {reason}"
-        if self.done is not None and (item.path, item.member, row["sha256"]) in self.done:
-            return Record(index, None, skip=SKIP_RESUMED)
-        if row["error"]:
-            return Record(index, row)
-        options, only_detector = self.options, self.mask_cfg is None and self.attr_cfg is None
-        try:
-            if self.lookup is not None and (logit := self.lookup(row["sha256"])) is not None:
-                return self._undecoded(index, row, data, logit=logit)
-            if only_detector and options.gpu_decode and is_complete_jpeg(data):
-                return self._undecoded(index, row, data, jpeg=data)
-            decoded = decode_image(data, options.max_pixels)
-            row.update(width=decoded.width, height=decoded.height, format=decoded.format)
-            if options.metadata:
-                meta = read_metadata(data, decoded.source)
-                row["notes"], row["metadata"] = meta.notes, meta.fields
-            record = Record(index, row, preprocess(decoded.image, self.cfg))
-            if self.mask_cfg is not None:
-                record.mask_tensor, record.raw = preprocess(decoded.image, self.mask_cfg), data
-            if self.attr_cfg is not None:
-                record.attr_tensor = preprocess(decoded.image, self.attr_cfg)
-            return record
-        except (DecodeError, ValueError, OSError) as e:
-            row["error"] = str(e)
-            return Record(index, row)
-
-    def _undecoded(self, index: int, row: dict[str, Any], data: bytes, **fields: Any) -> Record:
-        """A record from the image's header and notes alone: its pixels are decoded elsewhere, or not needed."""
-        header = open_image(data, self.options.max_pixels)
-        row.update(width=header.size[0], height=header.size[1], format=header.format)
-        if self.options.metadata:
-            meta = read_metadata(data, header)
-            row["notes"], row["metadata"] = meta.notes, meta.fields
-        return Record(index, row, **fields)
-
-
-def ordered_blocks(loader: DataLoader, first: int = 0) -> Iterator[Block]:
-    """Blocks in input order from entry ``first`` on, whatever order the workers finish them in."""
-    waiting: dict[int, Block] = {}
-    expected = first
-    for block in loader:
-        waiting[block.records[0].index] = block
-        while expected in waiting:
-            ready = waiting.pop(expected)
-            expected = ready.records[-1].index + 1
-            yield ready
-    if waiting:  # a worker died without raising: never drop rows silently
-        raise RuntimeError(f"scan lost its place: expected entry {expected}, have {sorted(waiting)}")
 
 
 @dataclass
@@ -333,125 +185,52 @@ class Scanner:
                 "not in the workers, which is slower; it pays only with a CUDA device"
             )
 
-    def _dataset(self) -> ScanDataset:
-        o = self.options
-        if o.gpu_decode and not self._device_decodes():
-            o = replace(o, gpu_decode=False)  # the workers decode every image with Pillow
-        mask_cfg = self.localizer.config.preprocess if self.localizer is not None else None
+    def _builder(self) -> RecordBuilder:
+        """The scan's record builder: notes, the localizer's and attributor's inputs, the cache, device JPEGs."""
+        o, extra = self.options, []
+        if self.localizer is not None:
+            extra.append((MASK, self.localizer.config.preprocess))
+        if self.attr_cfg is not None:
+            extra.append((ATTR, self.attr_cfg))
         lookup = None  # a localizer or an attributor needs every image's pixels: the cache is then only written
         if self.cache is not None and self.localizer is None and self.attributor is None:
             lookup = partial(self.cache.get, model=self.cache_key, perturbation=CLEAN)
-        return ScanDataset(self.spec, self.detector.config.preprocess, o, self.done, mask_cfg, self.attr_cfg, lookup)
-
-    def _loader(self, dataset: ScanDataset) -> DataLoader:
-        o = self.options
-        extra: dict[str, Any] = {}
-        if o.workers > 0:
-            # in_order=False: a slow image in one worker does not stall the others; ordered_blocks
-            # restores the order, holding at most workers x prefetch blocks.
-            extra = dict(prefetch_factor=o.prefetch, worker_init_fn=init_worker, in_order=False)
-        return WorkerLoader(
-            dataset,
-            batch_size=o.batch_size,
-            num_workers=o.workers,
-            collate_fn=collate,
-            pin_memory=self.detector.device.type == "cuda",
-            **extra,
+        return RecordBuilder(
+            self.detector.config.preprocess,
+            max_pixels=o.max_pixels,
+            metadata=o.metadata,
+            extra=tuple(extra),
+            keep_bytes=self.localizer is not None,  # the mask files are drawn at the image's own size
+            lookup=lookup,
+            done=self.done,
+            device_jpegs=o.gpu_decode and self._device_decodes(),
         )
 
     def blocks(self) -> Iterator[Block]:
         """The prepared blocks in input order, unscored: the decode stage alone (``forensix bench`` times it).
 
-        A worker that dies (a decoder's crash on a hostile file, the out-of-memory killer) loses the
-        blocks it held. The first block not yet handed over is then prepared entry by entry, each
-        in a process of its own, so that the file that kills its process becomes an error row;
-        workers start again after it. Every crash moves the scan on by at least one block.
+        A worker that dies (a decoder's crash on a hostile file, the out-of-memory killer) costs no
+        row (:func:`forensix.stages.loader.prepared_blocks`); ``stats.worker_deaths`` counts it.
         """
-        dataset = self._dataset()
-        while True:
-            try:
-                for block in ordered_blocks(self._loader(dataset), dataset.start):
-                    dataset.start = block.records[-1].index + 1
-                    yield block
-                return
-            except Exception as e:
-                if not worker_died(e):
-                    raise
-            self.stats.worker_deaths += 1
-            entries = itertools.islice(dataset.entries(), self.options.batch_size)
-            records = [dataset.prepare_alone(index, item) for index, item in entries]
-            if not records:
-                return
-            dataset.start = records[-1].index + 1
-            yield collate(records)
+        o = self.options
+        loader = LoaderOptions(o.batch_size, o.workers, o.prefetch, pin_memory=self.detector.device.type == "cuda")
+        entries = partial(input_entries, self.spec, o.limits)
+        yield from prepared_blocks(entries, self._builder(), loader, self._worker_died)
+
+    def _worker_died(self) -> None:
+        self.stats.worker_deaths += 1
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        pending: deque[Record] = deque()  # in order, waiting for their batch to be scored
-        queued: list[torch.Tensor] = []  # the unscored tensors of pending, in order
         size = self.options.batch_size
         pool = ThreadPoolExecutor(self.options.mask_threads, "forensix-mask") if self.localizer else None
-
-        def score(n: int) -> None:
-            joined = queued[0] if len(queued) == 1 else torch.cat(queued)
-            batch, rest = joined[:n], joined[n:]
-            queued[:] = [rest] if len(rest) else []
-            raw = self.detector.raw_logits(batch)
-            scores = iter(torch.sigmoid(scale_logits(raw, self.detector.temperature)).tolist())
-            scored = []
-            for r in pending:
-                if r.tensor is not None and r.row["score"] is None:
-                    r.row["score"] = next(scores, None)
-                    if r.row["score"] is None:
-                        break
-                    scored.append(r)
-            if self.cache is not None:
-                fresh = zip(scored, raw.tolist())
-                self.cache.put_many([(r.row["sha256"], self.cache_key, CLEAN, v) for r, v in fresh if math.isfinite(v)])
-            if self.attributor is not None:
-                self._attribute(scored, batch)
-            if pool is not None:
-                self._start_masks(scored, pool)
-
-        def ready(wait: bool = False) -> Iterator[dict[str, Any]]:
-            while pending and (pending[0].tensor is None or pending[0].row["score"] is not None):
-                job = pending[0].mask_job
-                # Mask files are written while the next batches run; wait only when they pile up.
-                if job is not None and not job.done() and not wait and len(pending) <= 4 * size:
-                    return
-                yield self._finish(pending.popleft())
-
+        queue = BatchQueue(size, partial(self._score, pool), busy=_writing_masks)
         try:
             for block in self.blocks():
                 if self.gpu_parity:
-                    self._decode_jpegs(block)
-                tensors = iter(block.tensor) if block.tensor is not None else iter(())
-                mask_tensors = iter(block.mask_tensor) if block.mask_tensor is not None else None
-                attr_tensors = iter(block.attr_tensor) if block.attr_tensor is not None else None
-                for record in block.records:
-                    self.stats.entries += 1
-                    if record.skip:
-                        self._count_skip(record.skip)
-                        continue
-                    if record.logit is not None:
-                        record.row["score"] = self._cached_score(record.logit)
-                    elif record.has_input:
-                        record.tensor = next(tensors)  # a view into the block's (pinned) tensor
-                        if mask_tensors is not None:
-                            record.mask_tensor = next(mask_tensors)
-                        if attr_tensors is not None:
-                            record.attr_tensor = next(attr_tensors)
-                    pending.append(record)
-                if block.tensor is not None:
-                    queued.append(block.tensor)
-                while sum(len(t) for t in queued) >= size:
-                    score(size)
-                    yield from ready()
-                if queued and len(pending) > 4 * size:  # many error rows behind a part batch: score it now
-                    score(size)
-                yield from ready()
-            if queued:
-                score(size)
-            yield from ready(wait=True)
+                    d = self.detector
+                    decode_on_device(block, d.config.preprocess, d.device, self.options.max_pixels)
+                yield from map(self._finish, queue.push(self._pending(block), block.inputs.get(IMAGE)))
+            yield from map(self._finish, queue.close())
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -466,6 +245,35 @@ class Scanner:
                         f"{runner.name} ran out of GPU memory at batch {size}: it ran in pieces of "
                         f"{runner.max_batch} images (same scores; pass --batch-size {runner.max_batch} next time)"
                     )
+
+    def _pending(self, block: Block) -> Iterator[tuple[Pending, bool]]:
+        """The block's records that become rows, each with whether it waits for the detector; skips counted."""
+        views = {name: iter(t) for name, t in block.inputs.items()}
+        for record in block.records:
+            self.stats.entries += 1
+            if record.skip:
+                self._count_skip(record.skip)
+                continue
+            p = Pending(record, start_row(record))
+            if record.logit is not None:
+                p.row["score"] = self._cached_score(record.logit)
+            elif record.has_input:  # views into the block's (pinned) tensors
+                p.inputs = {name: next(view) for name, view in views.items()}
+            yield p, IMAGE in p.inputs
+
+    def _score(self, pool: ThreadPoolExecutor | None, batch: torch.Tensor, scored: list[Pending]) -> None:
+        """Score one model batch (the images of ``scored``, in order); cache, attribute, start the masks."""
+        raw = self.detector.raw_logits(batch)
+        scores = torch.sigmoid(scale_logits(raw, self.detector.temperature)).tolist()
+        for p, score in zip(scored, scores):
+            p.row["score"] = score
+        if self.cache is not None:
+            fresh = zip(scored, raw.tolist())
+            self.cache.put_many([(p.row["sha256"], self.cache_key, CLEAN, v) for p, v in fresh if math.isfinite(v)])
+        if self.attributor is not None:
+            self._attribute(scored, batch)
+        if pool is not None:
+            self._start_masks(scored, pool)
 
     def _cached_score(self, logit: float) -> float:
         """P(fake) from a cached raw logit, by the very operations that score a batch."""
@@ -494,79 +302,44 @@ class Scanner:
                 )
         return self.gpu_parity
 
-    def _decode_jpegs(self, block: Block) -> None:
-        """Decode the block's JPEGs on the model's device and make ``block.tensor`` every input, in order, there."""
-        device, cfg = self.detector.device, self.detector.config.preprocess
-        jpegs = [r for r in block.records if r.jpeg is not None]
-        decoded: dict[int, torch.Tensor] = {}
-        if jpegs:
-            try:
-                decoded = {id(r): t for r, t in zip(jpegs, preprocess_jpegs([r.jpeg for r in jpegs], cfg, device))}
-            except (RuntimeError, ValueError):
-                pass  # one file the device decoder refuses fails the batch: take them one by one
-        for r in jpegs:
-            if id(r) not in decoded and (t := self._decode_one(r)) is not None:
-                decoded[id(r)] = t
-            r.jpeg = None
-        cpu = iter(block.tensor) if block.tensor is not None else iter(())
-        ordered = [
-            decoded[id(r)] if id(r) in decoded else next(cpu).to(device, non_blocking=True)
-            for r in block.records
-            if r.has_input
-        ]
-        block.tensor = torch.stack(ordered) if ordered else None
-
-    def _decode_one(self, record: Record) -> torch.Tensor | None:
-        """One JPEG on the device if it decodes there, else with Pillow; None (an error row) if neither."""
-        cfg, device = self.detector.config.preprocess, self.detector.device
-        try:
-            return preprocess_jpegs([record.jpeg], cfg, device)[0]
-        except (RuntimeError, ValueError):
-            pass
-        try:
-            return preprocess(decode_image(record.jpeg, self.options.max_pixels).image, cfg).to(device)
-        except (DecodeError, ValueError, OSError) as e:
-            record.row["error"] = str(e)
-            return None
-
-    def _attribute(self, scored: list[Record], batch: torch.Tensor) -> None:
+    def _attribute(self, scored: list[Pending], batch: torch.Tensor) -> None:
         """Run the attributor on the records the detector just scored (its ``batch``, or their own inputs)."""
         assert self.attributor is not None
-        inputs = torch.stack([r.attr_tensor for r in scored]) if self.attr_cfg is not None else batch
+        inputs = torch.stack([p.inputs.pop(ATTR) for p in scored]) if self.attr_cfg is not None else batch
         probabilities = self.attributor.probabilities(inputs)
-        for r, (source, p) in zip(scored, self.attributor.top(probabilities)):
-            if math.isfinite(p):
-                r.row["source"], r.row["source_score"] = source, p
-            elif not r.row["error"]:
-                r.row["error"] = "the attributor returned a non-finite score (try --precision fp32)"
-            r.attr_tensor = None
+        for p, (source, prob) in zip(scored, self.attributor.top(probabilities)):
+            if math.isfinite(prob):
+                p.row["source"], p.row["source_score"] = source, prob
+            elif not p.row["error"]:
+                p.row["error"] = "the attributor returned a non-finite score (try --precision fp32)"
 
-    def _start_masks(self, scored: list[Record], pool: ThreadPoolExecutor) -> None:
+    def _start_masks(self, scored: list[Pending], pool: ThreadPoolExecutor) -> None:
         """Run the localizer on the scored records that get masks; write their files in ``pool``."""
         assert self.localizer is not None and self.options.masks_dir is not None
         threshold = self.detector.threshold
         chosen = []
-        for r in scored:
-            score = r.row["score"]
+        for p in scored:
+            score = p.row["score"]
             if math.isfinite(score) and (self.options.masks_all or score >= threshold):
-                chosen.append(r)
+                chosen.append(p)
             else:
-                r.raw = r.mask_tensor = None
+                p.record.raw = None
+                p.inputs.pop(MASK, None)
         if not chosen:
             return
         size = self.options.batch_size
         for start in range(0, len(chosen), size):
             group = chosen[start : start + size]
-            probs = self.localizer.probabilities(torch.stack([r.mask_tensor for r in group]))
-            for r, prob in zip(group, probs):
-                r.mask_job = pool.submit(
-                    _write_masks, r.raw, prob, self.options.masks_dir, r.row, self.options.max_pixels
+            probs = self.localizer.probabilities(torch.stack([p.inputs.pop(MASK) for p in group]))
+            for p, prob in zip(group, probs):
+                p.mask_job = pool.submit(
+                    _write_masks, p.record.raw, prob, self.options.masks_dir, p.row, self.options.max_pixels
                 )
-                r.raw = r.mask_tensor = None
+                p.record.raw = None
 
     def count_entries(self) -> int:
         """How many entries the stream has (a second walk; for a progress bar's total)."""
-        return sum(1 for _ in iter_entries(self.spec.paths(), self.options.limits))
+        return sum(1 for _ in input_entries(self.spec, self.options.limits))
 
     def provenance(self) -> dict[str, Any]:
         """What produces this scan's rows, so that a report can be reproduced (and a resume checked)."""
@@ -593,12 +366,11 @@ class Scanner:
         else:
             self.stats.skipped_non_images += 1
 
-    def _finish(self, record: Record) -> dict[str, Any]:
-        row = record.row
-        assert row is not None
-        if record.mask_job is not None:
+    def _finish(self, pending: Pending) -> dict[str, Any]:
+        row = pending.row
+        if pending.mask_job is not None:
             try:
-                files = record.mask_job.result()
+                files = pending.mask_job.result()
                 row["mask"], row["mask_map"], row["mask_fraction"] = (
                     str(files.overlay_path),
                     str(files.map_path),
@@ -607,7 +379,6 @@ class Scanner:
                 self.stats.masks += 1
             except (OSError, ValueError) as e:  # the verdict stands; the row says what is missing
                 row["error"] = f"mask files not written: {e}"
-        record.tensor = record.mask_tensor = record.attr_tensor = record.raw = record.mask_job = None
         row["model"] = self.detector.name
         row["threshold"] = self.detector.threshold
         if row["score"] is not None and not math.isfinite(row["score"]):
@@ -619,6 +390,10 @@ class Scanner:
         self.stats.real += row["verdict"] == "real"
         self.stats.errors += row["verdict"] == "error"
         return row
+
+
+def _writing_masks(pending: Pending) -> bool:
+    return pending.mask_job is not None and not pending.mask_job.done()
 
 
 def _write_masks(data: bytes, prob: np.ndarray, out_dir: Path, row: dict[str, Any], max_pixels: int) -> MaskFiles:

@@ -357,7 +357,7 @@ def test_cli_scan_with_a_misplaced_attributor_exits_2(photos, tiny_weights, attr
 
 def test_eval_measures_attribution_per_subset_with_a_confusion_matrix(toy, attributor, tiny_weights, tmp_path):
     from forensix.datasets import load_dataset
-    from forensix.evaluate import EvalOptions, evaluate
+    from forensix.eval import EvalOptions, evaluate
 
     data = tmp_path / "data"
     shutil.copytree(toy, data)

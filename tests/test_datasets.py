@@ -1,24 +1,20 @@
-"""Dataset layouts: detection, labels, subsets, order; streaming through the scan's decoding."""
+"""Dataset layouts: detection, labels, subsets, order."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import random_image
 from PIL import Image
 
 from forensix.datasets import (
     DatasetError,
-    ImageDataset,
-    collate_prepared,
     detect_layout,
     load_dataset,
     parse_label,
 )
-from forensix.models.config import PreprocessConfig
 
 
 def save(path: Path, seed: int = 0, size: tuple[int, int] = (40, 32)) -> Path:
@@ -150,23 +146,3 @@ def test_no_layout_is_a_clear_error(tmp_path):
     (tmp_path / "x.txt").write_text("")
     with pytest.raises(DatasetError, match=".csv or .jsonl"):
         load_dataset(tmp_path / "x.txt")
-
-
-def test_image_dataset_decodes_like_the_scan_and_counts_unreadable_files(univfd):
-    from forensix.imaging import decode_image, preprocess
-
-    ds = load_dataset(univfd / "progan")
-    broken = univfd / "progan" / "1_fake" / "broken.png"
-    broken.write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
-    ds = load_dataset(univfd / "progan")
-    cfg = PreprocessConfig()
-    items = [ImageDataset(ds.samples, cfg)[i] for i in range(len(ds.samples))]
-    errors = [Path(ds.samples[p.index].path).name for p in items if p.error]
-    assert errors == ["broken.png"] and items[-2].tensor is None and len(items[-2].sha256) == 64
-    expected = preprocess(decode_image(Path(ds.samples[0].path).read_bytes()).image, cfg)
-    assert np.array_equal(items[0].tensor.numpy(), expected.numpy())
-    batch = collate_prepared(items)
-    assert batch.tensor.shape == (3, 3, 224, 224) and all(p.tensor is None for p in batch.items)
-    # a known logit means no decoding at all
-    cached = ImageDataset(ds.samples, cfg, lookup=lambda sha: 1.5)[0]
-    assert cached.logit == 1.5 and cached.tensor is None

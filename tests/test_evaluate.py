@@ -20,7 +20,7 @@ from forensix.cache import PredictionCache, model_key
 from forensix.cli import app
 from forensix.datasets import load_dataset
 from forensix.detector import load_detector
-from forensix.evaluate import (
+from forensix.eval import (
     EvalOptions,
     Perturbation,
     detection_metrics,
@@ -214,15 +214,15 @@ def test_scores_match_the_detector(tree, tiny_weights):
 
 
 def test_a_sample_that_crashes_its_decoder_is_an_error_and_eval_goes_on(tree, tiny_weights, monkeypatch):
-    import forensix.datasets as datasets
+    import forensix.stages.records as records
 
     samples = load_dataset(tree).samples
     detector = load_detector(weights=tiny_weights, device="cpu")
     options = EvalOptions(batch_size=2, workers=2)
     plain = predict(samples, detector, options=options)
     bomb = 7
-    crashing = decoder_crashing_on(Path(samples[bomb].path).read_bytes(), datasets.decode_image)
-    monkeypatch.setattr(datasets, "decode_image", crashing)
+    crashing = decoder_crashing_on(Path(samples[bomb].path).read_bytes(), records.decode_image)
+    monkeypatch.setattr(records, "decode_image", crashing)
     crashed = predict(samples, detector, options=options)
     assert crashed.errors[bomb] == "cannot decode image: the process reading it was killed by SIGSEGV"
     assert crashed.sha256 == plain.sha256 and np.isnan(crashed.logits[bomb])
@@ -296,7 +296,7 @@ def tiny_localizer(tmp_path) -> Path:
 
 def test_localization_metrics_on_a_dolos_tree(tmp_path, tiny_weights, tiny_localizer):
     from forensix.localizer import load_localizer
-    from forensix.metrics import load_mask, score_mask
+    from forensix.mask_metrics import load_mask, score_mask
 
     root = tmp_path / "dolos"
     for i in range(3):

@@ -16,7 +16,9 @@ from forensix.cache import PredictionCache
 from forensix.detector import load_detector
 from forensix.imaging import decode_image
 from forensix.inputs import InputSpec, Limits
-from forensix.pipeline import Block, Record, ResumeIndex, Scanner, ScanOptions, ordered_blocks
+from forensix.pipeline import ResumeIndex, Scanner, ScanOptions
+from forensix.stages.batches import Block, ordered_blocks
+from forensix.stages.records import Record
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +219,7 @@ def test_non_finite_scores_become_error_rows(tmp_path, detector, monkeypatch):
 
 def test_ordered_blocks_restores_order_and_never_drops_a_block():
     def block(start: int, n: int) -> Block:
-        return Block([Record(i, None, skip="non-image") for i in range(start, start + n)], None)
+        return Block([Record(i, skip="non-image") for i in range(start, start + n)], {})
 
     shuffled = [block(4, 4), block(0, 4), block(12, 2), block(8, 4)]
     assert [b.records[0].index for b in ordered_blocks(shuffled)] == [0, 4, 8, 12]
@@ -261,16 +263,16 @@ def jpegs(tmp_path) -> Path:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_gpu_decode_gives_the_same_rows_within_the_parity_tolerance(jpegs, detector, workers, monkeypatch):
     """The device path (here torchvision's libjpeg on the CPU, nvjpeg on CUDA) against the Pillow path."""
-    import forensix.pipeline as pipeline
+    import forensix.stages.device_decode as device_decode
 
     on_device: list[int] = []
-    real = pipeline.preprocess_jpegs
+    real = device_decode.preprocess_jpegs
 
     def counted(data, cfg, device):
         on_device.append(len(data))
         return real(data, cfg, device)
 
-    monkeypatch.setattr(pipeline, "preprocess_jpegs", counted)
+    monkeypatch.setattr(device_decode, "preprocess_jpegs", counted)
     plain, _ = scan_rows([jpegs], detector, workers=workers, batch_size=3)
     fast, scanner = scan_rows([jpegs], detector, workers=workers, batch_size=3, gpu_decode=True)
     assert scanner.gpu_parity is True
@@ -300,7 +302,7 @@ def test_gpu_decode_leaves_decoding_to_the_workers_when_parity_fails(jpegs, dete
         return gpu_decode.check_parity(d, data, 0.0)
 
     monkeypatch.setattr("forensix.pipeline.check_parity", strict)
-    monkeypatch.setattr("forensix.pipeline.preprocess_jpegs", never_on_the_device)
+    monkeypatch.setattr("forensix.stages.device_decode.preprocess_jpegs", never_on_the_device)
     plain, _ = scan_rows([jpegs], detector, workers=workers)
     fallback, scanner = scan_rows([jpegs], detector, gpu_decode=True, workers=workers)
     assert checked == [5]  # the five complete JPEGs, before the workers started
@@ -319,7 +321,7 @@ def test_gpu_decode_scans_past_a_corrupt_jpeg_among_the_first(tmp_path, detector
 def test_gpu_decode_without_jpegs_decodes_with_pillow_and_says_so(tmp_path, detector, monkeypatch):
     for i in range(3):
         (tmp_path / f"{i}.png").write_bytes(png_bytes(random_image(240, 240, seed=i)))
-    monkeypatch.setattr("forensix.pipeline.preprocess_jpegs", never_on_the_device)
+    monkeypatch.setattr("forensix.stages.device_decode.preprocess_jpegs", never_on_the_device)
     plain, _ = scan_rows([tmp_path], detector)
     rows, scanner = scan_rows([tmp_path], detector, gpu_decode=True)
     assert scanner.gpu_parity is None and "no JPEG among the first 1000 inputs" in scanner.notices[-1]
@@ -384,7 +386,7 @@ def test_a_scan_survives_running_out_of_gpu_memory_and_says_so(tree, detector, t
 
 
 def test_a_cached_scan_decodes_and_scores_only_what_is_new(tree, tiny_weights, tmp_path, monkeypatch):
-    import forensix.pipeline as pipeline
+    import forensix.stages.records as records
 
     cache = PredictionCache(tmp_path / "predictions.sqlite")
     spec = InputSpec.from_args([str(tree)])
@@ -395,8 +397,8 @@ def test_a_cached_scan_decodes_and_scores_only_what_is_new(tree, tiny_weights, t
     assert first == plain and len(cache) == IMAGES_IN_TREE - 2
 
     decoded: list[int] = []
-    real_decode = pipeline.decode_image
-    monkeypatch.setattr(pipeline, "decode_image", lambda data, *a: decoded.append(len(data)) or real_decode(data, *a))
+    real_decode = records.decode_image
+    monkeypatch.setattr(records, "decode_image", lambda data, *a: decoded.append(len(data)) or real_decode(data, *a))
     detector.backend.forward = OutOfMemoryAbove(detector.backend.module, limit=0)  # any forward pass would fail
     again = Scanner(spec, detector, ScanOptions(batch_size=4), cache=cache)
     rows = list(again)
@@ -456,7 +458,7 @@ def test_device_decoding_and_the_cache_together(jpegs, detector, tmp_path, worke
 
 
 def test_an_image_that_crashes_its_decoder_is_an_error_row_and_the_scan_goes_on(tmp_path, detector, monkeypatch):
-    import forensix.pipeline as pipeline
+    import forensix.stages.records as records
 
     root = tmp_path / "photos"
     root.mkdir()
@@ -465,7 +467,7 @@ def test_an_image_that_crashes_its_decoder_is_an_error_row_and_the_scan_goes_on(
     bomb = (root / "07.png").read_bytes()  # block 2 of 4 at batch size 3: worker 0's second block
     plain, _ = scan_rows([root], detector, batch_size=3, workers=2)
 
-    monkeypatch.setattr(pipeline, "decode_image", decoder_crashing_on(bomb, pipeline.decode_image))
+    monkeypatch.setattr(records, "decode_image", decoder_crashing_on(bomb, records.decode_image))
     rows, scanner = scan_rows([root], detector, batch_size=3, workers=2)
     assert [r["path"] for r in rows] == [r["path"] for r in plain]  # every row, once, in order
     (crashed,) = [r for r in rows if r["verdict"] == "error"]

@@ -23,9 +23,10 @@ from forensix.detector import load_detector
 from forensix.localizer import load_localizer
 from forensix.models.checkpoints import read_checkpoint
 from forensix.models.config import PreprocessConfig
+from forensix.stages.records import IMAGE, Record
 from forensix.train import TrainOptions, fit, prepare, split_samples
 from forensix.train.augment import Augment
-from forensix.train.data import Item, TrainDataset, TripletSampler
+from forensix.train.data import TrainDataset, TripletSampler
 from forensix.train.losses import deeclip_loss, triplet_loss
 from forensix.train.tasks import collate_triplets
 
@@ -123,7 +124,7 @@ def test_localizer_learns_where_the_pasted_region_is(tmp_path, dolos):
 
 
 def _eval_options():
-    from forensix.evaluate import EvalOptions
+    from forensix.eval import EvalOptions
 
     return EvalOptions(batch_size=8)
 
@@ -211,7 +212,7 @@ def test_one_class_is_not_enough_for_triplets():
 def test_a_triplet_that_lost_an_image_is_dropped_whole():
     t = torch.zeros(3, 4, 4)
     items = [
-        Item(i, t if i != 4 else None, label, error="" if i != 4 else "broken")
+        Record(i, inputs={IMAGE: t} if i != 4 else {}, label=label, error="" if i != 4 else "broken")
         for i, label in enumerate([0, 1, 1, 0, 0, 1])
     ]  # anchors 0,1 | positives 2,3 | negatives 4,5
     batch = collate_triplets(items)
@@ -225,11 +226,11 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tmp_path):
     Image.fromarray(smooth_image(rng, False).astype(np.uint8)).save(path)
     samples = [Sample(str(path), 0, "s", "real")] * 4
     ds = TrainDataset(samples, PreprocessConfig(), Augment(jpeg_p=1.0, blur_p=0.5, crop_p=1.0), seed=1)
-    a, b = ds[2].tensor, ds[2].tensor
-    assert torch.equal(a, b) and not torch.equal(a, ds[3].tensor)
+    a, b = ds[2].inputs[IMAGE], ds[2].inputs[IMAGE]
+    assert torch.equal(a, b) and not torch.equal(a, ds[3].inputs[IMAGE])
     ds.set_epoch(1)
-    assert not torch.equal(a, ds[2].tensor)
-    plain = TrainDataset(samples, PreprocessConfig(), Augment.none())[0].tensor
+    assert not torch.equal(a, ds[2].inputs[IMAGE])
+    plain = TrainDataset(samples, PreprocessConfig(), Augment.none())[0].inputs[IMAGE]
     assert not torch.equal(plain, a)
 
 

@@ -28,7 +28,7 @@ from torch.utils.data import Sampler
 from .. import weights as W
 from ..attributor import Attributor, p_fake
 from ..datasets import Sample
-from ..evaluate import EvalOptions, attribute, detection_metrics
+from ..eval import EvalOptions, attribute, detection_metrics
 from ..models.attribution import convert_openai_clip
 from ..models.checkpoints import CheckpointError, build_and_load, load_weights, read_checkpoint, read_state_dict
 from ..models.config import ModelConfig

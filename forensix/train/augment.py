@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image
 
-from ..evaluate import Perturbation
+from ..eval import Perturbation
 
 
 @dataclass(frozen=True)

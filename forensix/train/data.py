@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -19,20 +19,16 @@ from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
-from ..datasets import Sample, read_image_bytes
-from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, preprocess
-from ..metrics import load_mask
+from ..datasets import Sample
+from ..imaging import DEFAULT_MAX_PIXELS
+from ..inputs import file_entry
+from ..mask_metrics import load_mask
 from ..models.config import PreprocessConfig
+from ..stages.batches import collate as collate_records
+from ..stages.records import IMAGE, Record, RecordBuilder
 from .augment import Augment
 
-
-@dataclass
-class Item:
-    index: int
-    tensor: torch.Tensor | None  # None: the file could not be read or decoded
-    label: int
-    target: torch.Tensor | None = None  # (S, S) soft mask in [0, 1], localization only
-    error: str = ""
+TARGET = "target"  # a localization record's soft mask target (S, S) in [0, 1]
 
 
 @dataclass
@@ -44,8 +40,44 @@ class Batch:
     failed: list[tuple[int, str]]  # (dataset index, why) of the unreadable ones
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """The record builder's transform for training: the sample's augmentation, its mask moved along.
+
+    With ``mask_size`` > 0 the sample's mask is loaded, augmented with the image and added to the
+    record as its soft ``TARGET``. Deterministic in (seed, epoch, index).
+    """
+
+    samples: Sequence[Sample]
+    augment: Augment
+    seed: int = 0
+    epoch: int = 0
+    mask_size: int = 0
+    masks_inverted: bool = True
+
+    def __call__(self, image: Image.Image, record: Record) -> Image.Image:
+        sample = self.samples[record.index]
+        mask = None
+        if self.mask_size:
+            if sample.mask is None:
+                raise ValueError("no mask for this image")
+            gt = load_mask(sample.mask, self.masks_inverted)
+            mask = Image.fromarray(gt.astype(np.uint8) * 255)
+            if mask.size != image.size:
+                raise ValueError(f"mask is {mask.size[0]}x{mask.size[1]}, the image {image.size[0]}x{image.size[1]}")
+        rng = random.Random(f"{self.seed}:{self.epoch}:{record.index}")
+        image, mask = self.augment(image, mask, rng)
+        if mask is not None:
+            # The soft target: the binary mask squashed to S x S with bilinear averaging (the
+            # localizer squashes the image the same way).
+            soft = mask.resize((self.mask_size, self.mask_size), Image.Resampling.BILINEAR)
+            record.inputs[TARGET] = torch.from_numpy(np.asarray(soft, dtype=np.float32) / 255.0)
+        return image
+
+
 class TrainDataset(TorchDataset):
-    """Samples → augmented, preprocessed tensors; ``mask_size`` > 0 also yields the soft mask target."""
+    """Samples → records (the scan's record builder) with augmented, preprocessed inputs and labels;
+    ``mask_size`` > 0 also gives each the soft mask target."""
 
     def __init__(
         self,
@@ -57,53 +89,35 @@ class TrainDataset(TorchDataset):
         masks_inverted: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        self.samples, self.cfg, self.augment, self.seed = samples, cfg, augment, seed
-        self.mask_size, self.masks_inverted, self.max_pixels = mask_size, masks_inverted, max_pixels
-        self.epoch = 0
+        self.samples = samples
+        self.augmentation = Augmentation(samples, augment, seed, 0, mask_size, masks_inverted)
+        self.build = RecordBuilder(cfg, max_pixels=max_pixels, transform=self.augmentation)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def set_epoch(self, epoch: int) -> None:
         """Before each epoch, so augmentations differ between epochs (workers are re-created per epoch)."""
-        self.epoch = epoch
+        self.augmentation = replace(self.augmentation, epoch=epoch)
+        self.build = replace(self.build, transform=self.augmentation)
 
-    def __getitem__(self, index: int) -> Item:
+    def __getitem__(self, index: int) -> Record:
         sample = self.samples[index]
-        try:
-            image = decode_image(read_image_bytes(sample.path), self.max_pixels).image
-            mask = None
-            if self.mask_size:
-                if sample.mask is None:
-                    raise ValueError("no mask for this image")
-                gt = load_mask(sample.mask, self.masks_inverted)
-                mask = Image.fromarray(gt.astype(np.uint8) * 255)
-                if mask.size != image.size:
-                    raise ValueError(
-                        f"mask is {mask.size[0]}x{mask.size[1]}, the image {image.size[0]}x{image.size[1]}"
-                    )
-            rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
-            image, mask = self.augment(image, mask, rng)
-            item = Item(index, preprocess(image, self.cfg), sample.label)
-            if mask is not None:
-                # The soft target: the binary mask squashed to S x S with bilinear averaging (the
-                # localizer squashes the image the same way).
-                soft = mask.resize((self.mask_size, self.mask_size), Image.Resampling.BILINEAR)
-                item.target = torch.from_numpy(np.asarray(soft, dtype=np.float32) / 255.0)
-            return item
-        except (DecodeError, ValueError, OSError) as e:
-            return Item(index, None, sample.label, error=str(e))
+        record = self.build(index, file_entry(sample.path))
+        record.label = sample.label
+        return record
 
 
-def collate(items: list[Item]) -> Batch:
-    ok = [it for it in items if it.tensor is not None]
-    targets = [it.target for it in ok if it.target is not None]
+def collate(records: list[Record]) -> Batch:
+    """The stages' collate, as a training batch of the readable records."""
+    block = collate_records(records)
+    ok = [r for r in block.records if not r.error]
     return Batch(
-        images=torch.stack([it.tensor for it in ok]) if ok else torch.zeros(0, 3, 1, 1),
-        labels=torch.tensor([float(it.label) for it in ok]),
-        targets=torch.stack(targets) if targets else None,
-        indices=[it.index for it in ok],
-        failed=[(it.index, it.error) for it in items if it.tensor is None],
+        images=block.inputs.get(IMAGE, torch.zeros(0, 3, 1, 1)),
+        labels=torch.tensor([float(r.label) for r in ok]),
+        targets=block.inputs.get(TARGET),
+        indices=[r.index for r in ok],
+        failed=[(r.index, r.error) for r in block.records if r.error],
     )
 
 

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
-from ..evaluate import EvalOptions
+from ..eval import EvalOptions
 from ..models.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from ..torch_backend import PRECISIONS, resolve_device
 from .augment import Augment

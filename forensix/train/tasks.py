@@ -22,13 +22,14 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..datasets import Sample
 from ..detector import Detector
-from ..evaluate import EvalOptions, detection_metrics, localize, predict
+from ..eval import EvalOptions, detection_metrics, localize, predict
 from ..localizer import Localizer
 from ..models.config import ModelConfig
 from ..runner import LoadedWeights
+from ..stages.records import Record
 from ..workers import WorkerLoader, init_worker
 from .augment import Augment
-from .data import Batch, Item, ShuffleSampler, TrainDataset, TripletSampler, collate
+from .data import Batch, ShuffleSampler, TrainDataset, TripletSampler, collate
 from .losses import deeclip_loss
 
 TASKS = ("detect", "localize", "attribute")  # attribute: forensix.train.attribute
@@ -53,12 +54,12 @@ class _DetectForward(nn.Module):
         return embeddings, self.model.forward_head(embeddings)
 
 
-def collate_triplets(items: list[Item]) -> Batch:
+def collate_triplets(items: list[Record]) -> Batch:
     """A triplet batch without the triplets that lost an image (unreadable files), layout kept."""
     b = len(items) // 3
-    keep = [j for j in range(b) if all(items[j + k * b].tensor is not None for k in range(3))]
+    keep = [j for j in range(b) if not any(items[j + k * b].error for k in range(3))]
     batch = collate([items[j + k * b] for k in range(3) for j in keep])
-    batch.failed = [(it.index, it.error) for it in items if it.tensor is None]
+    batch.failed = [(it.index, it.error) for it in items if it.error]
     return batch
 
 

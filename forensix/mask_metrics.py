@@ -32,6 +32,7 @@ __all__ = [
     "LocalizationScores",
     "best_f1",
     "boundary_ignore",
+    "dilate_square",
     "f1",
     "iou",
     "load_mask",
@@ -118,8 +119,8 @@ def boundary_ignore(gt_bool: np.ndarray, erode: int = 15, dilate: int = 11) -> n
     dilated − eroded is ignored.
     """
     gt = _check_gt(gt_bool)
-    eroded = ~_dilate(~gt, _odd(erode, "erode"))
-    dilated = _dilate(gt, _odd(dilate, "dilate"))
+    eroded = ~dilate_square(~gt, _odd(erode, "erode"))
+    dilated = dilate_square(gt, _odd(dilate, "dilate"))
     return eroded | ~dilated
 
 
@@ -252,8 +253,9 @@ def _ap_sorted(scores_desc: np.ndarray, labels_desc: np.ndarray) -> float:
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
-def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
-    """Binary dilation by a size x size square (size odd); outside the array counts as False."""
+def dilate_square(mask: np.ndarray, size: int) -> np.ndarray:
+    """Binary dilation of a 2-D bool array by a size x size square centred on each pixel (size odd);
+    outside the array counts as False."""
     for axis in (0, 1):
         mask = _dilate_axis(mask, size, axis)
     return mask

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from forensix.metrics import (
+from forensix.mask_metrics import (
     LocalizationScores,
     best_f1,
     boundary_ignore,

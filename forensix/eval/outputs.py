@@ -1,0 +1,116 @@
+"""An eval's outputs: metrics.json, metrics.csv, metrics.md, predictions.csv, and rows for the terminal."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .detection import METRIC_FIELDS
+from .plots import write_plots
+from .predict import scores_from_logits
+from .tables import LOCALIZATION_FIELDS, AttributionTable, EvalResult, PerturbationResult
+
+COLUMNS = ("subset", "real", "fake", "unreadable", *METRIC_FIELDS, "best_threshold")
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def table_rows(result: PerturbationResult) -> list[list[str]]:
+    """Rows for people (terminal, markdown): counts, then metrics in percent."""
+    rows = []
+    for r in [*result.subsets, result.mean]:
+        best = "-" if r.best_threshold is None else f"{r.best_threshold:.4g}"
+        counts = [str(r.real), str(r.fake), str(r.unreadable)]
+        rows.append([r.subset, *counts, *(percent(getattr(r, m)) for m in METRIC_FIELDS), best])
+    return rows
+
+
+LOCALIZATION_COLUMNS = ("subset", "images", "unreadable", *LOCALIZATION_FIELDS)
+
+
+def localization_rows(result: PerturbationResult) -> list[list[str]]:
+    rows = []
+    for r in [*(result.localization or []), *([result.localization_mean] if result.localization_mean else [])]:
+        values = (percent(getattr(r, m)) for m in LOCALIZATION_FIELDS)
+        rows.append([r.subset, str(r.images), str(r.unreadable), *values])
+    return rows
+
+
+ATTRIBUTION_COLUMNS = ("subset", "images", "unreadable", "unknown", "acc")
+
+
+def attribution_rows(table: AttributionTable) -> list[list[str]]:
+    return [
+        [r.subset, str(r.images), str(r.unreadable), str(r.unknown), percent(r.acc)]
+        for r in [*table.subsets, table.mean]
+    ]
+
+
+def confusion_rows(table: AttributionTable) -> tuple[tuple[str, ...], list[list[str]]]:
+    """Columns (true class, then each predicted class) and one row of counts per true class."""
+    predicted = next(iter(table.confusion.values()), {})
+    return ("true class", *predicted), [[t, *map(str, row.values())] for t, row in table.confusion.items()]
+
+
+def write_outputs(result: EvalResult, out_dir: Path, plots: bool = True) -> list[Path]:
+    """metrics.json, metrics.csv, metrics.md, predictions.csv and (with ``plots``) PNGs in ``out_dir``."""
+    import csv
+    import json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "metrics.json", out_dir / "metrics.csv", out_dir / "metrics.md", out_dir / "predictions.csv"]
+    data = result.to_dict()
+    written[0].write_text(json.dumps(_finite(data), indent=2) + "\n", encoding="utf-8")
+    with open(written[1], "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["perturbation", *COLUMNS])
+        for t in result.tables:
+            for r in [*t.subsets, t.mean]:
+                w.writerow([t.perturbation.name, *("" if (v := getattr(r, c)) is None else v for c in COLUMNS)])
+    lines = [f"# {result.model} on {result.dataset.root}", "", f"Threshold {result.threshold:g}; metrics in %.", ""]
+    for t in result.tables:
+        lines += [f"## {t.perturbation.name}", "", "| " + " | ".join(COLUMNS) + " |"]
+        lines.append("|" + "---|" * len(COLUMNS))
+        lines += ["| " + " | ".join(row) + " |" for row in table_rows(t)]
+        lines.append("")
+        if t.localization is not None:
+            lines += ["| " + " | ".join(LOCALIZATION_COLUMNS) + " |", "|" + "---|" * len(LOCALIZATION_COLUMNS)]
+            lines += ["| " + " | ".join(row) + " |" for row in localization_rows(t)]
+            lines.append("")
+        if t.attribution is not None:
+            lines += ["| " + " | ".join(ATTRIBUTION_COLUMNS) + " |", "|" + "---|" * len(ATTRIBUTION_COLUMNS)]
+            lines += ["| " + " | ".join(row) + " |" for row in attribution_rows(t.attribution)]
+            columns, rows = confusion_rows(t.attribution)
+            lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines.append("")
+    written[2].write_text("\n".join(lines), encoding="utf-8")
+    with open(written[3], "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "subset", "label", "perturbation", "sha256", "logit", "score", "error"])
+        for t in result.tables:
+            p = t.predictions
+            scores = scores_from_logits(np.nan_to_num(p.logits), result.temperature)
+            for i, s in enumerate(result.dataset.samples):
+                logit, score = (repr(float(p.logits[i])), repr(float(scores[i]))) if p.ok[i] else ("", "")
+                w.writerow([s.path, s.subset, s.label, t.perturbation.name, p.sha256[i], logit, score, p.errors[i]])
+    if plots:
+        written += write_plots(result, out_dir)
+    return written
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,23 @@
+"""What the stages run over: the entries of a scan's inputs, or of a labelled dataset's samples.
+
+Each function gives the same deterministic stream every time it is called, which is what lets
+every worker walk it on its own (:mod:`forensix.stages.loader`); wrap it in ``functools.partial``
+to hand it to a runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from ..datasets import Sample
+from ..inputs import InputItem, InputSpec, Limits, file_entry, iter_entries
+
+
+def input_entries(spec: InputSpec, limits: Limits) -> Iterator[InputItem]:
+    """The scan's entries: files, folders, archive members, lists, in order (:func:`~forensix.inputs.iter_entries`)."""
+    return iter_entries(spec.paths(), limits)
+
+
+def sample_entries(samples: Sequence[Sample], max_bytes: int) -> Iterator[InputItem]:
+    """One entry per sample, in the dataset's order."""
+    return (file_entry(s.path, max_bytes) for s in samples)

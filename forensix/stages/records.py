@@ -1,0 +1,166 @@
+"""Entries → prepared records: read, sha256, decode, notes, preprocess; the one record builder.
+
+A :class:`RecordBuilder` is a plain picklable callable, ``build(index, entry) -> Record``: it needs
+no DataLoader, no worker and no model, so any runner can call it (a DataLoader worker, a process of
+its own after a crash, a Ray task). Scan, eval, calibrate and train differ only in its settings:
+which model inputs to make, whether to read notes, keep the bytes, look a logit up in the cache,
+leave JPEGs for the device, or transform the decoded image (eval's perturbations, training's
+augmentations). Every failure becomes the record's ``error``; nothing here raises for bad input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Container
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from ..gpu_decode import is_complete_jpeg
+from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, open_image, preprocess
+from ..metadata import read_metadata
+from ..models.config import PreprocessConfig
+
+IMAGE = "image"  # the main model's input (the detector's, or the model being trained)
+SKIP_NON_IMAGE = "non-image"
+SKIP_RESUMED = "resumed"
+READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError)  # what reading an entry raises (zipfile/tarfile: all)
+DECODE_ERRORS = (DecodeError, ValueError, OSError)  # what decoding, transforming and preprocessing raise
+
+
+class Entry(Protocol):
+    """What a record is built from: :class:`forensix.inputs.InputItem` (a file, a member, an error)."""
+
+    path: str
+    member: str
+    error: str
+    skipped: bool
+
+    def read(self) -> bytes: ...
+
+
+@dataclass
+class Record:
+    """One entry made ready: its header and notes, its model inputs by name, or why it has none.
+
+    ``skip`` marks an entry that yields no row (a non-image, an input already in a resumed report)
+    but keeps the stream's order gapless. ``logit`` is a cached raw logit (nothing decoded), ``jpeg``
+    a JPEG left for the device to decode, ``raw`` the file's bytes when a later stage needs them.
+    """
+
+    index: int
+    path: str = ""
+    member: str = ""
+    sha256: str = ""
+    error: str = ""
+    skip: str = ""
+    width: int | None = None
+    height: int | None = None
+    format: str = ""
+    notes: str = ""
+    metadata: dict[str, Any] | None = None  # only when notes were read
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    raw: bytes | None = None
+    jpeg: bytes | None = None
+    logit: float | None = None
+    label: int | None = None  # training: the sample's class
+
+    @property
+    def has_input(self) -> bool:
+        """Whether a model input is (or, for a device JPEG, will be) there: read, decoded, not cached."""
+        return not self.skip and not self.error and self.logit is None
+
+
+# A change to the decoded RGB image before preprocessing (a perturbation, an augmentation); it may
+# add inputs of its own to the record (a training target).
+Transform = Callable[[Image.Image, Record], Image.Image]
+
+
+@dataclass(frozen=True)
+class RecordBuilder:
+    """``build(index, entry)``: the record of one entry, made as the scan makes it.
+
+    ``cfg`` makes ``inputs[IMAGE]``; ``extra`` makes one more input per (name, preprocessing) from
+    the same decoded image. ``done`` (triples of path, member, sha256) marks inputs already
+    reported; ``lookup(sha256)`` may give a cached logit, and then nothing is decoded;
+    ``device_jpegs`` leaves complete JPEGs undecoded in ``jpeg`` (only the header and notes are read).
+    """
+
+    cfg: PreprocessConfig
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    metadata: bool = False
+    extra: tuple[tuple[str, PreprocessConfig], ...] = ()
+    keep_bytes: bool = False
+    transform: Transform | None = None
+    lookup: Callable[[str], float | None] | None = None
+    done: Container[tuple[str, str, str]] | None = None
+    device_jpegs: bool = False
+
+    def __call__(self, index: int, entry: Entry) -> Record:
+        record = Record(index, entry.path, entry.member, error=entry.error)
+        if entry.skipped:
+            record.skip = SKIP_NON_IMAGE
+            return record
+        data = self._read(entry, record)
+        if self.done is not None and (entry.path, entry.member, record.sha256) in self.done:
+            record.skip = SKIP_RESUMED
+            return record
+        if record.error:
+            return record
+        try:
+            if self.lookup is not None and (logit := self.lookup(record.sha256)) is not None:
+                record.logit = logit
+                self._header(data, record)
+            elif self.device_jpegs and not self.extra and is_complete_jpeg(data):
+                record.jpeg = data
+                self._header(data, record)
+            else:
+                self._decode(data, record)
+        except DECODE_ERRORS as e:
+            record.error, record.inputs = str(e), {}
+        return record
+
+    def crashed(self, index: int, entry: Entry, why: str) -> Record:
+        """The record of an entry whose decoding killed its process: an error, with the file's sha256."""
+        record = Record(index, entry.path, entry.member, error=f"cannot decode image: {why}")
+        try:  # reading and hashing are safe here: it is decoding that crashes
+            record.sha256 = hashlib.sha256(entry.read()).hexdigest()
+        except READ_ERRORS:
+            pass
+        return record
+
+    def _read(self, entry: Entry, record: Record) -> bytes:
+        if record.error:
+            return b""
+        try:
+            data = entry.read()
+        except READ_ERRORS as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+            record.error = f"cannot read: {reason}"
+            return b""
+        record.sha256 = hashlib.sha256(data).hexdigest()
+        return data
+
+    def _header(self, data: bytes, record: Record) -> None:
+        """Size, format and notes from the header alone: the pixels are decoded elsewhere, or not needed."""
+        header = open_image(data, self.max_pixels)
+        record.width, record.height, record.format = header.size[0], header.size[1], header.format
+        self._notes(data, header, record)
+
+    def _decode(self, data: bytes, record: Record) -> None:
+        decoded = decode_image(data, self.max_pixels)
+        record.width, record.height, record.format = decoded.width, decoded.height, decoded.format
+        self._notes(data, decoded.source, record)
+        image = self.transform(decoded.image, record) if self.transform is not None else decoded.image
+        record.inputs[IMAGE] = preprocess(image, self.cfg)
+        for name, cfg in self.extra:
+            record.inputs[name] = preprocess(image, cfg)
+        if self.keep_bytes:
+            record.raw = data
+
+    def _notes(self, data: bytes, source: Image.Image, record: Record) -> None:
+        if self.metadata:
+            meta = read_metadata(data, source)
+            record.notes, record.metadata = meta.notes, meta.fields

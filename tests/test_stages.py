@@ -1,0 +1,59 @@
+"""The scan's stages on their own: records built from entries, collated into blocks, run in workers."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from conftest import random_image
+
+from forensix.datasets import Sample
+from forensix.imaging import decode_image, preprocess
+from forensix.inputs import file_entry
+from forensix.models.config import PreprocessConfig
+from forensix.stages.batches import collate
+from forensix.stages.entries import sample_entries
+from forensix.stages.loader import LoaderOptions, prepared_blocks
+from forensix.stages.records import IMAGE, RecordBuilder
+
+
+def samples_with_a_broken_file(root: Path) -> list[Sample]:
+    paths = []
+    for i in range(3):
+        random_image(40, 32, seed=i).save(root / f"{i}.png")
+        paths.append(root / f"{i}.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    paths.insert(2, root / "broken.png")
+    return [Sample(str(p), 0, "s", "real") for p in paths]
+
+
+def test_records_are_decoded_like_the_scan_and_unreadable_files_are_errors(tmp_path):
+    samples = samples_with_a_broken_file(tmp_path)
+    cfg = PreprocessConfig()
+    build = RecordBuilder(cfg)
+    records = [build(i, file_entry(s.path)) for i, s in enumerate(samples)]
+    assert [Path(r.path).name for r in records if r.error] == ["broken.png"]
+    assert IMAGE not in records[2].inputs and len(records[2].sha256) == 64
+    expected = preprocess(decode_image(Path(samples[0].path).read_bytes()).image, cfg)
+    assert np.array_equal(records[0].inputs[IMAGE].numpy(), expected.numpy())
+    block = collate(records)
+    assert block.inputs[IMAGE].shape == (3, 3, 224, 224) and all(not r.inputs for r in block.records)
+    # a known logit means no decoding at all
+    cached = RecordBuilder(cfg, lookup=lambda sha: 1.5)(0, file_entry(samples[0].path))
+    assert cached.logit == 1.5 and not cached.inputs and not cached.has_input
+
+
+def test_a_file_over_the_byte_limit_is_an_error_not_read(tmp_path):
+    (path := tmp_path / "a.png").write_bytes(b"\x89PNG" + bytes(100))
+    record = RecordBuilder(PreprocessConfig())(0, file_entry(str(path), max_bytes=10))
+    assert record.error == "cannot read: file is 104 bytes, over the max-bytes limit (10)" and not record.sha256
+
+
+def test_workers_hand_every_record_over_once_in_order(tmp_path):
+    samples = samples_with_a_broken_file(tmp_path) * 3
+    entries = partial(sample_entries, samples, 1 << 20)
+    build = RecordBuilder(PreprocessConfig())
+    blocks = list(prepared_blocks(entries, build, LoaderOptions(block_size=2, workers=2)))
+    assert [r.index for b in blocks for r in b.records] == list(range(len(samples)))
+    assert [len(b.inputs[IMAGE]) for b in blocks] == [2, 1] * 3  # the broken file (third of four) has no input
