@@ -66,31 +66,65 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
 
     Truncated or corrupt data raises DecodeError: a half-decoded image is never returned.
     """
-    with _decode_errors(data):
-        image = open_image(data, max_pixels)
-        image.load()
-        rgb = to_rgb(ImageOps.exif_transpose(image))
+    try:
+        with _decode_errors(data, max_pixels):
+            image = open_image(data, max_pixels)
+            image.load()
+            rgb = to_rgb(ImageOps.exif_transpose(image))
+    except DecodeError as e:
+        # A PNG text chunk that inflates past Pillow's limit must cost the notes, never the score
+        # (one zTXt chunk would otherwise turn any image into an error row): decode the pixels without it.
+        if TEXT_TOO_LARGE not in str(e) or not data.startswith(PNG_SIGNATURE):
+            raise
+        return decode_image(without_text_chunks(data), max_pixels)
     return DecodedImage(rgb, image.format, image.size[0], image.size[1], image)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+TEXT_TOO_LARGE = "Decompressed data too large"  # Pillow's message for a text chunk over MAX_TEXT_CHUNK/MEMORY
+
+
+def without_text_chunks(png: bytes) -> bytes:
+    """The PNG with its text chunks (tEXt, zTXt, iTXt) left out; pixels and every other chunk as they were."""
+    out, pos = [png[:8]], 8
+    while pos + 8 <= len(png):
+        length = int.from_bytes(png[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if png[pos + 4 : pos + 8] not in PNG_TEXT_CHUNKS:
+            out.append(png[pos:end])
+        pos = end
+    out.append(png[pos:])  # whatever trails the last whole chunk, for the decoder to judge
+    return b"".join(out)
 
 
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """The image's header only (nothing decoded yet), its format and size checked; DecodeError if refused."""
-    with _decode_errors(data):
+    # Pillow's own bomb check (a warning above MAX_IMAGE_PIXELS, an error above twice that) must not
+    # refuse what the caller allowed: it follows max_pixels up (never down; it is global), and the
+    # size is checked against max_pixels just below, before anything is decoded.
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    with _decode_errors(data, max_pixels):
         image = Image.open(io.BytesIO(data))
         if (image.format or "unknown") not in IMAGE_FORMATS:
             raise DecodeError(f"unsupported image format {image.format or 'unknown'}")
         width, height = image.size
         if width * height > max_pixels:
-            raise DecodeError(f"{width}x{height} exceeds the max-pixels limit ({max_pixels})")
+            raise DecodeError(f"{width}x{height} exceeds the max-pixels limit ({max_pixels}; --max-pixels raises it)")
     return image
 
 
 @contextmanager
-def _decode_errors(data: bytes) -> Iterator[None]:
-    """Pillow's many exception types (and its decompression-bomb warning) as one DecodeError with a reason."""
+def _decode_errors(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[None]:
+    """Whatever a decoder raises for one file, as one DecodeError with a reason: that file's error row.
+
+    Pillow's plugins raise OSError, SyntaxError and ValueError, but also RuntimeError (a corrupt AVIF
+    frame), NotImplementedError (an unimplemented DDS pixel format) and others: none may end a scan.
+    """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked against max_pixels
             yield
     except DecodeError:
         raise
@@ -98,8 +132,12 @@ def _decode_errors(data: bytes) -> Iterator[None]:
         if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS and not HEIF_AVAILABLE:
             raise DecodeError("HEIC/HEIF needs the pillow-heif plugin: pip install 'forensix[heif]'") from None
         raise DecodeError("not an image in a format forensix reads") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:
+        raise DecodeError(f"{e} (the max-pixels limit is {max_pixels}; --max-pixels raises it)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise DecodeError(f"cannot decode image: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure is this file's, not the scan's
+        raise DecodeError(f"cannot decode image: {type(e).__name__}: {e}") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

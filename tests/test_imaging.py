@@ -1,13 +1,20 @@
-"""Preprocessing against transformers' PIL CLIPImageProcessor and torchvision (independent oracles)."""
+"""Preprocessing against transformers' PIL CLIPImageProcessor and torchvision (independent oracles); decoding
+hostile files."""
+
+import io
+import random
+import struct
+import zlib
 
 import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
 from conftest import random_image
+from PIL import Image
 from transformers import CLIPImageProcessorPil
 
-from forensix.imaging import preprocess, shortest_edge_size
+from forensix.imaging import DecodeError, decode_image, open_image, preprocess, shortest_edge_size, without_text_chunks
 from forensix.models.config import CLIP_MEAN, CLIP_STD, PreprocessConfig
 
 SIZES = [(225, 301), (640, 480), (301, 225), (1000, 224), (224, 224), (513, 997), (250, 250), (799, 333), (224, 5000)]
@@ -84,3 +91,66 @@ def test_transparency_is_composited_on_white_like_the_oracle(oracle):
     assert (ours - ref).abs().max().item() <= (1 / 255) / min(CLIP_STD)
     # Fully transparent pixels became white, not black.
     assert ours[:, 150, 10].tolist() == pytest.approx([(1 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD)], abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Whatever a decoder raises is that file's error (issue 14: defects 1, 3, 4, 6)
+
+
+def corrupt_avif() -> bytes:
+    """An AVIF with 8 bytes changed (seed 4): Pillow's AVIF decoder raises RuntimeError on it."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    image.save(buf, "AVIF")
+    data, rng = bytearray(buf.getvalue()), random.Random(4)
+    for _ in range(8):
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    return bytes(data)
+
+
+def unimplemented_dds() -> bytes:
+    """A DDS header with a FourCC Pillow does not implement: its plugin raises NotImplementedError."""
+    header = bytearray(124)
+    struct.pack_into("<IIIIIII", header, 0, 124, 0x1007, 4, 4, 0, 0, 0)
+    struct.pack_into("<II4s", header, 72, 32, 0x4, b"ZZZZ")
+    return b"DDS " + bytes(header) + bytes(64)
+
+
+def png_with_text_bomb(png: bytes) -> bytes:
+    """``png`` with one ~1 KB zTXt chunk that inflates to 1.1 MB, over Pillow's text-chunk limit."""
+    body = b"zTXt" + b"Comment\0\0" + zlib.compress(b"A" * 1_100_000, 9)
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:33] + chunk + png[33:]  # after IHDR
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [(corrupt_avif, "RuntimeError: "), (unimplemented_dds, "NotImplementedError: Unimplemented")],
+    ids=["avif", "dds"],
+)
+def test_any_decoder_exception_is_a_decode_error(data, reason):
+    with pytest.raises(DecodeError, match=f"cannot decode image: {reason}"):
+        decode_image(data())
+
+
+def test_a_text_chunk_over_pillows_limit_costs_the_text_not_the_pixels():
+    image = random_image(40, 30, seed=3)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    bomb = png_with_text_bomb(buf.getvalue())
+    assert len(bomb) - len(buf.getvalue()) < 1200
+    with pytest.raises(ValueError, match="Decompressed data too large"):
+        Image.open(io.BytesIO(bomb)).load()  # what Pillow does with it
+    decoded = decode_image(bomb)
+    assert np.array_equal(np.asarray(decoded.image), np.asarray(image.convert("RGB")))
+    assert without_text_chunks(bomb) == buf.getvalue()
+
+
+def test_max_pixels_is_the_limit_both_ways():
+    buf = io.BytesIO()
+    Image.new("1", (10000, 9000)).save(buf, "PNG")  # 90 MP: over Pillow's warning threshold of 89.5 MP
+    big = buf.getvalue()
+    assert open_image(big, max_pixels=500_000_000).size == (10000, 9000)
+    assert open_image(big).size == (10000, 9000)  # the default limit is 178,956,970 px, as docs/scan.md says
+    with pytest.raises(DecodeError, match=r"10000x9000 exceeds the max-pixels limit \(50000000; --max-pixels raises"):
+        open_image(big, max_pixels=50_000_000)
