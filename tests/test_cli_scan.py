@@ -401,3 +401,30 @@ def test_the_default_model_comes_from_the_manifest(photos, tiny_weights, home):
     assert [r["score"] for r in rows] == [r["score"] for r in forensix.scan([str(photos)], by_file, workers=0)]
     by_name = forensix.load_detector("deeclip", device="cpu")
     assert by_name.name == name and by_name.info.source == str(placed)
+
+
+def test_hostile_files_in_a_folder_cost_only_their_own_rows(tiny_weights, tmp_path):
+    """Issue 14: a corrupt AVIF ended the scan (0 rows); a PNG text bomb was an error row."""
+    from test_imaging import corrupt_avif, png_with_text_bomb, unimplemented_dds
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    random_image(64, 48, seed=1).save(folder / "a-good.png")
+    (folder / "b-bad.avif").write_bytes(corrupt_avif())
+    buf = io.BytesIO()
+    random_image(50, 40, seed=2).save(buf, "PNG")
+    (folder / "c-text-bomb.png").write_bytes(png_with_text_bomb(buf.getvalue()))
+    random_image(64, 48, seed=3).save(folder / "d-good.jpg")
+    dds = tmp_path / "e-unimplemented.dds"
+    dds.write_bytes(unimplemented_dds())
+    out = tmp_path / "report.csv"
+    args = ["scan", str(folder), str(dds), "--weights", str(tiny_weights), "--workers", "1", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(r["path"]).name for r in rows] == [
+        "a-good.png", "b-bad.avif", "c-text-bomb.png", "d-good.jpg", "e-unimplemented.dds"
+    ]
+    assert [r["verdict"] != "error" for r in rows] == [True, False, True, True, False]
+    assert rows[1]["error"].startswith("cannot decode image: RuntimeError: ")
+    assert rows[4]["error"].startswith("cannot decode image: NotImplementedError: ")
