@@ -107,6 +107,9 @@ def fatal_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+EXIT_UNSCORED = 3  # --fail-on-fake: no image judged fake, but some could not be scored (error rows)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"forensix {__version__}")
@@ -299,7 +302,9 @@ def scan(
         Path | None, typer.Option("--meta", help="Where to write the scan's provenance (default: <out>.meta.json).")
     ] = None,
     progress: ProgressOpt = None,
-    fail_on_fake: Annotated[bool, typer.Option(help="Exit 1 when any image is judged fake.")] = False,
+    fail_on_fake: Annotated[
+        bool, typer.Option(help="Exit 1 when any image is judged fake, else 3 when any could not be scored.")
+    ] = False,
     compile_model: Annotated[
         bool, typer.Option("--compile", help="Run the model through torch.compile (compiles on the first batch).")
     ] = False,
@@ -371,6 +376,9 @@ def scan(
         raise typer.Exit(130)
     if fail_on_fake and summary.stats.fake:
         raise typer.Exit(1)
+    if fail_on_fake and summary.stats.errors:
+        # A gate fails closed: an image that could not be scored was not shown to be real.
+        raise typer.Exit(EXIT_UNSCORED)
 
 
 def _load_localizer(

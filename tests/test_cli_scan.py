@@ -92,13 +92,19 @@ def test_paths_from_a_list_and_from_stdin(photos, tiny_weights, tmp_path):
 
 @pytest.mark.parametrize(
     ("threshold", "code"),
-    [("0", 1), ("1", 0)],
+    [("0", 1), ("1", 3)],  # fake found; none fake but one image unreadable: the gate fails closed
 )
 def test_fail_on_fake_exit_code(photos, tiny_weights, threshold, code):
     result = scan(photos, "--weights", tiny_weights, "--threshold", threshold, "--fail-on-fake", "--workers", "0")
     assert result.exit_code == code, result.output
     verdicts = {json.loads(line)["verdict"] for line in result.stdout.splitlines()}
-    assert verdicts == ({"fake", "error"} if code else {"real", "error"})
+    assert verdicts == ({"fake", "error"} if code == 1 else {"real", "error"})
+
+
+def test_fail_on_fake_exits_0_when_every_image_is_scored_and_real(tiny_weights, tmp_path):
+    random_image(64, 48, seed=1).save(tmp_path / "a.png")
+    result = scan(tmp_path / "a.png", "--weights", tiny_weights, "--threshold", "1", "--fail-on-fake", "--workers", "0")
+    assert result.exit_code == 0 and json.loads(result.stdout)["verdict"] == "real"
 
 
 @pytest.mark.parametrize(
