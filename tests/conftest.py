@@ -53,6 +53,18 @@ def assert_spread(scores, tolerance: float) -> None:
 
 
 @pytest.fixture
+def photos(tmp_path) -> Path:
+    """A folder of 6 images (3 in a subfolder), a text file and a truncated PNG: 7 rows, 1 skip."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    for i in range(6):
+        random_image(224 + 7 * i, 240, seed=i).save(root / ("sub" if i % 2 else ".") / f"img{i}.png")
+    (root / "readme.txt").write_text("not an image")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    return root
+
+
+@pytest.fixture
 def images() -> list[Image.Image]:
     sizes = [(225, 301), (640, 480), (301, 225), (1000, 224), (224, 224), (513, 997)]
     return [random_image(w, h, seed=i) for i, (w, h) in enumerate(sizes)]

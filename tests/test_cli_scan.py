@@ -22,17 +22,6 @@ from forensix.report import COLUMNS
 runner = CliRunner()
 
 
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    root = tmp_path / "photos"
-    (root / "sub").mkdir(parents=True)
-    for i in range(6):
-        random_image(224 + 7 * i, 240, seed=i).save(root / ("sub" if i % 2 else ".") / f"img{i}.png")
-    (root / "readme.txt").write_text("not an image")
-    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
-    return root
-
-
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
