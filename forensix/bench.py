@@ -27,7 +27,7 @@ from PIL import Image
 from .detector import Detector
 from .inputs import InputSpec
 from .pipeline import Scanner, ScanOptions, default_workers
-from .provenance import package_versions
+from .provenance import model_provenance, package_versions
 from .stages.records import IMAGE
 
 SYNTHETIC_SIDES = (224, 512)
@@ -190,11 +190,9 @@ def run_bench(detector: Detector, options: BenchOptions, log: Callable[[str], No
             gpu_end_to_end_rate = median_rate(lambda: scan_pass(device_decoding), options.runs, options.warmup, sync)
 
     settings = {
-        "model": detector.name,
+        **model_provenance(detector),  # model, weights and their sha256, config, preprocessing, device, precision
         "backend": detector.backend.name,
-        "device": str(device),
         "device_name": device_name(device),
-        "precision": detector.precision,
         "batch_size": options.batch_size,
         "workers": options.workers,
         "images": str(options.images) if options.images is not None else "synthetic",

@@ -795,7 +795,9 @@ def bench_command(
         table.add_column("")
         table.add_column("")
         for key, value in data.items():
-            if key == "versions":
+            if key == "weights":
+                value = f"{value['source']} (sha256 {value['sha256'][:12]})"
+            elif isinstance(value, dict):
                 value = ", ".join(f"{k} {v}" for k, v in value.items())
             elif isinstance(value, float):
                 value = f"{value:.3g}" if key.endswith("_diff") else f"{value:,.2f}"

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from forensix.bench import BenchOptions, run_bench, synthetic_jpegs
 from forensix.cli import app
 from forensix.detector import load_detector
+from forensix.download import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("model_img_per_s", "decode_img_per_s", "end_to_end_img_per_s")
@@ -80,6 +81,9 @@ def test_bench_cli_json(tiny_weights, clock):
     assert (data["batch_size"], data["workers"], data["runs"], data["warmup"]) == (3, 0, 2, 0)
     assert data["precision"] == "fp32" and data["model"].startswith("deeclip-tiny@")
     assert data["versions"]["torch"]
+    # What produced the figures, from the same builder as a scan's .meta.json and eval's metrics.json.
+    assert data["weights"]["sha256"] == sha256_file(tiny_weights) and data["config"] == "deeclip-tiny"
+    assert data["preprocess"]["mode"] == "resize_crop"
 
 
 def test_bench_cli_refuses_a_folder_without_images(tiny_weights, tmp_path):
