@@ -194,6 +194,7 @@ def test_localizer_export_matches_pytorch(tmp_path, cnn):
     (got,) = session(out).run(["mask_logits"], {"pixel_values": x.numpy()})
     with torch.inference_mode():
         want = loaded.model(x).numpy()
+    assert_spread(want, 1e-4)
     assert got.shape == (3, 256, 256) and np.abs(got - want).max() <= 1e-4
     backend, opened = open_onnx(out, device="cpu")
     assert opened.config.kind == "localizer" and opened.config == loaded.config and backend.output == "mask_logits"
@@ -221,6 +222,7 @@ def test_attributor_export_matches_pytorch_without_its_text_tower(tmp_path, tiny
     (got,) = session(out).run(["class_logits"], {"pixel_values": x.numpy()})
     with torch.inference_mode():
         want = loaded.model(x).numpy()
+    assert_spread(want, 1e-4)
     assert got.shape == (3, 3) and np.abs(got - want).max() <= 1e-4
     # The captions' embeddings are a constant: no token embedding table, no text tower in the graph.
     shapes = [tuple(t.dims) for t in onnx.load(str(out)).graph.initializer]
@@ -231,13 +233,16 @@ def test_attributor_export_matches_pytorch_without_its_text_tower(tmp_path, tiny
     assert by_onnx.backend.name == "onnx" and by_onnx.classes == by_torch.classes == ("real", "gen_a", "gen_b")
     assert by_onnx.name == by_torch.name
     images = [random_image(90, 70, seed=i) for i in range(4)]
+    assert_spread(by_torch.probabilities(images), 1e-5)
     np.testing.assert_allclose(by_onnx.probabilities(images), by_torch.probabilities(images), atol=1e-5)
 
     half = tmp_path / "attributor-fp16.onnx"
     r = export_onnx(load_weights(tiny_attributor, "attributor"), half, precision="fp16")
     assert r.compared == "class probability" and r.max_diff <= 1e-2
     fp16 = load_attributor(half, device="cpu")
-    np.testing.assert_allclose(fp16.probabilities(images), by_torch.probabilities(images), atol=1e-2)
+    # Measured 4.3e-4 on these images, whose probabilities spread over 0.71; the product's check holds 1e-2.
+    assert_spread(by_torch.probabilities(images), 5e-3)
+    np.testing.assert_allclose(fp16.probabilities(images), by_torch.probabilities(images), atol=5e-3)
 
 
 def test_scan_attributes_with_an_onnx_attributor_as_with_torch(photos, tiny_weights, tiny_attributor, tmp_path):
@@ -427,6 +432,7 @@ def test_scan_draws_masks_with_an_onnx_localizer_as_with_torch(photos, tiny_weig
     by_torch = load_localizer(tiny_localizer, device="cpu")
     assert by_onnx.backend.name == "onnx" and by_onnx.name == by_torch.name
     images = [random_image(300, 240, seed=1), random_image(240, 320, seed=2)]
+    assert_spread(by_torch.probabilities(images), 1e-5)
     np.testing.assert_allclose(by_onnx.probabilities(images), by_torch.probabilities(images), atol=1e-5)
     rows = {}
     for name, localizer in (("onnx", exported_localizer), ("torch", tiny_localizer)):
