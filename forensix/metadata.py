@@ -6,7 +6,7 @@ per image, so every reader is cheap, bounded on hostile input and guarded on its
 loses the others), and everything it returns is plain JSON (str, int, bool, list, dict).
 
 Metadata.fields holds only what was found:
-  exif          make, model, software, lens, date_taken, orientation (int), gps (bool); user_comment, and
+  exif          make, model, software, lens, date_taken, date_modified, orientation (int), gps (bool); user_comment, and
                 generation_parameters/generator when it holds A1111 parameters (JPEG/WebP)
   png_text      text chunks (PNG) or the comment (JPEG/GIF) under known keys (parameters, prompt, workflow,
                 Software, Comment, ...), generation_parameters (bool), generator (A1111, ComfyUI, ...), other_keys
@@ -102,8 +102,8 @@ EXIF_TEXT_FIELDS = (
     ("model", "Image Model", None, 0x0110),
     ("software", "Image Software", None, 0x0131),
     ("lens", "EXIF LensModel", 0x8769, 0xA434),
-    ("date_taken", "EXIF DateTimeOriginal", 0x8769, 0x9003),
-    ("date_taken", "Image DateTime", None, 0x0132),  # fallback: file change time
+    ("date_taken", "EXIF DateTimeOriginal", 0x8769, 0x9003),  # when the picture was taken
+    ("date_modified", "Image DateTime", None, 0x0132),  # when the file was last written: not a capture date
 )
 EXIF_IFD, GPS_IFD, ORIENTATION, USER_COMMENT = 0x8769, 0x8825, 0x0112, 0x9286
 
@@ -602,6 +602,8 @@ def _notes(fields: dict[str, Any], fmt: str | None) -> str:
         other.append(f"Camera: {camera}")
     if exif.get("date_taken"):
         other.append(f"taken {exif['date_taken']}")
+    elif exif.get("date_modified"):  # IFD0 DateTime: an editor rewrites it, a camera's is its capture time
+        other.append(f"file written {exif['date_modified']}")
     if exif.get("gps"):
         other.append("GPS present")
     software = exif.get("software") or xmp.get("creator_tool") or _get_ci(text, "software")

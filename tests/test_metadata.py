@@ -123,6 +123,7 @@ def test_jpeg_camera_exif_fields_and_notes(with_image):
         "model": "Canon EOS 5D",
         "lens": "EF50mm f/1.8 STM",
         "date_taken": "2021:06:01 10:00:00",
+        "date_modified": "2022:01:01 00:00:00",
         "orientation": 6,
         "gps": True,
     }
@@ -131,7 +132,8 @@ def test_jpeg_camera_exif_fields_and_notes(with_image):
     assert meta.notes == "Camera: Canon EOS 5D; taken 2021:06:01 10:00:00; GPS present; JPEG quality ≈ 92"
 
 
-def test_exif_date_falls_back_to_datetime_and_make_is_kept_when_model_omits_it():
+def test_a_modification_date_is_not_called_taken_and_make_is_kept_when_model_omits_it():
+    """Issue 14, defect 12: IFD0 DateTime is when the file was last written, not when it was taken."""
     exif = Image.Exif()
     exif[0x010F], exif[0x0110], exif[0x0131] = "FUJIFILM", "X-T4", "Digital Camera X-T4 Ver1.00"
     exif[0x0132] = "2020:02:02 12:00:00"
@@ -140,11 +142,19 @@ def test_exif_date_falls_back_to_datetime_and_make_is_kept_when_model_omits_it()
         "make": "FUJIFILM",
         "model": "X-T4",
         "software": "Digital Camera X-T4 Ver1.00",
-        "date_taken": "2020:02:02 12:00:00",
+        "date_modified": "2020:02:02 12:00:00",
     }
     assert meta.notes == (
-        "Camera: FUJIFILM X-T4; taken 2020:02:02 12:00:00; Software: Digital Camera X-T4 Ver1.00; JPEG quality ≈ 75"
+        "Camera: FUJIFILM X-T4; file written 2020:02:02 12:00:00; Software: Digital Camera X-T4 Ver1.00; "
+        "JPEG quality ≈ 75"
     )
+    exif.get_ifd(0x8769)[0x9003] = "2005:05:05 05:05:05"  # with DateTimeOriginal: both kept, the note says taken
+    meta = read(encode(noise(), "JPEG", quality=75, exif=exif.tobytes()))
+    assert (meta.fields["exif"]["date_taken"], meta.fields["exif"]["date_modified"]) == (
+        "2005:05:05 05:05:05",
+        "2020:02:02 12:00:00",
+    )
+    assert "taken 2005:05:05 05:05:05" in meta.notes and "2020:02:02" not in meta.notes
 
 
 def test_webp_exif_is_read_through_pillow_where_exifread_finds_none():
