@@ -113,6 +113,10 @@ def write_report(
         check_resumable(existing, detector, scan_options, path, _recorded(meta_path))
     done = ResumeIndex.from_rows(existing.keys) if existing.rows else None
     scanner = Scanner(spec, detector, scan_options, done, localizer=localizer, attributor=attributor, cache=cache)
+    # The sidecar first: a --meta path that cannot be written must fail before the report is touched
+    # (opening the report for writing would already have emptied it).
+    if meta_path is not None:
+        meta_path.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
     added: tuple[str, ...] = ()
     if resume and path is not None:
         stream, continued = open_for_resume(path, fmt, existing)
@@ -126,8 +130,6 @@ def write_report(
     else:
         stream, continued = out, None  # the caller's stream, left open
     try:
-        if meta_path is not None:
-            meta_path.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
         started = time.perf_counter()
         interrupted = _write_rows(scanner, ReportWriter(stream, fmt, continued), progress)
     finally:

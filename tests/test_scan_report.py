@@ -132,3 +132,12 @@ def test_an_interrupted_write_report_returns_with_a_valid_report(tmp_path, tiny_
     rows = json.loads(out.read_text())  # the array is closed
     assert summary == {"interrupted": True, "rows": len(rows)}  # every row counted is in the report
     assert [r["path"] for r in rows] == sorted(str(p) for p in root.iterdir())[: len(rows)]
+
+
+def test_a_meta_path_that_cannot_be_written_leaves_the_report_as_it_was(photos, detector, tmp_path):
+    """Issue 14, defect 8: the report was emptied before the sidecar failed."""
+    out = tmp_path / "report.csv"
+    out.write_text("an earlier report\n")
+    with pytest.raises(OSError):
+        write_report([str(photos)], detector, out, meta=tmp_path / "no-such-folder" / "x.meta.json", workers=0)
+    assert out.read_text() == "an earlier report\n"
