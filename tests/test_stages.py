@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from conftest import random_image
 
 from forensix.datasets import Sample
@@ -14,7 +18,7 @@ from forensix.inputs import file_entry
 from forensix.models.config import PreprocessConfig
 from forensix.stages.batches import collate
 from forensix.stages.entries import sample_entries
-from forensix.stages.loader import LoaderOptions, prepared_blocks
+from forensix.stages.loader import LoaderOptions, SampledBatches, prepared_blocks
 from forensix.stages.records import IMAGE, RecordBuilder
 
 
@@ -57,3 +61,36 @@ def test_workers_hand_every_record_over_once_in_order(tmp_path):
     blocks = list(prepared_blocks(entries, build, LoaderOptions(block_size=2, workers=2)))
     assert [r.index for b in blocks for r in b.records] == list(range(len(samples)))
     assert [len(b.inputs[IMAGE]) for b in blocks] == [2, 1] * 3  # the broken file (third of four) has no input
+
+
+class _CrashesOn(torch.utils.data.Dataset):
+    """Item i is i, except that building item ``bomb`` kills its process, as a decoder's segfault would."""
+
+    def __init__(self, n: int, bomb: int) -> None:
+        self.n, self.bomb = n, bomb
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        if index == self.bomb:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return index
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sampled_batches_survive_a_worker_killed_by_one_item(workers):
+    batches = [[6, 7], [0, 1], [4, 5], [2, 3], [8, 9]]  # a sampler's order, not the dataset's
+    deaths: list[int] = []
+    loader = SampledBatches(
+        _CrashesOn(10, bomb=5),
+        batches,
+        collate_fn=list,
+        crashed=lambda index, why: ("crashed", index, why),
+        workers=workers,
+        on_worker_death=lambda: deaths.append(1),
+    )
+    got = list(loader)
+    assert got == [[6, 7], [0, 1], [4, ("crashed", 5, "the process reading it was killed by SIGSEGV")], [2, 3], [8, 9]]
+    # A death may be noticed while an earlier batch is still awaited: that one is then built alone too.
+    assert 1 <= len(deaths) <= workers and len(loader) == 5

@@ -325,3 +325,19 @@ def test_openai_init_copies_the_clip_tower_and_nothing_else(home, toy):
     save_file(clip, str(home / "openai_clip_vit_l_14.safetensors"))
     with pytest.raises(ValueError, match=r"OpenAI CLIP \(backbone\): missing key visual.ln_pre.weight"):
         build_model("detect", get_config("deeclip-tiny"), "openai")
+
+
+def test_a_sample_that_crashes_its_worker_costs_only_itself(tmp_path, toy, monkeypatch):
+    """A decoder's segfault on one training image: the run goes on and counts that image as unreadable."""
+    from conftest import decoder_crashing_on
+
+    from forensix.stages import records
+
+    run = prepare("detect", toy, config="deeclip-tiny", init="random", val_fraction=0.25)
+    bomb = run.task.train_samples[0]
+    crashing = decoder_crashing_on(Path(bomb.path).read_bytes(), records.decode_image)
+    monkeypatch.setattr(records, "decode_image", crashing)
+    done = fit(run.task, options(epochs=1, workers=1), tmp_path / "out", run.provenance)
+    assert done.epoch == 1 and done.step == 6  # 24 anchors, 4 per batch: every batch trained
+    (entry,) = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert entry["unreadable"] >= 1  # the bomb, once per batch it was drawn into

@@ -15,11 +15,11 @@ moves the run on by at least one block.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from ..workers import ProcessDied, WorkerLoader, init_worker, run_alone, worker_died
 from .batches import Block, collate, ordered_blocks
@@ -105,3 +105,64 @@ def _build_alone(build: RecordBuilder, index: int, entry: Entry) -> Record:
         return run_alone(build, index, entry)
     except ProcessDied as e:
         return build.crashed(index, entry, str(e))
+
+
+class SampledBatches:
+    """Batches of a map-style dataset in a batch sampler's order (training), surviving a dead worker.
+
+    Each pass draws the sampler's batches (``set_epoch`` on the sampler changes them) and builds them
+    in ``workers`` DataLoader workers. A worker that dies costs no batch: the batch it was building
+    is built item by item, each item in a process of its own (the one that kills its process becomes
+    ``crashed(index, why)``), and workers start again from the next batch, as :func:`prepared_blocks`
+    does for blocks.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        sampler: Sampler[list[int]],
+        collate_fn: Callable[[list[Any]], Any],
+        crashed: Callable[[int, str], Any],
+        workers: int = 0,
+        pin_memory: bool = False,
+        on_worker_death: Callable[[], None] | None = None,
+    ) -> None:
+        self.dataset, self.sampler, self.collate_fn, self.crashed = dataset, sampler, collate_fn, crashed
+        self.workers, self.pin_memory, self.on_worker_death = workers, pin_memory, on_worker_death
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Any]:
+        batches: Sequence[list[int]] = list(self.sampler)
+        start = 0
+        while start < len(batches):
+            try:
+                for batch in self._loader(batches[start:]):
+                    start += 1
+                    yield batch
+                return
+            except Exception as e:
+                if not worker_died(e):
+                    raise
+            if self.on_worker_death is not None:
+                self.on_worker_death()
+            yield self.collate_fn([self._item_alone(i) for i in batches[start]])
+            start += 1
+
+    def _loader(self, batches: Sequence[list[int]]) -> WorkerLoader:
+        extra: dict[str, Any] = dict(worker_init_fn=init_worker, persistent_workers=False) if self.workers else {}
+        return WorkerLoader(
+            self.dataset,
+            batch_sampler=batches,
+            num_workers=self.workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.pin_memory,
+            **extra,
+        )
+
+    def _item_alone(self, index: int) -> Any:
+        try:
+            return run_alone(self.dataset.__getitem__, index)
+        except ProcessDied as e:
+            return self.crashed(index, str(e))

@@ -107,6 +107,13 @@ class TrainDataset(TorchDataset):
         record.label = sample.label
         return record
 
+    def crashed(self, index: int, why: str) -> Record:
+        """The record of a sample whose decoding killed its process: unreadable, as any other."""
+        sample = self.samples[index]
+        record = self.build.crashed(index, file_entry(sample.path), why)
+        record.label = sample.label
+        return record
+
 
 def collate(records: list[Record]) -> Batch:
     """The stages' collate, as a training batch of the readable records."""

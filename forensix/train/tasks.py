@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 from ..datasets import Sample
 from ..detector import Detector
@@ -26,8 +26,8 @@ from ..eval import EvalOptions, detection_metrics, localize, predict
 from ..localizer import Localizer
 from ..models.config import ModelConfig
 from ..runner import LoadedWeights
+from ..stages.loader import SampledBatches
 from ..stages.records import Record
-from ..workers import WorkerLoader, init_worker
 from .augment import Augment
 from .data import Batch, ShuffleSampler, TrainDataset, TripletSampler, collate
 from .losses import deeclip_loss
@@ -99,17 +99,11 @@ class Task:
 
     def loader(
         self, augment: Augment, batch_size: int, seed: int, workers: int, device: torch.device, rank: int, world: int
-    ) -> tuple[DataLoader, TrainDataset, Sampler[list[int]]]:
+    ) -> tuple[SampledBatches, TrainDataset, Sampler[list[int]]]:
         dataset = self.dataset(augment, seed)
         sampler = self.sampler(batch_size, seed, rank, world)
-        extra: dict[str, Any] = dict(worker_init_fn=init_worker, persistent_workers=False) if workers else {}
-        loader = WorkerLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=workers,
-            collate_fn=self.collate_fn(),
-            pin_memory=device.type == "cuda",
-            **extra,
+        loader = SampledBatches(
+            dataset, sampler, self.collate_fn(), dataset.crashed, workers=workers, pin_memory=device.type == "cuda"
         )
         return loader, dataset, sampler
 
