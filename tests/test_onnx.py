@@ -53,7 +53,13 @@ def exported(tiny_weights, tmp_path_factory) -> Path:
 def save_localizer(path: Path, cnn: ResNetConfig | None = None) -> Path:
     torch.manual_seed(2)
     cfg = replace(get_config("declip-tiny"), cnn=cnn)
-    save_checkpoint(path, cfg, create_model(cfg).state_dict(), provenance={"source": "random init for tests"})
+    model = create_model(cfg).eval()
+    # Mask logits centred on images like the tests': each mask then covers its own part (and fraction)
+    # of its image, so a tolerance on mask_fraction means something (random weights give all or none).
+    probe = [random_image(300 - 20 * i, 240 + 30 * i, seed=i) for i in range(4)]
+    with torch.no_grad():
+        model.decoder.fc[-1].bias -= model(torch.stack([preprocess(im, cfg.preprocess) for im in probe])).median()
+    save_checkpoint(path, cfg, model.state_dict(), provenance={"source": "random init for tests"})
     return path
 
 
@@ -443,6 +449,7 @@ def test_scan_draws_masks_with_an_onnx_localizer_as_with_torch(photos, tiny_weig
         assert result.exit_code == 0, result.output
         rows[name] = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
     assert sum(bool(r["mask"]) for r in rows["onnx"]) == sum(bool(r["mask"]) for r in rows["torch"]) > 0
+    assert_spread([r["mask_fraction"] for r in rows["torch"] if r["mask_fraction"] is not None], 1e-3)
     for a, b in zip(rows["onnx"], rows["torch"]):
         assert (a["mask_fraction"] is None) == (b["mask_fraction"] is None)
         if a["mask_fraction"] is not None:
