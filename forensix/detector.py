@@ -70,8 +70,6 @@ def load_detector(
     ``backend`` is ``torch`` or ``onnx`` (onnxruntime; the default for a ``.onnx`` file, whose
     precision was fixed at export: ``fp32`` then means "as exported").
     """
-    if backend == "onnx" and weights is None:
-        raise ValueError("--backend onnx needs --weights FILE.onnx (write one with forensix export-onnx)")
     found, info = open_backend(
         weights if weights is not None else model,
         "detector",

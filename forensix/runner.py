@@ -69,9 +69,10 @@ class Runner:
         self.max_batch: int | None = None  # set once a batch ran out of GPU memory: the piece size that fits
 
     @classmethod
-    def from_torch(cls, loaded: LoadedWeights, device: str = "auto", precision: str = "fp32", **kwargs: Any) -> Runner:
+    def from_torch(
+        cls, loaded: LoadedWeights, device: str = "auto", precision: str = "fp32", compile: bool = False, **kwargs: Any
+    ) -> Runner:
         """A runner of a torch model in memory (``kwargs``: the runner's own, e.g. a detector's threshold)."""
-        compile = kwargs.pop("compile", False)
         backend = TorchBackend(loaded.model, device, precision, channels_last=cls.channels_last, compile=compile)
         return cls(backend, loaded, **kwargs)
 

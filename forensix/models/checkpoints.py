@@ -118,11 +118,15 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     return model
 
 
+def has_lora_keys(state: Mapping[str, Any]) -> bool:
+    """Whether a state dict keeps peft's LoRA adapters (not merged into the weights)."""
+    return any(".lora_A." in k for k in state)
+
+
 def build_and_load(cfg: ModelConfig, state: Mapping[str, torch.Tensor], source: str = "weights") -> nn.Module:
     """Build ``cfg`` on the meta device (no wasted initialisation) and load ``state`` into it."""
-    with_lora = any(".lora_A." in k for k in state)
     with torch.device("meta"):
-        model = create_model(cfg, with_lora=with_lora)
+        model = create_model(cfg, with_lora=has_lora_keys(state))
     load_weights(model, state, source)
     return model.eval()
 
