@@ -21,11 +21,6 @@ CACHE_FILE = "predictions.sqlite"
 CLEAN = "none"  # the perturbation name of unperturbed images (eval's clean pass, and every scan)
 
 
-def default_cache_dir() -> Path:
-    home = os.environ.get("FORENSIX_HOME")
-    return Path(home).expanduser() / "cache" if home else Path("~/.cache/forensix").expanduser()
-
-
 class PredictionCache:
     """Raw logits by (image sha256, model key, perturbation) in one SQLite file.
 

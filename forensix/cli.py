@@ -70,9 +70,10 @@ _USE_CACHE_OPTION = typer.Option("--use-cache/--no-cache", help="Reuse and store
 
 
 def _cache_at(cache_dir: Path | None) -> PredictionCache:
-    from .cache import CACHE_FILE, PredictionCache, default_cache_dir
+    from .cache import CACHE_FILE, PredictionCache
+    from .home import cache_dir as home_cache_dir
 
-    return PredictionCache((cache_dir or default_cache_dir()) / CACHE_FILE)
+    return PredictionCache((cache_dir or home_cache_dir()) / CACHE_FILE)
 
 
 def _open_cache(cache_dir: Path | None, use: bool) -> PredictionCache | None:

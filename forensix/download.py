@@ -7,7 +7,6 @@ the next call asks the server for the rest with a ``Range`` request.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -17,6 +16,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from .digests import sha256_file
 
 CHUNK = 1 << 20
 SCHEMES = ("http", "https", "file")
@@ -30,15 +31,6 @@ class DownloadError(Exception):
 
 class ChecksumError(DownloadError):
     """The downloaded file's sha256 is not the expected one."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 digest of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download(

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .download import DownloadError, download, sha256_file
+from .digests import cached_sha256
+from .download import DownloadError, download
 
 
 class WeightsMissing(Exception):
@@ -102,26 +103,6 @@ def resolve(name: str) -> dict[str, Path]:
             f"get them with: forensix weights fetch {name}"
         )
     return paths
-
-
-def cached_sha256(path: Path) -> str:
-    """sha256 of a file, remembered in a ``.sha256`` sidecar keyed by size and mtime."""
-    path = Path(path)
-    st = path.stat()
-    stamp = f"{st.st_size}:{st.st_mtime_ns}"
-    sidecar = path.with_name(path.name + ".sha256")
-    try:
-        cached_stamp, digest = sidecar.read_text().split()
-        if cached_stamp == stamp:
-            return digest
-    except (OSError, ValueError):
-        pass
-    digest = sha256_file(path)
-    try:
-        sidecar.write_text(f"{stamp} {digest}\n")
-    except OSError:
-        pass  # a read-only folder only costs a re-hash next time
-    return digest
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,7 @@ def test_factory_builds_tiny_and_full_configs_from_the_same_code():
     with torch.device("meta"):
         full = create_model(get_config("deeclip-vit-l-14"), with_lora=True)
     tiny = create_model(get_config("deeclip-tiny"), with_lora=True)
+
     # The same modules in the same order (block indices aside), at two sizes.
     def layout(model):
         return [(re.sub(r"\.\d+(?=\.|$)", ".N", n), type(m).__name__) for n, m in model.named_modules()]

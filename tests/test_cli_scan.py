@@ -418,7 +418,11 @@ def test_hostile_files_in_a_folder_cost_only_their_own_rows(tiny_weights, tmp_pa
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert [Path(r["path"]).name for r in rows] == [
-        "a-good.png", "b-bad.avif", "c-text-bomb.png", "d-good.jpg", "e-unimplemented.dds"
+        "a-good.png",
+        "b-bad.avif",
+        "c-text-bomb.png",
+        "d-good.jpg",
+        "e-unimplemented.dds",
     ]
     assert [r["verdict"] != "error" for r in rows] == [True, False, True, True, False]
     assert rows[1]["error"].startswith("cannot decode image: RuntimeError: ")
