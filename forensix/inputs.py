@@ -219,7 +219,14 @@ def _archive_entries(path: str, limits: Limits) -> Iterator[InputItem]:
                 yield from _member_entries(path, _tar_members(archive), limits)
     except _ARCHIVE_ERRORS as e:
         # A corrupt archive: one error row for what could not be listed.
-        yield InputItem(path, member="", error=f"cannot read archive: {e}")
+        yield InputItem(path, member="", error=f"cannot read archive: {_one_line(e)}")
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's message on one line: tarfile's ``r:*`` lists what each compression method said, a line each."""
+    first, *rest = str(error).splitlines() or [type(error).__name__]
+    details = "; ".join(line.strip().removeprefix("- ") for line in rest if line.strip())
+    return f"{first.strip()} {details}".strip()
 
 
 def read_path_list(source: str) -> Iterator[str]:

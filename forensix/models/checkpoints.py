@@ -47,10 +47,12 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     if is_safetensors(path):
         with open_safetensors(path) as f:
             return {k: f.get_tensor(k) for k in f.keys()}
-    if not zipfile.is_zipfile(path):
-        # Legacy (pre-1.6) torch pickles are not zip archives and can't be memory-mapped.
-        return _torch_load(path, mmap=False)
-    return _torch_load(path, mmap=True)
+    try:
+        zipped = zipfile.is_zipfile(path)
+    except zipfile.BadZipFile as e:  # is_zipfile raises for some damaged end records (a "multi-disk" zip)
+        raise CheckpointError(f"{path}: not a readable weights file (damaged zip archive: {e})") from None
+    # Legacy (pre-1.6) torch pickles are not zip archives and can't be memory-mapped.
+    return _torch_load(path, mmap=zipped)
 
 
 def _torch_load(path: Path, mmap: bool) -> dict[str, Any]:
