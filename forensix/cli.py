@@ -253,14 +253,14 @@ def weights_import(
         err.print(f"wrote {out_path} ({cfg.name}, threshold {cfg.threshold})", highlight=False)
 
 
-def _scan_spec(paths: list[str], from_lists: list[str], spool: Path) -> InputSpec:
+def _scan_spec(paths: list[str], from_lists: list[str], from_lists0: list[str], spool: Path) -> InputSpec:
     from .inputs import InputSpec
 
-    if not paths and not from_lists:
+    if not paths and not from_lists and not from_lists0:
         raise Fatal("nothing to scan: give paths, '-' for paths on stdin, or --from-list FILE")
-    if sum(p == "-" for p in paths) + sum(f == "-" for f in from_lists) > 1:
-        raise Fatal("stdin can be read only once: use '-' as a path or as --from-list, not both")
-    return InputSpec.from_args(paths, from_lists, spool_dir=spool)
+    if [*paths, *from_lists, *from_lists0].count("-") > 1:
+        raise Fatal("stdin can be read only once: give '-' once, as a path, --from-list or --from-list0")
+    return InputSpec.from_args(paths, from_lists, spool_dir=spool, from_lists0=from_lists0)
 
 
 @app.command()
@@ -275,6 +275,10 @@ def scan(
     fmt: Annotated[str | None, typer.Option("--format", help="csv | json | jsonl (default: from --out).")] = None,
     from_list: Annotated[
         list[str] | None, typer.Option("--from-list", help="A file listing paths, one per line ('-' = stdin).")
+    ] = None,
+    from_list0: Annotated[
+        list[str] | None,
+        typer.Option("--from-list0", help="A file listing paths separated by NUL bytes, as find -print0 writes."),
     ] = None,
     model: ModelOpt = "deeclip",
     weights_file: WeightsOpt = None,
@@ -338,7 +342,7 @@ def scan(
     from .scan_report import write_report
 
     with tempfile.TemporaryDirectory(prefix="forensix-") as spool, fatal_errors():
-        spec = _scan_spec(paths or [], from_list or [], Path(spool))
+        spec = _scan_spec(paths or [], from_list or [], from_list0 or [], Path(spool))
         localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
         attributor = _load_attributor(attributor_spec, device, precision)
         detector = load_detector(

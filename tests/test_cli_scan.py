@@ -423,3 +423,37 @@ def test_hostile_files_in_a_folder_cost_only_their_own_rows(tiny_weights, tmp_pa
     assert [r["verdict"] != "error" for r in rows] == [True, False, True, True, False]
     assert rows[1]["error"].startswith("cannot decode image: RuntimeError: ")
     assert rows[4]["error"].startswith("cannot decode image: NotImplementedError: ")
+
+
+# --- any file name reaches the report (issue 14) -------------------------------------------------
+
+
+def odd_names(tmp_path: Path, names: list[bytes]) -> Path:
+    """A folder holding an image under each of these names (bytes: any name POSIX allows)."""
+    root = tmp_path / "odd"
+    root.mkdir()
+    for i, name in enumerate(names):
+        random_image(32, 32, seed=i).save(os.fsdecode(os.fsencode(root) + b"/" + name), "PNG")
+    return root
+
+
+def stdout_rows(result) -> list[dict]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.split("\n") if line]
+
+
+def test_a_cr_in_a_listed_name_is_one_row_and_a_nul_list_takes_any_name(tiny_weights, tmp_path):
+    root = odd_names(tmp_path, [b"a\rb.png", b"line\nbreak.png", b"plain.png"])
+    crlf = tmp_path / "list.txt"  # a CRLF list, as Windows tools write: the CR inside a name stays
+    crlf.write_bytes(b"".join(os.fsencode(root) + b"/" + n + b"\r\n" for n in (b"a\rb.png", b"plain.png")))
+    rows = stdout_rows(scan("--from-list", crlf, "--weights", tiny_weights, "--workers", "0"))
+    assert [(r["path"], r["verdict"] != "error") for r in rows] == [
+        (str(root / "a\rb.png"), True),
+        (str(root / "plain.png"), True),
+    ]
+    find0 = b"".join(os.fsencode(p) + b"\0" for p in sorted(root.iterdir()))  # find -print0
+    rows = stdout_rows(scan("--from-list0", "-", "--weights", tiny_weights, "--workers", "1", input=find0))
+    assert [r["path"] for r in rows] == [str(p) for p in sorted(root.iterdir())]
+    assert all(r["verdict"] != "error" for r in rows)
+    both = scan("-", "--from-list0", "-", "--weights", tiny_weights, input=find0)
+    assert both.exit_code == 2 and "stdin can be read only once" in both.stderr
