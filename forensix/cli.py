@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -357,7 +357,7 @@ def scan(
         summary = write_report(
             spec,
             detector,
-            out_path if out_path is not None else sys.stdout,
+            out_path if out_path is not None else _utf8_stdout(),
             resume,
             format=fmt,
             meta=meta_path or True,
@@ -383,6 +383,17 @@ def scan(
     if fail_on_fake and summary.stats.errors:
         # A gate fails closed: an image that could not be scored was not shown to be real.
         raise typer.Exit(EXIT_UNSCORED)
+
+
+def _utf8_stdout() -> IO[str]:
+    """stdout for a report: UTF-8 whatever the locale says, as report files are (and JSON must be)."""
+    import codecs
+
+    stream = sys.stdout
+    encoding = getattr(stream, "encoding", None) or "ascii"
+    if codecs.lookup(encoding).name != "utf-8" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(encoding="utf-8")
+    return stream
 
 
 def _load_localizer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -457,3 +458,77 @@ def test_a_cr_in_a_listed_name_is_one_row_and_a_nul_list_takes_any_name(tiny_wei
     assert all(r["verdict"] != "error" for r in rows)
     both = scan("-", "--from-list0", "-", "--weights", tiny_weights, input=find0)
     assert both.exit_code == 2 and "stdin can be read only once" in both.stderr
+
+
+def latin1_tar(path: Path) -> Path:
+    """A tar whose member name is Latin-1 bytes (a GNU header, no UTF-8 PAX record): 'café.png'."""
+    import tarfile
+
+    data = png_bytes(random_image(32, 32, seed=9))
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as archive:
+        info = tarfile.TarInfo("café.png")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def cut_after(data: bytes, fmt: str, rows: int) -> bytes:
+    """The report as a scan killed while writing row ``rows + 1``: ``rows`` whole rows and half a line."""
+    head = 1 if fmt in ("csv", "json") else 0  # the CSV header, the JSON array's bracket
+    lines = data.split(b"\r\n" if fmt == "csv" else b"\n")
+    end = b"\r\n" if fmt == "csv" else b"\n"
+    return end.join(lines[: head + rows]) + end + lines[head + rows][:20]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_names_that_are_not_utf8_reach_the_report_and_a_resume_skips_them(tiny_weights, tmp_path, fmt):
+    root = odd_names(tmp_path, [b"a.png", b"back\\slash.png", b"bad\xff\xfe.png"])
+    latin1_tar(root / "z.tar")
+    out = tmp_path / f"report.{fmt}"
+    result = scan(root, "--weights", tiny_weights, "--out", out, "--workers", "0")
+    assert result.exit_code == 0, result.output
+    complete = out.read_bytes()
+    rows = read_rows(complete.decode("utf-8"), fmt)  # UTF-8 text, whatever the names
+    assert [(r["path"], r["member"]) for r in rows] == [
+        (f"{root}/a.png", ""),
+        (f"{root}/back\\slash.png", ""),  # a backslash that reads as no escape: the name as it is
+        (f"{root}/bad\\xff\\xfe.png", ""),  # bytes that are not UTF-8, readable as \xHH
+        (f"{root}/z.tar", "caf\\xe9.png"),
+    ]
+    assert all(r["verdict"] != "error" for r in rows), rows
+    if fmt != "csv":  # and the exact bytes, only where the text is not the name itself
+        assert base64.b64decode(rows[2]["path_bytes"]) == os.fsencode(root) + b"/bad\xff\xfe.png"
+        assert base64.b64decode(rows[3]["member_bytes"]) == b"caf\xe9.png"
+        assert [sorted(set(r) - set(COLUMNS)) for r in rows] == [
+            ["metadata"],
+            ["metadata"],
+            ["metadata", "path_bytes"],
+            ["member_bytes", "metadata"],
+        ]
+    out.write_bytes(cut_after(complete, fmt, 3))  # killed while writing the tar member's row
+    result = scan(root, "--weights", tiny_weights, "--out", out, "--resume", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "3 already in the report" in result.stderr  # the row of bad\xff\xfe.png matched its file
+    assert read_rows(out.read_bytes().decode("utf-8"), fmt) == rows
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LANG": "C.UTF-8"},
+        {"LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"},  # what en_US.UTF-8 gives, where it is installed
+        {"LANG": "C.UTF-8", "PYTHONIOENCODING": "latin-1"},  # a report is UTF-8 whatever the locale
+    ],
+)
+def test_stdout_and_a_stdin_list_carry_names_that_are_not_utf8(tiny_weights, tmp_path, env):
+    root = odd_names(tmp_path, [b"bad\xff\xfe.png", "été ≈.png".encode()])
+    listing = b"".join(os.fsencode(p) + b"\n" for p in sorted(root.iterdir()))
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "PYTHONIOENCODING", "PYTHONUTF8"))}
+    command = ["scan", "-", "--weights", str(tiny_weights), "--workers", "0"]  # a list on stdin, rows on stdout
+    env = {**base, **env}
+    proc = subprocess.run([sys.executable, "-m", "forensix", *command], input=listing, capture_output=True, env=env)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    rows = [json.loads(line) for line in proc.stdout.decode("utf-8").split("\n") if line]
+    assert [r["path"] for r in rows] == [f"{root}/bad\\xff\\xfe.png", f"{root}/été ≈.png"]
+    assert base64.b64decode(rows[0]["path_bytes"]) == os.fsencode(root) + b"/bad\xff\xfe.png"
+    assert "path_bytes" not in rows[1] and all(r["verdict"] != "error" for r in rows)
