@@ -10,8 +10,10 @@ Whatever a name or a cell holds, a report is UTF-8 text that reads back to the s
 - a file or member name that is not UTF-8 (``os.fsdecode`` gives lone surrogates) is written as
   readable text with its bytes escaped (:func:`name_text`) and, in JSON rows, its exact bytes
   (``path_bytes``/``member_bytes``, base64);
+- a CSV cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first)
+  gets a ``'`` in front (:func:`csv_cell`), as OWASP advises; JSON keeps the text exact.
 
-Reading a report back (resume) undoes it, so its rows match the names the walk gives.
+Reading a report back (resume) undoes both, so its rows match the names the walk gives.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .schema import COLUMNS
 
 FORMATS = ("csv", "json", "jsonl")
 NAME_FIELDS = ("path", "member")  # names from the input: written by name_text, with *_bytes in JSON
+FORMULA_STARTS = frozenset("=+-@\t\r")  # a spreadsheet runs a cell that begins with one of these (OWASP)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPE_LIKE = re.compile(r"\\(?:\\|x[0-9A-Fa-f]{2})")  # what name_from_text reads as an escape
@@ -85,6 +88,17 @@ def _escape_surrogate(m: re.Match[str]) -> str:
 def printable(text: str) -> str:
     """Text fit for a UTF-8 report (an error message, a note): a lone surrogate as ``\\xHH`` or ``\\uXXXX``."""
     return text if text.isascii() else _SURROGATE.sub(_escape_surrogate, text)
+
+
+def csv_cell(text: str) -> str:
+    """A CSV cell no spreadsheet runs: one ``'`` before text that begins with a formula character,
+    after any number of ``'`` (zero included); :func:`csv_value` takes it off again."""
+    return "'" + text if text.lstrip("'")[:1] in FORMULA_STARTS else text
+
+
+def csv_value(cell: str) -> str:
+    """The text of a cell :func:`csv_cell` wrote."""
+    return cell[1:] if cell[:1] == "'" and cell.lstrip("'")[:1] in FORMULA_STARTS else cell
 
 
 def _json_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +183,7 @@ def _csv_text(column: str, value: Any) -> Any:
         return ""
     if not isinstance(value, str):
         return value  # numbers: never a formula, left as they are
-    return name_text(value) if column in NAME_FIELDS else printable(value)
+    return csv_cell(name_text(value) if column in NAME_FIELDS else printable(value))
 
 
 class ReportError(ValueError):
@@ -192,7 +206,7 @@ class ExistingReport:
         return len(self.keys)
 
     def add(self, row: dict[str, Any]) -> None:
-        """One row as read back: a JSON row's fields, or a CSV row's cells."""
+        """One row as read back: a JSON row's fields, or a CSV row's cells after :func:`csv_value`."""
         path, member = (_read_name(row, key) for key in NAME_FIELDS)
         self.keys.append((path, member, str(row.get("sha256") or "")))
         if row.get("model"):
@@ -237,7 +251,7 @@ def _read_csv(data: bytes, name: str) -> ExistingReport:
     report.columns = header
     for record, end in records[1:]:
         values = next(csv.reader(io.StringIO(record.decode("utf-8"), newline="")))
-        report.add(dict(zip(header, values)))
+        report.add(dict(zip(header, map(csv_value, values))))
         report.end = end
     report.end = max(report.end, records[0][1])
     return report

@@ -532,3 +532,42 @@ def test_stdout_and_a_stdin_list_carry_names_that_are_not_utf8(tiny_weights, tmp
     assert [r["path"] for r in rows] == [f"{root}/bad\\xff\\xfe.png", f"{root}/été ≈.png"]
     assert base64.b64decode(rows[0]["path_bytes"]) == os.fsencode(root) + b"/bad\xff\xfe.png"
     assert "path_bytes" not in rows[1] and all(r["verdict"] != "error" for r in rows)
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised_and_resume_matches_them(
+    tiny_weights, tmp_path, monkeypatch
+):
+    import zipfile
+
+    names = ["'quoted.png", "'=quoted formula.png", "+1.png", "-1+1.png", "=cmd|' C calc'!A0.png", "@SUM(1).png"]
+    root = odd_names(tmp_path, [n.encode() for n in names])
+    members = ['=HYPERLINK("http://example.com","open").png', "-2.png"]
+    with zipfile.ZipFile(root / "set.zip", "w") as z:
+        for i, member in enumerate(members):
+            z.writestr(member, png_bytes(random_image(32, 32, seed=20 + i)))
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{n}\n" for n in [*names, "set.zip"]))
+    monkeypatch.chdir(root)  # relative paths: each cell begins with the name itself
+    out = tmp_path / "report.csv"
+    result = scan("--from-list", listing, "--weights", tiny_weights, "--out", out, "--workers", "0")
+    assert result.exit_code == 0, result.output
+    complete = out.read_bytes()
+    rows = read_rows(complete.decode(), "csv")
+    assert [(r["path"], r["member"]) for r in rows] == [
+        ("'quoted.png", ""),  # a quote before no formula character: left as it is
+        ("''=quoted formula.png", ""),  # one more quote, so that reading it back is unambiguous
+        ("'+1.png", ""),
+        ("'-1+1.png", ""),
+        ("'=cmd|' C calc'!A0.png", ""),
+        ("'@SUM(1).png", ""),
+        ("set.zip", "'" + members[0]),
+        ("set.zip", "'" + members[1]),
+    ]
+    assert all(r["verdict"] != "error" for r in rows), rows
+    exact = stdout_rows(scan("--from-list", listing, "--weights", tiny_weights, "--workers", "0"))
+    assert [(r["path"], r["member"]) for r in exact] == [*((n, "") for n in names), *(("set.zip", m) for m in members)]
+    out.write_bytes(cut_after(complete, "csv", 4))
+    result = scan("--from-list", listing, "--weights", tiny_weights, "--out", out, "--resume", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "4 already in the report" in result.stderr  # every neutralised name matched its file
+    assert read_rows(out.read_text(), "csv") == rows

@@ -239,6 +239,33 @@ def test_every_name_round_trips_through_a_report(tmp_path, fmt):
     assert read_report(path, fmt).keys == [(r["path"], r["member"], r["sha256"]) for r in rows]
 
 
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_json_stays_exact(tmp_path):
+    formula = '=HYPERLINK("http://x","y").png'
+    rows = [row(0, path="=cmd|' /C calc'!A0.png", member="-1+1.png", notes="@x", error="+1", source="\tx")]
+    rows.append(row(1, path="'=already quoted.png", member="'plain quote.png", notes="\rx", model=formula))
+    cells = list(csv.DictReader(io.StringIO(write_report(tmp_path / "r.csv", "csv", rows), newline="")))
+    assert [cells[0][c] for c in ("path", "member", "notes", "error", "source")] == [
+        "'=cmd|' /C calc'!A0.png",
+        "'-1+1.png",
+        "'@x",
+        "'+1",
+        "'\tx",
+    ]
+    # One more quote before quotes that lead to a trigger, so the rule can be undone; none before other quotes.
+    assert [cells[1][c] for c in ("path", "member", "notes", "model")] == [
+        "''=already quoted.png",
+        "'plain quote.png",
+        "'\rx",
+        "'" + formula,
+    ]
+    assert all(not v.startswith(("=", "+", "-", "@", "\t", "\r")) for r in cells for v in r.values())
+    assert cells[0]["score"] == str(rows[0]["score"])  # numbers are not text: left alone
+    assert json.loads(write_report(tmp_path / "r.json", "json", rows)) == rows
+    existing = read_report(tmp_path / "r.csv", "csv")
+    assert existing.keys == [(r["path"], r["member"], r["sha256"]) for r in rows]
+    assert existing.models == {"deeclip@0123456789ab", formula}
+
+
 def read_rows(text: str, fmt: str) -> list[dict]:
     if fmt == "csv":
         return list(csv.DictReader(io.StringIO(text, newline="")))
