@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -254,14 +254,14 @@ def weights_import(
         err.print(f"wrote {out_path} ({cfg.name}, threshold {cfg.threshold})", highlight=False)
 
 
-def _scan_spec(paths: list[str], from_lists: list[str], spool: Path) -> InputSpec:
+def _scan_spec(paths: list[str], from_lists: list[str], from_lists0: list[str], spool: Path) -> InputSpec:
     from .inputs import InputSpec
 
-    if not paths and not from_lists:
+    if not paths and not from_lists and not from_lists0:
         raise Fatal("nothing to scan: give paths, '-' for paths on stdin, or --from-list FILE")
-    if sum(p == "-" for p in paths) + sum(f == "-" for f in from_lists) > 1:
-        raise Fatal("stdin can be read only once: use '-' as a path or as --from-list, not both")
-    return InputSpec.from_args(paths, from_lists, spool_dir=spool)
+    if [*paths, *from_lists, *from_lists0].count("-") > 1:
+        raise Fatal("stdin can be read only once: give '-' once, as a path, --from-list or --from-list0")
+    return InputSpec.from_args(paths, from_lists, spool_dir=spool, from_lists0=from_lists0)
 
 
 @app.command()
@@ -276,6 +276,10 @@ def scan(
     fmt: Annotated[str | None, typer.Option("--format", help="csv | json | jsonl (default: from --out).")] = None,
     from_list: Annotated[
         list[str] | None, typer.Option("--from-list", help="A file listing paths, one per line ('-' = stdin).")
+    ] = None,
+    from_list0: Annotated[
+        list[str] | None,
+        typer.Option("--from-list0", help="A file listing paths separated by NUL bytes, as find -print0 writes."),
     ] = None,
     model: ModelOpt = "deeclip",
     weights_file: WeightsOpt = None,
@@ -339,7 +343,7 @@ def scan(
     from .scan_report import write_report
 
     with tempfile.TemporaryDirectory(prefix="forensix-") as spool, fatal_errors():
-        spec = _scan_spec(paths or [], from_list or [], Path(spool))
+        spec = _scan_spec(paths or [], from_list or [], from_list0 or [], Path(spool))
         localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
         attributor = _load_attributor(attributor_spec, device, precision)
         detector = load_detector(
@@ -354,7 +358,7 @@ def scan(
         summary = write_report(
             spec,
             detector,
-            out_path if out_path is not None else sys.stdout,
+            out_path if out_path is not None else _utf8_stdout(),
             resume,
             format=fmt,
             meta=meta_path or True,
@@ -380,6 +384,17 @@ def scan(
     if fail_on_fake and summary.stats.errors:
         # A gate fails closed: an image that could not be scored was not shown to be real.
         raise typer.Exit(EXIT_UNSCORED)
+
+
+def _utf8_stdout() -> IO[str]:
+    """stdout for a report: UTF-8 whatever the locale says, as report files are (and JSON must be)."""
+    import codecs
+
+    stream = sys.stdout
+    encoding = getattr(stream, "encoding", None) or "ascii"
+    if codecs.lookup(encoding).name != "utf-8" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(encoding="utf-8")
+    return stream
 
 
 def _load_localizer(

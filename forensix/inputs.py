@@ -9,7 +9,9 @@ bad input.
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import stat
 import sys
 import tarfile
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 from .imaging import sniff_image
 from .limits import DEFAULT_MAX_BYTES, Limits
@@ -229,17 +232,51 @@ def _one_line(error: BaseException) -> str:
     return f"{first.strip()} {details}".strip()
 
 
-def read_path_list(source: str) -> Iterator[str]:
-    """Paths from a list file, one per line (``-`` = stdin); blank lines ignored."""
-    stream = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="surrogateescape")
+def read_path_list(source: str, nul: bool = False) -> Iterator[str]:
+    """Paths from a list file (``-`` = stdin), one per line, or NUL-separated with ``nul``.
+
+    The list is read as bytes and each name decoded as the file system decodes names
+    (``os.fsdecode``), so a name that is not UTF-8 opens the same file. Lines end at LF only (a CR
+    inside a name is part of it); one CR just before the LF is dropped (a CRLF list), and lines of
+    only white space are skipped. A NUL-separated list (``find -print0``) takes every byte of each
+    name as it is: only empty entries are skipped.
+    """
+    separator = b"\0" if nul else b"\n"
+    stream = _binary_stdin() if source == "-" else open(source, "rb")
     try:
-        for line in stream:
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield line
+        for record in _split(stream, separator):
+            if not nul:
+                record = record.removesuffix(b"\r")
+                if not record.strip():
+                    continue
+            elif not record:
+                continue
+            yield os.fsdecode(record)
     finally:
-        if stream is not sys.stdin:
+        if source != "-":
             stream.close()
+
+
+def _binary_stdin() -> IO[bytes]:
+    """stdin's bytes; a text stream put in its place (tests, embedding programs) is encoded back."""
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is not None:
+        return binary
+    text = sys.stdin.read()
+    return io.BytesIO(os.fsencode(text))
+
+
+def _split(stream: IO[bytes], separator: bytes) -> Iterator[bytes]:
+    """The records of a byte stream between separators, read in chunks (a list of any length)."""
+    pending: list[bytes] = []
+    while chunk := stream.read(1 << 16):
+        *done, last = chunk.split(separator)
+        for record in done:
+            yield b"".join([*pending, record])
+            pending = []
+        pending.append(last)
+    if tail := b"".join(pending):
+        yield tail
 
 
 def iter_entries(paths: Iterable[str], limits: Limits | None = None) -> Iterator[InputItem]:
@@ -287,27 +324,38 @@ class InputSpec:
 
     @classmethod
     def from_args(
-        cls, paths: Iterable[str], from_lists: Iterable[str] = (), spool_dir: Path | None = None
+        cls,
+        paths: Iterable[str],
+        from_lists: Iterable[str] = (),
+        spool_dir: Path | None = None,
+        from_lists0: Iterable[str] = (),
     ) -> InputSpec:
+        """Paths, then the line lists ``from_lists``, then the NUL-separated lists ``from_lists0``."""
         sources: list[tuple[str, str]] = []
-        for kind, value in [("path", p) for p in paths] + [("list", f) for f in from_lists]:
-            if kind == "list" and value != "-" and (os.path.isdir(value) or not os.access(value, os.R_OK)):
-                raise ValueError(f"--from-list {value}: cannot read that file")
+        listed = [("list", f) for f in from_lists] + [("list0", f) for f in from_lists0]
+        for kind, value in [("path", p) for p in paths] + listed:
+            option = "--from-list0" if kind == "list0" else "--from-list"
+            if kind != "path" and value != "-" and (os.path.isdir(value) or not os.access(value, os.R_OK)):
+                raise ValueError(f"{option} {value}: cannot read that file")
             # stdin, or a list that is a pipe (--from-list <(find ...)), can be read only once: keep a copy.
-            if value == "-" or (kind == "list" and not os.path.isfile(value)):
+            if value == "-" or (kind != "path" and not os.path.isfile(value)):
                 if spool_dir is None:
                     raise ValueError("reading paths from stdin or a pipe needs a spool folder")
                 spool = spool_dir / f"list-{len(sources)}.txt"
-                with open(spool, "w", encoding="utf-8", errors="surrogateescape") as f:
-                    f.writelines(line + "\n" for line in read_path_list(value))
-                sources.append(("list", str(spool)))
+                with open(spool, "wb") as f:
+                    if value == "-":
+                        shutil.copyfileobj(_binary_stdin(), f)
+                    else:
+                        with open(value, "rb") as pipe:
+                            shutil.copyfileobj(pipe, f)
+                sources.append(("list0" if kind == "list0" else "list", str(spool)))
             else:
                 sources.append((kind, value))
         return cls(tuple(sources))
 
     def paths(self) -> Iterator[str]:
         for kind, value in self.sources:
-            if kind == "list":
-                yield from read_path_list(value)
+            if kind in ("list", "list0"):
+                yield from read_path_list(value, nul=kind == "list0")
             else:
                 yield value

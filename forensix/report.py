@@ -4,20 +4,124 @@ Rows are written as they come, so a report of millions of rows never sits in mem
 flushed per row for pipelines; the JSON array is closed by :meth:`ReportWriter.close`, which the
 scan calls on Ctrl-C too. A report cut off mid-row (a killed scan) is resumed by cutting the
 partial row and appending: :func:`read_report` finds where the last complete row ends.
+
+Whatever a name or a cell holds, a report is UTF-8 text that reads back to the same rows:
+
+- a file or member name that is not UTF-8 (``os.fsdecode`` gives lone surrogates) is written as
+  readable text with its bytes escaped (:func:`name_text`) and, in JSON rows, its exact bytes
+  (``path_bytes``/``member_bytes``, base64);
+- a CSV cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first)
+  gets a ``'`` in front (:func:`csv_cell`), as OWASP advises; JSON keeps the text exact.
+
+Reading a report back (resume) undoes both, so its rows match the names the walk gives.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .schema import COLUMNS
 
 FORMATS = ("csv", "json", "jsonl")
+NAME_FIELDS = ("path", "member")  # names from the input: written by name_text, with *_bytes in JSON
+FORMULA_STARTS = frozenset("=+-@\t\r")  # a spreadsheet runs a cell that begins with one of these (OWASP)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPE_LIKE = re.compile(r"\\(?:\\|x[0-9A-Fa-f]{2})")  # what name_from_text reads as an escape
+_TO_ESCAPE = re.compile("[\\\\\udc80-\udcff]")  # a backslash, or a byte that is not UTF-8
+
+
+def name_text(name: str) -> str:
+    """A file or member name as report text: readable and unambiguous (:func:`name_from_text` undoes it).
+
+    A name that is valid UTF-8 and holds no backslash that reads as an escape (``\\\\`` or ``\\x``
+    and two hex digits) is its own text. Any other is written from its bytes (``os.fsencode``):
+    every backslash doubled and each byte that is not part of valid UTF-8 as ``\\xHH``, e.g.
+    ``bad\\xff\\xfe.png`` for the bytes ``bad 0xFF 0xFE .png``.
+    """
+    if name.isascii() and "\\" not in name:
+        return name  # nearly every name, at no cost
+    if not _SURROGATE.search(name) and not _ESCAPE_LIKE.search(name):
+        return name
+    return _TO_ESCAPE.sub(_escape, _name_bytes(name).decode("utf-8", "surrogateescape"))
+
+
+def name_from_text(text: str) -> str:
+    """The name whose :func:`name_text` is ``text``: ``\\\\`` is a backslash, ``\\xHH`` a byte."""
+    if "\\" not in text or not _ESCAPE_LIKE.search(text):
+        return text
+    data, pos = bytearray(), 0
+    for m in _ESCAPE_LIKE.finditer(text):
+        data += text[pos : m.start()].encode("utf-8", "surrogatepass")
+        data += b"\\" if m.group() == "\\\\" else bytes([int(m.group()[2:], 16)])
+        pos = m.end()
+    data += text[pos:].encode("utf-8", "surrogatepass")
+    return os.fsdecode(bytes(data))
+
+
+def _name_bytes(name: str) -> bytes:
+    try:
+        return os.fsencode(name)
+    except UnicodeEncodeError:  # a lone surrogate no file system decoding makes (not from a walk or a list)
+        return name.encode("utf-8", "surrogatepass")
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return "\\\\" if c == "\\" else _escape_surrogate(m)
+
+
+def _escape_surrogate(m: re.Match[str]) -> str:
+    """A byte that was not UTF-8 (U+DC80..U+DCFF, as surrogateescape keeps it) as \\xHH; any other as \\uXXXX."""
+    code = ord(m.group())
+    return f"\\x{code - 0xDC00:02x}" if code >= 0xDC80 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """Text fit for a UTF-8 report (an error message, a note): a lone surrogate as ``\\xHH`` or ``\\uXXXX``."""
+    return text if text.isascii() else _SURROGATE.sub(_escape_surrogate, text)
+
+
+def csv_cell(text: str) -> str:
+    """A CSV cell no spreadsheet runs: one ``'`` before text that begins with a formula character,
+    after any number of ``'`` (zero included); :func:`csv_value` takes it off again."""
+    return "'" + text if text.lstrip("'")[:1] in FORMULA_STARTS else text
+
+
+def csv_value(cell: str) -> str:
+    """The text of a cell :func:`csv_cell` wrote."""
+    return cell[1:] if cell[:1] == "'" and cell.lstrip("'")[:1] in FORMULA_STARTS else cell
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as JSON writes it: names by name_text, with their bytes when that is not the name itself."""
+    out = row
+    for key in NAME_FIELDS:
+        name = row.get(key)
+        if isinstance(name, str) and (text := name_text(name)) != name:
+            if out is row:
+                out = dict(row)
+            out[key] = text
+            out[f"{key}_bytes"] = base64.b64encode(_name_bytes(name)).decode("ascii")
+    return out
+
+
+def _printable_all(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable_all(v) for v in value]
+    return value
 
 
 def format_for(path: str | None, explicit: str | None) -> str:
@@ -54,10 +158,13 @@ class ReportWriter:
 
     def write(self, row: dict[str, Any]) -> None:
         if self.fmt == "csv":
-            self._csv.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
+            self._csv.writerow({k: _csv_text(k, row.get(k)) for k in COLUMNS})
         else:
             # One row per line: no raw newlines inside (json.dumps escapes them), so resume can find rows.
-            text = json.dumps(row, ensure_ascii=False)
+            out = _json_row(row)
+            text = json.dumps(out, ensure_ascii=False)
+            if not text.isascii() and _SURROGATE.search(text):  # e.g. an error message quoting such a name
+                text = json.dumps(_printable_all(out), ensure_ascii=False)
             if self.fmt == "json":
                 self.stream.write(("," if self.rows else "") + "\n" + text)
             else:
@@ -69,6 +176,14 @@ class ReportWriter:
         if self.fmt == "json":
             self.stream.write("\n]\n" if self.rows else "]\n")
         self.stream.flush()
+
+
+def _csv_text(column: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return value  # numbers: never a formula, left as they are
+    return csv_cell(name_text(value) if column in NAME_FIELDS else printable(value))
 
 
 class ReportError(ValueError):
@@ -91,11 +206,24 @@ class ExistingReport:
         return len(self.keys)
 
     def add(self, row: dict[str, Any]) -> None:
-        self.keys.append((str(row.get("path", "")), str(row.get("member") or ""), str(row.get("sha256") or "")))
+        """One row as read back: a JSON row's fields, or a CSV row's cells after :func:`csv_value`."""
+        path, member = (_read_name(row, key) for key in NAME_FIELDS)
+        self.keys.append((path, member, str(row.get("sha256") or "")))
         if row.get("model"):
             self.models.add(str(row["model"]))
         if row.get("threshold") not in (None, ""):
             self.thresholds.add(float(row["threshold"]))
+
+
+def _read_name(row: dict[str, Any], key: str) -> str:
+    """The name the walk gave: from its exact bytes when the row has them, else from its text."""
+    exact = row.get(f"{key}_bytes")
+    if isinstance(exact, str) and exact:
+        try:
+            return os.fsdecode(base64.b64decode(exact, validate=True))
+        except (binascii.Error, ValueError):
+            pass  # not ours: the text says the same
+    return name_from_text(str(row.get(key) or ""))
 
 
 def _csv_records(data: bytes) -> list[tuple[bytes, int]]:
@@ -123,7 +251,7 @@ def _read_csv(data: bytes, name: str) -> ExistingReport:
     report.columns = header
     for record, end in records[1:]:
         values = next(csv.reader(io.StringIO(record.decode("utf-8"), newline="")))
-        report.add(dict(zip(header, values)))
+        report.add(dict(zip(header, map(csv_value, values))))
         report.end = end
     report.end = max(report.end, records[0][1])
     return report

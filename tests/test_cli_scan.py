@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -427,3 +428,150 @@ def test_hostile_files_in_a_folder_cost_only_their_own_rows(tiny_weights, tmp_pa
     assert [r["verdict"] != "error" for r in rows] == [True, False, True, True, False]
     assert rows[1]["error"].startswith("cannot decode image: RuntimeError: ")
     assert rows[4]["error"].startswith("cannot decode image: NotImplementedError: ")
+
+
+# --- any file name reaches the report (issue 14) -------------------------------------------------
+
+
+def odd_names(tmp_path: Path, names: list[bytes]) -> Path:
+    """A folder holding an image under each of these names (bytes: any name POSIX allows)."""
+    root = tmp_path / "odd"
+    root.mkdir()
+    for i, name in enumerate(names):
+        random_image(32, 32, seed=i).save(os.fsdecode(os.fsencode(root) + b"/" + name), "PNG")
+    return root
+
+
+def stdout_rows(result) -> list[dict]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.split("\n") if line]
+
+
+def test_a_cr_in_a_listed_name_is_one_row_and_a_nul_list_takes_any_name(tiny_weights, tmp_path):
+    root = odd_names(tmp_path, [b"a\rb.png", b"line\nbreak.png", b"plain.png"])
+    crlf = tmp_path / "list.txt"  # a CRLF list, as Windows tools write: the CR inside a name stays
+    crlf.write_bytes(b"".join(os.fsencode(root) + b"/" + n + b"\r\n" for n in (b"a\rb.png", b"plain.png")))
+    rows = stdout_rows(scan("--from-list", crlf, "--weights", tiny_weights, "--workers", "0"))
+    assert [(r["path"], r["verdict"] != "error") for r in rows] == [
+        (str(root / "a\rb.png"), True),
+        (str(root / "plain.png"), True),
+    ]
+    find0 = b"".join(os.fsencode(p) + b"\0" for p in sorted(root.iterdir()))  # find -print0
+    rows = stdout_rows(scan("--from-list0", "-", "--weights", tiny_weights, "--workers", "1", input=find0))
+    assert [r["path"] for r in rows] == [str(p) for p in sorted(root.iterdir())]
+    assert all(r["verdict"] != "error" for r in rows)
+    both = scan("-", "--from-list0", "-", "--weights", tiny_weights, input=find0)
+    assert both.exit_code == 2 and "stdin can be read only once" in both.stderr
+
+
+def latin1_tar(path: Path) -> Path:
+    """A tar whose member name is Latin-1 bytes (a GNU header, no UTF-8 PAX record): 'café.png'."""
+    import tarfile
+
+    data = png_bytes(random_image(32, 32, seed=9))
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as archive:
+        info = tarfile.TarInfo("café.png")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def cut_after(data: bytes, fmt: str, rows: int) -> bytes:
+    """The report as a scan killed while writing row ``rows + 1``: ``rows`` whole rows and half a line."""
+    head = 1 if fmt in ("csv", "json") else 0  # the CSV header, the JSON array's bracket
+    lines = data.split(b"\r\n" if fmt == "csv" else b"\n")
+    end = b"\r\n" if fmt == "csv" else b"\n"
+    return end.join(lines[: head + rows]) + end + lines[head + rows][:20]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_names_that_are_not_utf8_reach_the_report_and_a_resume_skips_them(tiny_weights, tmp_path, fmt):
+    root = odd_names(tmp_path, [b"a.png", b"back\\slash.png", b"bad\xff\xfe.png"])
+    latin1_tar(root / "z.tar")
+    out = tmp_path / f"report.{fmt}"
+    result = scan(root, "--weights", tiny_weights, "--out", out, "--workers", "0")
+    assert result.exit_code == 0, result.output
+    complete = out.read_bytes()
+    rows = read_rows(complete.decode("utf-8"), fmt)  # UTF-8 text, whatever the names
+    assert [(r["path"], r["member"]) for r in rows] == [
+        (f"{root}/a.png", ""),
+        (f"{root}/back\\slash.png", ""),  # a backslash that reads as no escape: the name as it is
+        (f"{root}/bad\\xff\\xfe.png", ""),  # bytes that are not UTF-8, readable as \xHH
+        (f"{root}/z.tar", "caf\\xe9.png"),
+    ]
+    assert all(r["verdict"] != "error" for r in rows), rows
+    if fmt != "csv":  # and the exact bytes, only where the text is not the name itself
+        assert base64.b64decode(rows[2]["path_bytes"]) == os.fsencode(root) + b"/bad\xff\xfe.png"
+        assert base64.b64decode(rows[3]["member_bytes"]) == b"caf\xe9.png"
+        assert [sorted(set(r) - set(COLUMNS)) for r in rows] == [
+            ["metadata"],
+            ["metadata"],
+            ["metadata", "path_bytes"],
+            ["member_bytes", "metadata"],
+        ]
+    out.write_bytes(cut_after(complete, fmt, 3))  # killed while writing the tar member's row
+    result = scan(root, "--weights", tiny_weights, "--out", out, "--resume", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "3 already in the report" in result.stderr  # the row of bad\xff\xfe.png matched its file
+    assert read_rows(out.read_bytes().decode("utf-8"), fmt) == rows
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LANG": "C.UTF-8"},
+        {"LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"},  # what en_US.UTF-8 gives, where it is installed
+        {"LANG": "C.UTF-8", "PYTHONIOENCODING": "latin-1"},  # a report is UTF-8 whatever the locale
+    ],
+)
+def test_stdout_and_a_stdin_list_carry_names_that_are_not_utf8(tiny_weights, tmp_path, env):
+    root = odd_names(tmp_path, [b"bad\xff\xfe.png", "été ≈.png".encode()])
+    listing = b"".join(os.fsencode(p) + b"\n" for p in sorted(root.iterdir()))
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "PYTHONIOENCODING", "PYTHONUTF8"))}
+    command = ["scan", "-", "--weights", str(tiny_weights), "--workers", "0"]  # a list on stdin, rows on stdout
+    env = {**base, **env}
+    proc = subprocess.run([sys.executable, "-m", "forensix", *command], input=listing, capture_output=True, env=env)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    rows = [json.loads(line) for line in proc.stdout.decode("utf-8").split("\n") if line]
+    assert [r["path"] for r in rows] == [f"{root}/bad\\xff\\xfe.png", f"{root}/été ≈.png"]
+    assert base64.b64decode(rows[0]["path_bytes"]) == os.fsencode(root) + b"/bad\xff\xfe.png"
+    assert "path_bytes" not in rows[1] and all(r["verdict"] != "error" for r in rows)
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised_and_resume_matches_them(
+    tiny_weights, tmp_path, monkeypatch
+):
+    import zipfile
+
+    names = ["'quoted.png", "'=quoted formula.png", "+1.png", "-1+1.png", "=cmd|' C calc'!A0.png", "@SUM(1).png"]
+    root = odd_names(tmp_path, [n.encode() for n in names])
+    members = ['=HYPERLINK("http://example.com","open").png', "-2.png"]
+    with zipfile.ZipFile(root / "set.zip", "w") as z:
+        for i, member in enumerate(members):
+            z.writestr(member, png_bytes(random_image(32, 32, seed=20 + i)))
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{n}\n" for n in [*names, "set.zip"]))
+    monkeypatch.chdir(root)  # relative paths: each cell begins with the name itself
+    out = tmp_path / "report.csv"
+    result = scan("--from-list", listing, "--weights", tiny_weights, "--out", out, "--workers", "0")
+    assert result.exit_code == 0, result.output
+    complete = out.read_bytes()
+    rows = read_rows(complete.decode(), "csv")
+    assert [(r["path"], r["member"]) for r in rows] == [
+        ("'quoted.png", ""),  # a quote before no formula character: left as it is
+        ("''=quoted formula.png", ""),  # one more quote, so that reading it back is unambiguous
+        ("'+1.png", ""),
+        ("'-1+1.png", ""),
+        ("'=cmd|' C calc'!A0.png", ""),
+        ("'@SUM(1).png", ""),
+        ("set.zip", "'" + members[0]),
+        ("set.zip", "'" + members[1]),
+    ]
+    assert all(r["verdict"] != "error" for r in rows), rows
+    exact = stdout_rows(scan("--from-list", listing, "--weights", tiny_weights, "--workers", "0"))
+    assert [(r["path"], r["member"]) for r in exact] == [*((n, "") for n in names), *(("set.zip", m) for m in members)]
+    out.write_bytes(cut_after(complete, "csv", 4))
+    result = scan("--from-list", listing, "--weights", tiny_weights, "--out", out, "--resume", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "4 already in the report" in result.stderr  # every neutralised name matched its file
+    assert read_rows(out.read_text(), "csv") == rows

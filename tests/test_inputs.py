@@ -510,6 +510,39 @@ def test_read_path_list_from_stdin(monkeypatch):
     assert list(read_path_list("-")) == ["x.png", "y.png"]
 
 
+def test_a_path_list_splits_at_lf_only_so_a_cr_inside_a_name_is_kept(tmp_path):
+    """Universal newlines would cut 'a\\rb.png' in two: two 'no such file' rows for one file."""
+    listed = write(tmp_path / "list.txt", b"a\rb.png\nc.png\r\n\rd.png\n")
+    assert list(read_path_list(str(listed))) == ["a\rb.png", "c.png", "\rd.png"]
+
+
+def binary_stdin(data: bytes) -> io.TextIOWrapper:
+    """stdin as a process has it: a strict UTF-8 text stream over the bytes."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="strict")
+
+
+def test_path_lists_take_names_that_are_not_utf8_byte_for_byte(tmp_path, monkeypatch):
+    names = [b"bad\xff\xfe.png", b"caf\xe9/x.png"]
+    listed = write(tmp_path / "list.txt", b"\n".join(names) + b"\n")
+    expected = [os.fsdecode(n) for n in names]
+    assert list(read_path_list(str(listed))) == expected
+    monkeypatch.setattr(sys, "stdin", binary_stdin(b"\n".join(names)))
+    spec = InputSpec.from_args(["-"], spool_dir=tmp_path)
+    assert list(spec.paths()) == list(spec.paths()) == expected
+    assert [os.fsencode(p) for p in spec.paths()] == names
+
+
+def test_a_nul_separated_list_takes_every_byte_of_every_name(tmp_path, monkeypatch):
+    data = b"a\nb.png\0 c\r\0\0bad\xff.png\0"  # find -print0: newlines, CRs and spaces are parts of names
+    expected = ["a\nb.png", " c\r", os.fsdecode(b"bad\xff.png")]
+    listed = write(tmp_path / "list0", data)
+    assert list(read_path_list(str(listed), nul=True)) == expected
+    monkeypatch.setattr(sys, "stdin", binary_stdin(data))
+    spec = InputSpec.from_args(["x.png"], spool_dir=tmp_path, from_lists0=["-", str(listed)])
+    assert list(spec.paths()) == ["x.png", *expected, *expected]
+    assert list(spec.paths()) == ["x.png", *expected, *expected]  # stdin was spooled: walked again
+
+
 def test_stdin_is_spooled_so_the_paths_can_be_walked_twice(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("one.png\r\n\r\ndir/two.png\n  \nthree.zip"))
     spool = tmp_path / "spool"

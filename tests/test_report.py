@@ -1,6 +1,8 @@
+import base64
 import csv
 import io
 import json
+import os
 
 import pytest
 
@@ -170,3 +172,103 @@ def test_csv_headers_of_no_forensix_version_are_refused(tmp_path, header):
     path.write_text(",".join(header) + "\r\n" + ",".join("x" * len(header)) + "\r\n", newline="")
     with pytest.raises(ReportError, match="header"):
         read_report(path, "csv")
+
+
+# --- names that are not UTF-8, and cells a spreadsheet would run ---------------------------------
+
+NOT_UTF8 = os.fsdecode(b"/data/bad\xff\xfe.png")  # what os.fsdecode gives for such a name: lone surrogates
+LATIN1_MEMBER = os.fsdecode(b"caf\xe9.png")  # a tar member name in Latin-1, as tarfile decodes it
+# Names whose text must stay unambiguous: real backslashes, text that looks like an escape, quotes.
+TRICKY = [
+    NOT_UTF8,
+    os.fsdecode(b"back\\slash\xff.png"),
+    "plain\\backslash.png",
+    "looks\\xffescaped.png",
+    "double\\\\backslash.png",
+    "trailing\\",
+    "'quoted.png",
+    "'=quoted formula.png",
+    "''-two quotes.png",
+    "=cmd|' /C calc'!A0.png",
+    "-1+1.png",
+    "+sum.png",
+    "@SUM(1+1).png",
+    "\tTAB.png",
+    "\rCR.png",
+    "=" + os.fsdecode(b"\xff"),
+]
+
+
+def encoded_stream(path) -> io.TextIOWrapper:
+    """A report file as the CLI opens it: strict UTF-8, so a name that is not UTF-8 can't slip through."""
+    return open(path, "w", newline="", encoding="utf-8", errors="strict")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_names_that_are_not_utf8_are_written_readable_and_read_back_byte_for_byte(tmp_path, fmt):
+    rows = [row(0), row(1, path=NOT_UTF8), row(2, path="/data/t.tar", member=LATIN1_MEMBER)]
+    path = tmp_path / f"r.{fmt}"
+    with encoded_stream(path) as f:
+        writer = ReportWriter(f, fmt)
+        for r in rows:
+            writer.write(r)
+        writer.close()
+    text = path.read_bytes().decode("utf-8")  # the report is UTF-8 text
+    written = read_rows(text, fmt)
+    assert [(r["path"], r["member"]) for r in written] == [
+        ("/data/img0.png", ""),
+        ("/data/bad\\xff\\xfe.png", ""),  # readable: the bytes that are not UTF-8 as \xHH
+        ("/data/t.tar", "caf\\xe9.png"),
+    ]
+    if fmt != "csv":  # the exact bytes, for names whose text is not the name itself; ordinary rows unchanged
+        assert "path_bytes" not in written[0] and "member_bytes" not in written[0]
+        assert base64.b64decode(written[1]["path_bytes"]) == b"/data/bad\xff\xfe.png"
+        assert base64.b64decode(written[2]["member_bytes"]) == b"caf\xe9.png" and "path_bytes" not in written[2]
+    assert [k[:2] for k in read_report(path, fmt).keys] == [(r["path"], r["member"]) for r in rows]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_every_name_round_trips_through_a_report(tmp_path, fmt):
+    rows = [row(i, path=name, member=name) for i, name in enumerate(TRICKY)]
+    path = tmp_path / f"r.{fmt}"
+    with encoded_stream(path) as f:
+        writer = ReportWriter(f, fmt)
+        for r in rows:
+            writer.write(r)
+        writer.close()
+    assert read_report(path, fmt).keys == [(r["path"], r["member"], r["sha256"]) for r in rows]
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_json_stays_exact(tmp_path):
+    formula = '=HYPERLINK("http://x","y").png'
+    rows = [row(0, path="=cmd|' /C calc'!A0.png", member="-1+1.png", notes="@x", error="+1", source="\tx")]
+    rows.append(row(1, path="'=already quoted.png", member="'plain quote.png", notes="\rx", model=formula))
+    cells = list(csv.DictReader(io.StringIO(write_report(tmp_path / "r.csv", "csv", rows), newline="")))
+    assert [cells[0][c] for c in ("path", "member", "notes", "error", "source")] == [
+        "'=cmd|' /C calc'!A0.png",
+        "'-1+1.png",
+        "'@x",
+        "'+1",
+        "'\tx",
+    ]
+    # One more quote before quotes that lead to a trigger, so the rule can be undone; none before other quotes.
+    assert [cells[1][c] for c in ("path", "member", "notes", "model")] == [
+        "''=already quoted.png",
+        "'plain quote.png",
+        "'\rx",
+        "'" + formula,
+    ]
+    assert all(not v.startswith(("=", "+", "-", "@", "\t", "\r")) for r in cells for v in r.values())
+    assert cells[0]["score"] == str(rows[0]["score"])  # numbers are not text: left alone
+    assert json.loads(write_report(tmp_path / "r.json", "json", rows)) == rows
+    existing = read_report(tmp_path / "r.csv", "csv")
+    assert existing.keys == [(r["path"], r["member"], r["sha256"]) for r in rows]
+    assert existing.models == {"deeclip@0123456789ab", formula}
+
+
+def read_rows(text: str, fmt: str) -> list[dict]:
+    if fmt == "csv":
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    if fmt == "json":
+        return json.loads(text)
+    return [json.loads(line) for line in text.split("\n") if line]
