@@ -74,7 +74,8 @@ def write_seeds(target: str, images: Path, out: Path) -> Path:
         _archive_seeds(small[:: max(1, len(small) // 6)][:6], out)
     elif target == "path-list":
         (out / "plain").write_bytes(b"a.png\nmissing.png\n\nsub/../a.png\n")
-        (out / "odd").write_bytes(b"a.png\r\n=cmd|' /C calc'!A0.png\n\xff\xfe.png\n\t\n")
+        (out / "odd").write_bytes(b"a.png\r\n=cmd|' C calc'!A0.png\n\xff\xfe.png\n\t\na\rb.png\n")
+        (out / "nul").write_bytes(b"\0a.png\0with\nnewline.png\0\0trailing-cr\r\0")
     elif target == "checkpoint":
         _checkpoint_seeds(out)
     else:

@@ -85,16 +85,24 @@ def archive(data: bytes) -> None:
 
 
 def path_list(data: bytes) -> None:
-    """A path list → its paths exactly (split on newlines, blank lines dropped), each one or more entries.
+    """A path list → its paths exactly, each one or more entries.
 
-    Only relative paths inside a sandbox folder are walked (an absolute path could name the whole
-    disk); every one gives at least one entry, a missing one exactly one error.
+    A list that starts with a NUL byte is read as NUL-separated (``--from-list0``, empty names
+    dropped); any other as lines (``--from-list``: split at LF, one CR before it dropped, blank
+    lines skipped). Only relative paths inside a sandbox folder are walked (an absolute path could
+    name the whole disk); every one gives at least one entry, a missing one exactly one error.
     """
-    expected = [line for line in data.split(b"\n") if line.strip()]
+    nul = data.startswith(b"\0")
+    if nul:
+        expected = [name for name in data.split(b"\0") if name]
+    else:
+        expected = [line.removesuffix(b"\r") for line in data.split(b"\n")]
+        expected = [line for line in expected if line.strip()]
     with tempfile.TemporaryDirectory() as folder:
         listing = os.path.join(folder, "list.txt")
         Path(listing).write_bytes(data)
-        paths = list(InputSpec.from_args([], [listing]).paths())
+        spec = InputSpec.from_args([], [] if nul else [listing], from_lists0=[listing] if nul else [])
+        paths = list(spec.paths())
         if [os.fsencode(p) for p in paths] != expected:
             raise Violation(f"the list's paths were read as {paths[:3]!r}…, not {expected[:3]!r}…")
         sandbox = os.path.join(folder, "sandbox")
