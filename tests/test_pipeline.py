@@ -244,6 +244,19 @@ def test_heic_and_avif_are_found_by_content_and_scored(tmp_path, detector):
         assert row["score"] == pytest.approx(float(detector.score([decoded])[0]), abs=1e-6)
 
 
+def test_a_bigtiff_in_a_folder_is_scored_as_when_named(tmp_path, detector):
+    """BigTIFF's magic ('II+\\0') was unknown to the sniff: skipped in a folder, scored when named."""
+    root = tmp_path / "scans"
+    root.mkdir()
+    (root / "big.tif").write_bytes(png_bytes(random_image(260, 240, seed=12), "TIFF", big_tiff=True))
+    (root / "classic.tif").write_bytes(png_bytes(random_image(260, 240, seed=13), "TIFF"))
+    in_folder, scanner = scan_rows([root], detector)
+    named, _ = scan_rows([root / "big.tif", root / "classic.tif"], detector)
+    assert scanner.stats.skipped_non_images == 0
+    assert [(r["format"], r["width"], r["error"]) for r in in_folder] == [("TIFF", 260, ""), ("TIFF", 260, "")]
+    assert [(r["path"], r["score"]) for r in in_folder] == [(r["path"], r["score"]) for r in named]
+
+
 @pytest.fixture
 def jpegs(tmp_path) -> Path:
     """JPEGs of several kinds (EXIF-rotated, greyscale, CMYK, progressive), a PNG, a truncated JPEG."""
