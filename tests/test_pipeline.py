@@ -4,6 +4,7 @@ import math
 import os
 import tarfile
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,34 @@ def test_archives_are_scanned_in_memory_with_member_labels(tmp_path, detector):
     ]
     assert len({r["score"] for r in rows}) == 1  # the same bytes score the same wherever they live
     assert scanner.stats.skipped_non_images == 1
+
+
+def test_a_tar_of_a_folder_gives_a_row_for_each_of_its_names(tmp_path, detector):
+    """A hard link member was dropped silently: the folder gave 3 rows, its tar 2 and a summary saying nothing."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "a.png").write_bytes(png_bytes(random_image(230, 240, seed=1)))
+    os.link(root / "a.png", root / "b.png")
+    (root / "c.png").write_bytes(png_bytes(random_image(240, 230, seed=2)))
+    (root / "d.png").symlink_to("a.png")
+    os.mkfifo(root / "e.pipe")
+    archive = tmp_path / "photos.tar.gz"
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(root, arcname="photos")  # b.png a hard link, d.png a symbolic link, e.pipe a fifo
+    folder_rows, folder = scan_rows([root], detector, workers=2, batch_size=2)
+    tar_rows, tar = scan_rows([archive], detector, workers=2, batch_size=2)
+    a, b, c, d = folder_rows  # the folder's links are followed: b.png and d.png are a.png's bytes
+    assert [Path(r["path"]).name for r in folder_rows] == ["a.png", "b.png", "c.png", "d.png"]
+    same = partial(pytest.approx, abs=1e-5)  # batches of other sizes: float rounding
+    assert [b["score"], d["score"]] == [same(a["score"])] * 2 and c["score"] != same(a["score"])
+    assert [(r["member"], r["score"], r["error"]) for r in tar_rows] == [
+        ("photos/a.png", same(a["score"]), ""),
+        ("photos/b.png", same(a["score"]), ""),
+        ("photos/c.png", same(c["score"]), ""),
+        ("photos/d.png", None, "symbolic link in archive: not followed"),
+    ]
+    assert [r["sha256"] for r in tar_rows[:3]] == [r["sha256"] for r in folder_rows[:3]]
+    assert folder.stats.skipped_non_images == tar.stats.skipped_non_images == 1  # the fifo, unopened
 
 
 def test_limits_are_error_rows_naming_the_limit(tmp_path, detector):
