@@ -49,6 +49,9 @@ class InputItem:
     error: str = ""
     skipped: bool = False  # a non-image found in a directory or archive: counted, no row
     reader: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    # Earlier entries of the stream with this path and member that are not skipped; counted only
+    # when resuming, and only for names in the report (forensix.pipeline.ResumeIndex.walk).
+    repeats: int = field(default=0, compare=False)
 
     def read(self) -> bytes:
         if self.reader is None:

@@ -239,6 +239,37 @@ def test_resume_index_skips_what_is_done(tree, detector):
     assert str(changed) in [r["path"] for r in again]
 
 
+@pytest.mark.parametrize(("workers", "batch_size"), [(0, 1), (2, 1), (2, 3)])
+def test_a_resumed_report_holding_k_rows_of_an_input_skips_its_first_k_occurrences(
+    tmp_path, detector, workers, batch_size
+):
+    """The same name twice with other bytes, then again with the first ones (a tar appended to): A, B, A.
+
+    Whatever prefix of the rows a report holds, resuming gives exactly the rest, whichever worker
+    prepares which occurrence.
+    """
+    one, two = png_bytes(random_image(230, 240, seed=1)), png_bytes(random_image(240, 230, seed=2))
+    archive = tmp_path / "appended.tar"
+    with tarfile.open(archive, "w") as t:
+        for data in (one, two, one):
+            info = tarfile.TarInfo("x.png")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    plain = tmp_path / "b.png"
+    plain.write_bytes(two)
+    paths = [archive, plain, plain]
+    rows, _ = scan_rows(paths, detector)
+    assert [(Path(r["path"]).name, r["member"]) for r in rows] == [("appended.tar", "x.png")] * 3 + [("b.png", "")] * 2
+    spec = InputSpec.from_args([str(p) for p in paths])
+    for k in range(len(rows) + 1):
+        done = ResumeIndex.from_rows([(r["path"], r["member"], r["sha256"]) for r in rows[:k]])
+        scanner = Scanner(spec, detector, ScanOptions(batch_size=batch_size, workers=workers), done)
+        rest = list(scanner)
+        assert [(r["path"], r["sha256"]) for r in rest] == [(r["path"], r["sha256"]) for r in rows[k:]], k
+        assert [r["score"] for r in rest] == [pytest.approx(r["score"], abs=1e-5) for r in rows[k:]], k
+        assert scanner.stats.resumed == k
+
+
 def test_non_finite_scores_become_error_rows(tmp_path, detector, monkeypatch):
     (tmp_path / "a.png").write_bytes(png_bytes(random_image(224, 224)))
     monkeypatch.setattr(detector, "raw_logits", lambda batch: torch.full((len(batch),), math.nan))
