@@ -22,8 +22,13 @@ from .limits import DEFAULT_MAX_PIXELS
 from .models.config import PreprocessConfig
 
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF", "HEIF")
-# ISO-BMFF brands (bytes 8:12 after 'ftyp') of still HEIF and AVIF images.
-HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")
+# What the sniff knows must cover every file the Pillow plugins of IMAGE_FORMATS claim: an accepted
+# format the sniff misses is skipped as a non-image inside folders and archives, with no row
+# (tests/test_imaging.py holds the two together). Looser is fine: Pillow then refuses, an error row.
+# TIFF: both byte orders, the two odd mixed ones Pillow also accepts, and BigTIFF (version 43).
+TIFF_PREFIXES = (b"II*\x00", b"MM\x00*", b"MM*\x00", b"II\x00*", b"II+\x00", b"MM\x00+")
+# ISO-BMFF major brands (bytes 8:12 after 'ftyp') of HEIF and AVIF stills and sequences (the first image is read).
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 AVIF_BRANDS = (b"avif", b"avis")
 
 try:  # HEIC/HEIF needs the optional pillow-heif plugin (pip install 'forensix[heif]')
@@ -56,7 +61,7 @@ def sniff_image(head: bytes) -> bool:
         or head.startswith((b"GIF87a", b"GIF89a"))
         or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
         or head.startswith(b"BM")
-        or head.startswith((b"II*\x00", b"MM\x00*"))
+        or head.startswith(TIFF_PREFIXES)
         or (head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS + AVIF_BRANDS)
     )
 

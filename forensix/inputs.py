@@ -18,6 +18,7 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -51,6 +52,9 @@ class InputItem:
     error: str = ""
     skipped: bool = False  # a non-image found in a directory or archive: counted, no row
     reader: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    # Earlier entries of the stream with this path and member that are not skipped; counted only
+    # when resuming, and only for names in the report (forensix.pipeline.ResumeIndex.walk).
+    repeats: int = field(default=0, compare=False)
 
     def read(self) -> bytes:
         if self.reader is None:
@@ -147,35 +151,55 @@ def _walk(top: str, limits: Limits, seen: set[tuple[int, int]]) -> Iterator[Inpu
             yield InputItem(path, skipped=True)
 
 
-def _member_entries(
-    path: str, members: Iterable[tuple[str, int, int | None, Callable[[int], bytes]]], limits: Limits
-) -> Iterator[InputItem]:
-    """Entries for (name, size, compressed size or None, read(n)) members, enforcing the limits."""
+SYMLINK_NOT_FOLLOWED = "symbolic link in archive: not followed"
+
+
+@dataclass
+class _Member:
+    """An archive member as the walk sees it: the size of its data and how to read it, or why it has none."""
+
+    name: str
+    size: int = 0
+    compressed: int | None = None  # zip: its stored size, for the ratio limit
+    read: Callable[[int], bytes] | None = None  # the first n bytes of its data
+    error: str = ""  # an error row without reading anything (a link not followed)
+    skipped: bool = False  # no data: a device or a fifo, counted as a non-image
+
+
+def _member_entries(path: str, members: Iterable[_Member], limits: Limits) -> Iterator[InputItem]:
+    """Entries for an archive's members: each sniffed first, the limits applied to the images, read whole.
+
+    Sniffing reads only the first bytes (it streams, from a bomb too), so a non-image is a counted
+    skip whatever its size; the limits bound what is read whole, and the archive's total counts
+    only that.
+    """
     total = 0
-    for name, size, compressed, read in members:
-        total += size
+    for m in members:
+        if m.read is None:
+            yield InputItem(path, member=m.name, error=m.error, skipped=m.skipped or not m.error)
+            continue
+        try:
+            is_image = sniff_image(m.read(SNIFF_BYTES))
+        except _ARCHIVE_ERRORS as e:
+            yield InputItem(path, member=m.name, error=f"cannot read member: {e}")
+            continue
+        if not is_image:
+            yield InputItem(path, member=m.name, skipped=True)
+            continue
+        total += m.size
         error = ""
-        if size > limits.max_bytes:
-            error = f"member is {size} bytes, over the max-bytes limit ({limits.max_bytes})"
-        elif compressed is not None and size > limits.max_ratio * max(compressed, 1):
-            error = (
-                f"compression ratio {size / max(compressed, 1):.0f} exceeds the max-ratio limit ({limits.max_ratio:g})"
-            )
+        if m.size > limits.max_bytes:
+            error = f"member is {m.size} bytes, over the max-bytes limit ({limits.max_bytes})"
+        elif m.compressed is not None and m.size > limits.max_ratio * max(m.compressed, 1):
+            ratio = m.size / max(m.compressed, 1)
+            error = f"compression ratio {ratio:.0f} exceeds the max-ratio limit ({limits.max_ratio:g})"
         elif total > limits.max_archive_bytes:
             error = f"archive exceeds the max-archive-bytes limit ({limits.max_archive_bytes}) of uncompressed data"
         if error:
-            yield InputItem(path, member=name, error=error)
-            continue
-        try:
-            is_image = sniff_image(read(SNIFF_BYTES))
-        except _ARCHIVE_ERRORS as e:
-            yield InputItem(path, member=name, error=f"cannot read member: {e}")
-            continue
-        if not is_image:
-            yield InputItem(path, member=name, skipped=True)
+            yield InputItem(path, member=m.name, error=error)
             continue
 
-        def reader(read: Callable[[int], bytes] = read, size: int = size, name: str = name) -> bytes:
+        def reader(read: Callable[[int], bytes] = m.read, size: int = m.size, name: str = m.name) -> bytes:
             try:
                 data = read(limits.max_bytes + 1)
             except _DAMAGED as e:
@@ -185,31 +209,63 @@ def _member_entries(
                 raise ValueError(f"member {name!r} holds {len(data)} bytes, its header says {size}")
             return data
 
-        yield InputItem(path, member=name, reader=reader)
+        yield InputItem(path, member=m.name, reader=reader)
 
 
-def _zip_members(archive: zipfile.ZipFile) -> Iterator[tuple[str, int, int | None, Callable[[int], bytes]]]:
+def _zip_members(archive: zipfile.ZipFile) -> Iterator[_Member]:
     for info in archive.infolist():
         if info.is_dir():
+            continue
+        if stat.S_ISLNK(info.external_attr >> 16):  # zip -y: the data is the link's target, a path
+            yield _Member(info.filename, error=SYMLINK_NOT_FOLLOWED)
             continue
 
         def read(n: int, info: zipfile.ZipInfo = info) -> bytes:
             with archive.open(info) as f:
                 return f.read(n)
 
-        yield info.filename, info.file_size, info.compress_size, read
+        yield _Member(info.filename, info.file_size, info.compress_size, read)
 
 
-def _tar_members(archive: tarfile.TarFile) -> Iterator[tuple[str, int, int | None, Callable[[int], bytes]]]:
-    for member in archive:
-        if not member.isfile():
-            continue  # links, devices, folders: nothing is ever written to disk
+def _tar_members(archive: tarfile.TarFile, path: str) -> Iterator[_Member]:
+    """The members of a tar: files; hard links as the file they name; other links and devices as what they are.
 
-        def read(n: int, member: tarfile.TarInfo = member) -> bytes:
+    A hard link (``tar`` stores a file's second name so) is read from the earlier member holding
+    its data, through a second handle on the archive: the walk's stream goes on undisturbed, and
+    for a compressed tar the second handle only decompresses forward while the links come in the
+    order of their files (tarfile's own ``extractfile`` of a link would first read every header to
+    the end of the archive, then rewind the walk's stream). Symbolic links are never followed (a
+    member's name is a label, never a path: it may point anywhere), but each is an error row.
+    """
+    named: dict[str, tarfile.TarInfo] = {}  # what each name seen so far holds: a file, a link, a device
+    with ExitStack() as close:
+        second: list[tarfile.TarFile] = []
+
+        def read_linked(n: int, target: tarfile.TarInfo) -> bytes:
+            if not second:
+                second.append(close.enter_context(tarfile.open(path, mode="r:*")))
+            f = second[0].extractfile(target)  # a regular member: read from its offset, nothing searched
+            return f.read(n) if f is not None else b""
+
+        def read(n: int, member: tarfile.TarInfo) -> bytes:
             f = archive.extractfile(member)
             return f.read(n) if f is not None else b""
 
-        yield member.name, member.size, None, read
+        for member in archive:
+            if member.isdir():
+                continue
+            target = named.get(os.path.normpath(member.linkname), member) if member.islnk() else member
+            named[os.path.normpath(member.name)] = target
+            if target.issym():
+                yield _Member(member.name, error=SYMLINK_NOT_FOLLOWED)
+            elif target.islnk():
+                error = f"hard link to {member.linkname!r}, which is not an earlier member of the archive"
+                yield _Member(member.name, error=error)
+            elif target.isreg() or target.type not in tarfile.SUPPORTED_TYPES:  # unknown types hold data, as in tarfile
+                reader = partial(read, member=member) if target is member else partial(read_linked, target=target)
+                yield _Member(member.name, target.size, None, reader)
+            else:  # fifos and devices: nothing to read
+                yield _Member(member.name, skipped=True)
 
 
 def _archive_entries(path: str, limits: Limits) -> Iterator[InputItem]:
@@ -219,7 +275,7 @@ def _archive_entries(path: str, limits: Limits) -> Iterator[InputItem]:
                 yield from _member_entries(path, _zip_members(archive), limits)
         else:
             with tarfile.open(path, mode="r:*") as archive:
-                yield from _member_entries(path, _tar_members(archive), limits)
+                yield from _member_entries(path, _tar_members(archive, path), limits)
     except _ARCHIVE_ERRORS as e:
         # A corrupt archive: one error row for what could not be listed.
         yield InputItem(path, member="", error=f"cannot read archive: {_one_line(e)}")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -84,30 +84,102 @@ class ScanOptions:
 
 
 class ResumeIndex:
-    """Inputs already in a report, as sorted 64-bit hashes of (path, member, sha256): 8 bytes each.
+    """Inputs already in a report, a multiset: a report with k rows of an input (path, member and
+    sha256) stands for its first k occurrences in the input stream, and the next one is scanned.
 
-    Compact so that millions of rows fit in every worker; a false match needs a 64-bit collision.
+    A worker sees the bytes (the sha256) of only the entries it prepares, so it cannot count a
+    key's occurrences; it counts, while it walks, the earlier entries with the same path and member
+    (:meth:`walk`, every worker alike), which are at least as many. Fewer of those than the key's
+    rows: the entry is certainly done and it is skipped undecoded (:meth:`reported`). Otherwise it
+    is prepared, and the main process, which sees every record in order, decides exactly
+    (:meth:`tally`); only a name given again with other bytes is prepared in vain.
+
+    Compact, so that millions of rows fit in every worker: sorted 64-bit hashes of the keys and of
+    their (path, member) names, 16 bytes a row, and the counts of the keys that repeat; each walk
+    counts in 4 bytes per name. A false match needs a 64-bit collision.
     """
 
-    def __init__(self, keys: np.ndarray | None = None) -> None:
-        self.keys = np.unique(keys) if keys is not None else np.zeros(0, np.uint64)
+    def __init__(self, keys: np.ndarray | None = None, names: np.ndarray | None = None) -> None:
+        empty = np.zeros(0, np.uint64)
+        keys = empty if keys is None else keys
+        self.rows = len(keys)
+        self.keys, counts = np.unique(keys, return_counts=True)
+        repeated = counts > 1
+        self.repeated, self.repeats = self.keys[repeated], counts[repeated].astype(np.uint32)
+        self.names = np.unique(names) if names is not None else empty
 
     @staticmethod
     def key(path: str, member: str, sha256: str) -> int:
-        text = f"{path}\0{member}\0{sha256}".encode("utf-8", "surrogateescape")
-        return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+        return _hash64(f"{path}\0{member}\0{sha256}")
+
+    @staticmethod
+    def name(path: str, member: str) -> int:
+        return _hash64(f"{path}\0{member}")
 
     @classmethod
     def from_rows(cls, rows: list[tuple[str, str, str]]) -> ResumeIndex:
-        return cls(np.fromiter((cls.key(*r) for r in rows), dtype=np.uint64, count=len(rows)))
+        keys = np.fromiter((cls.key(*r) for r in rows), dtype=np.uint64, count=len(rows))
+        return cls(keys, np.fromiter((cls.name(p, m) for p, m, _ in rows), dtype=np.uint64, count=len(rows)))
 
     def __len__(self) -> int:
-        return len(self.keys)
+        """Rows in the report."""
+        return self.rows
 
-    def __contains__(self, triple: tuple[str, str, str]) -> bool:
-        k = np.uint64(self.key(*triple))
-        i = int(np.searchsorted(self.keys, k))
-        return i < len(self.keys) and self.keys[i] == k
+    def count(self, path: str, member: str, sha256: str) -> int:
+        """How many rows of this input the report holds."""
+        k = np.uint64(self.key(path, member, sha256))
+        return self._count(k, _find(self.keys, k))
+
+    def _count(self, k: np.uint64, at: int) -> int:
+        """The rows of key ``k``, found at ``at`` in ``keys`` (-1: not there)."""
+        if at < 0:
+            return 0
+        i = _find(self.repeated, k)
+        return int(self.repeats[i]) if i >= 0 else 1
+
+    def walk(self, entries: Callable[[], Iterable[InputItem]]) -> Iterator[InputItem]:
+        """``entries()``, each entry that yields a row and whose name is in the report given its ``repeats``."""
+        seen = np.zeros(len(self.names), np.uint32)
+        for item in entries():
+            if not item.skipped and (i := _find(self.names, np.uint64(self.name(item.path, item.member)))) >= 0:
+                item.repeats = int(seen[i])
+                seen[i] += 1
+            yield item
+
+    def reported(self, path: str, member: str, sha256: str, repeats: int) -> bool:
+        """Whether an entry is surely among its key's first k occurrences: its name came fewer than k times before."""
+        return repeats < self.count(path, member, sha256)
+
+    def tally(self) -> ResumeTally:
+        """The exact count, for one pass over the records in input order."""
+        return ResumeTally(self)
+
+
+class ResumeTally:
+    """Occurrences of the report's keys so far in one scan's records, in input order (the main process)."""
+
+    def __init__(self, index: ResumeIndex) -> None:
+        self.index = index
+        self.taken = np.zeros(len(index.keys), np.uint32)
+
+    def take(self, path: str, member: str, sha256: str) -> bool:
+        """Whether this record, the next occurrence of its key, is one the report holds (then it is counted)."""
+        k = np.uint64(self.index.key(path, member, sha256))
+        i = _find(self.index.keys, k)
+        if i < 0 or self.taken[i] >= self.index._count(k, i):
+            return False
+        self.taken[i] += 1
+        return True
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")
+
+
+def _find(sorted_keys: np.ndarray, k: np.uint64) -> int:
+    """The index of ``k`` in ``sorted_keys``, or -1."""
+    i = int(np.searchsorted(sorted_keys, k))
+    return i if i < len(sorted_keys) and sorted_keys[i] == k else -1
 
 
 def start_row(record: Record) -> dict[str, Any]:
@@ -176,6 +248,7 @@ class Scanner:
         if (localizer is None) != (self.options.masks_dir is None):
             raise ValueError("a localizer and a masks folder go together (--localizer with --masks DIR)")
         self.done = done if done is not None and len(done) else None
+        self._tally: ResumeTally | None = None  # resuming: the report's keys met so far (set by __iter__)
         self.stats = ScanStats()
         self.notices: list[str] = []  # things the user should know about how the scan ran
         self.gpu_parity: bool | None = None  # gpu_decode: the parity check's verdict; None until it has run
@@ -202,7 +275,7 @@ class Scanner:
             extra=tuple(extra),
             keep_bytes=self.localizer is not None,  # the mask files are drawn at the image's own size
             lookup=lookup,
-            done=self.done,
+            done=self.done.reported if self.done is not None else None,
             device_jpegs=o.gpu_decode and self._device_decodes(),
         )
 
@@ -215,6 +288,8 @@ class Scanner:
         o = self.options
         loader = LoaderOptions(o.batch_size, o.workers, o.prefetch, pin_memory=self.detector.device.type == "cuda")
         entries = partial(input_entries, self.spec, o.limits)
+        if self.done is not None:  # every worker counts the repeats of the report's names as it walks
+            entries = partial(self.done.walk, entries)
         yield from prepared_blocks(entries, self._builder(), loader, self._worker_died)
 
     def _worker_died(self) -> None:
@@ -224,11 +299,14 @@ class Scanner:
         size = self.options.batch_size
         pool = ThreadPoolExecutor(self.options.mask_threads, "forensix-mask") if self.localizer else None
         queue = BatchQueue(size, partial(self._score, pool), busy=_writing_masks)
+        self._tally = self.done.tally() if self.done is not None else None
         try:
             for block in self.blocks():
                 if self.gpu_parity:
                     d = self.detector
                     decode_on_device(block, d.config.preprocess, d.device, self.options.max_pixels)
+                if self._tally is not None:
+                    self._drop_resumed(block)
                 yield from map(self._finish, queue.push(self._pending(block), block.inputs.get(IMAGE)))
             yield from map(self._finish, queue.close())
         finally:
@@ -260,6 +338,28 @@ class Scanner:
             elif record.has_input:  # views into the block's (pinned) tensors
                 p.inputs = {name: next(view) for name, view in views.items()}
             yield p, IMAGE in p.inputs
+
+    def _drop_resumed(self, block: Block) -> None:
+        """Resuming: skip the records the report holds, counted exactly in input order (:class:`ResumeTally`).
+
+        A worker skips undecoded only what is surely done; what it could not tell (a name given again)
+        it prepared, and its inputs leave the block here. Each input stacks over the records that have one.
+        """
+        assert self._tally is not None
+        kept: list[bool] = []  # for each record with inputs: whether it stays
+        for record in block.records:
+            prepared = record.has_input
+            if record.skip not in ("", SKIP_RESUMED):
+                continue
+            if self._tally.take(record.path, record.member, record.sha256):
+                record.skip = SKIP_RESUMED
+            elif record.skip == SKIP_RESUMED:  # a worker skipped what the report lacks: never drop a row silently
+                raise RuntimeError(f"resume lost its place at {record.path} {record.member}")
+            if prepared:
+                kept.append(not record.skip)
+        if not all(kept):
+            rows = torch.tensor(kept)
+            block.inputs = {name: t[rows] for name, t in block.inputs.items() if rows.any()}
 
     def _score(self, pool: ThreadPoolExecutor | None, batch: torch.Tensor, scored: list[Pending]) -> None:
         """Score one model batch (the images of ``scored``, in order); cache, attribute, start the masks."""

@@ -141,6 +141,29 @@ def test_resume_after_a_cut_report_gives_exactly_one_row_per_image(photos, tiny_
     assert {r["path"]: r["score"] for r in resumed} == {r["path"]: r["score"] for r in first}
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_file_given_twice_gives_two_rows_resumed_or_not(tiny_weights, tmp_path, workers):
+    """The resume index was a set: a report cut after the first a.png skipped the second one too."""
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    random_image(240, 230, seed=1).save(a)
+    random_image(230, 240, seed=2).save(b)
+    out = tmp_path / "r.jsonl"
+    # One entry per block: with 2 workers the two a.png are prepared by different workers.
+    args = (a, a, b, "--weights", tiny_weights, "--out", out, "--workers", workers, "--batch-size", "1")
+    assert scan(*args).exit_code == 0
+    complete = out.read_text().splitlines(keepends=True)
+    first = read_rows("".join(complete), "jsonl")
+    assert [Path(r["path"]).name for r in first] == ["a.png", "a.png", "b.png"]
+    for kept in (1, 2):
+        out.write_text("".join(complete[:kept]))
+        result = scan(*args, "--resume")
+        assert result.exit_code == 0, result.output
+        assert f"{kept} already in the report" in result.stderr
+        resumed = read_rows(out.read_text(), "jsonl")
+        assert [(r["path"], r["sha256"]) for r in resumed] == [(r["path"], r["sha256"]) for r in first]
+        assert [r["score"] for r in resumed] == [pytest.approx(r["score"], abs=1e-5) for r in first]
+
+
 def test_resume_upgrades_a_csv_report_of_an_older_version(photos, tiny_weights, tmp_path):
     out = tmp_path / "report.csv"
     assert scan(photos, "--weights", tiny_weights, "--out", out, "--workers", "0").exit_code == 0

@@ -14,7 +14,17 @@ from conftest import random_image
 from PIL import Image
 from transformers import CLIPImageProcessorPil
 
-from forensix.imaging import DecodeError, decode_image, open_image, preprocess, shortest_edge_size, without_text_chunks
+from forensix.imaging import (
+    HEIF_AVAILABLE,
+    IMAGE_FORMATS,
+    DecodeError,
+    decode_image,
+    open_image,
+    preprocess,
+    shortest_edge_size,
+    sniff_image,
+    without_text_chunks,
+)
 from forensix.models.config import CLIP_MEAN, CLIP_STD, PreprocessConfig
 
 SIZES = [(225, 301), (640, 480), (301, 225), (1000, 224), (224, 224), (513, 997), (250, 250), (799, 333), (224, 5000)]
@@ -154,3 +164,74 @@ def test_max_pixels_is_the_limit_both_ways():
     assert open_image(big).size == (10000, 9000)  # the default limit is 178,956,970 px, as docs/scan.md says
     with pytest.raises(DecodeError, match=r"10000x9000 exceeds the max-pixels limit \(50000000; --max-pixels raises"):
         open_image(big, max_pixels=50_000_000)
+
+
+def saved(image: Image.Image, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def pillow_accepts(head: bytes) -> bool:
+    """Whether a Pillow plugin of a format forensix reads claims a file starting with ``head``."""
+    Image.init()
+    return any(accept is not None and accept(head) for fmt, (_, accept) in Image.OPEN.items() if fmt in IMAGE_FORMATS)
+
+
+def image_heads() -> dict[str, bytes]:
+    """The first 16 bytes of files in every format forensix reads that Pillow here can write, by name."""
+    image = random_image(32, 24, seed=2)
+    files = {
+        "jpeg": saved(image, "JPEG"),
+        "mpo": saved(image, "MPO", save_all=True, append_images=[image]),
+        "png": saved(image, "PNG"),
+        "gif": saved(image, "GIF"),
+        "bmp": saved(image, "BMP"),
+        "tiff": saved(image, "TIFF"),
+        "bigtiff": saved(image, "TIFF", big_tiff=True),
+        "webp": saved(image, "WEBP"),
+        "webp-lossless": saved(image, "WEBP", lossless=True),
+        "webp-alpha": saved(image.convert("RGBA"), "WEBP", exact=True, method=0),
+        "avif": saved(image, "AVIF"),
+    }
+    if HEIF_AVAILABLE:
+        files["heif"] = saved(image, "HEIF")
+    return {name: data[:16] for name, data in files.items()}
+
+
+def ftyp(brand: bytes) -> bytes:
+    return b"\x00\x00\x00\x1cftyp" + brand + b"\x00\x00\x00\x00"
+
+
+# Major brands of ISO-BMFF files: HEIF and AVIF stills and sequences, and video, which is no image.
+BRANDS = [b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1", b"avif", b"avis"]
+BRANDS += [b"avio", b"miaf", b"MA1B", b"MA1A", b"isom", b"mp41", b"mp42", b"qt  ", b"crx ", b"3gp4"]
+NOT_IMAGES = [b"hello, world\n", bytes(16), b"%PDF-1.7\n", b"PK\x03\x04", b"BZh91AY&SY"]
+NOT_IMAGES += [b"RIFF\x00\x00\x00\x00WAVEfmt "]
+
+
+def test_every_format_forensix_reads_is_sniffed_as_an_image():
+    heads = image_heads()
+    for name, head in heads.items():
+        assert pillow_accepts(head), name  # the corpus is what Pillow reads...
+        assert sniff_image(head), name  # ...and each is found inside folders and archives
+
+
+def test_whatever_pillow_would_read_as_a_format_forensix_accepts_is_sniffed():
+    """No silent drop: a head a Pillow plugin of an accepted format claims must not be skipped as a non-image."""
+    from PIL import TiffImagePlugin
+
+    heads = [p + bytes(16 - len(p)) for p in TiffImagePlugin.PREFIXES]  # classic TIFF, BigTIFF, both byte orders
+    heads += [ftyp(b) for b in BRANDS] + list(image_heads().values()) + NOT_IMAGES
+    missed = [h for h in heads if pillow_accepts(h) and not sniff_image(h)]
+    assert missed == []
+    assert not any(sniff_image(h) for h in NOT_IMAGES)
+    assert not any(sniff_image(ftyp(b)) for b in (b"isom", b"mp41", b"mp42", b"qt  ", b"crx ", b"3gp4"))
+
+
+def test_bigtiff_is_read_in_both_byte_orders():
+    little = saved(random_image(40, 30, seed=5), "TIFF", big_tiff=True)
+    assert little.startswith(b"II+\x00")
+    assert sniff_image(little[:16]) and sniff_image(b"MM\x00+\x00\x08\x00\x00" + bytes(8))
+    decoded = decode_image(little)
+    assert (decoded.format, decoded.width, decoded.height) == ("TIFF", 40, 30)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
+import gzip
 import hashlib
 import io
 import os
 import random
+import shutil
+import stat
 import struct
+import subprocess
 import sys
 import tarfile
 import zipfile
@@ -348,7 +353,7 @@ def test_member_names_that_escape_are_labels_only(tmp_path, monkeypatch, name):
         "/etc/evil.png": image_bytes(seed=2),
         "ok/../../x.png": image_bytes(),
     }
-    links = {"passwd.png": "/etc/passwd", "up.png": "../../evil.png"}  # tar links: never followed, never listed
+    links = {"passwd.png": "/etc/passwd", "up.png": "../../evil.png"}  # tar symlinks: never followed
     archive = make_archive(tmp_path / "in" / name, members, links)
     real_cwd = Path.cwd()
     cwd = tmp_path / "work" / "here"
@@ -362,7 +367,8 @@ def test_member_names_that_escape_are_labels_only(tmp_path, monkeypatch, name):
     got = entries([archive], tmp_path)
     contents = read_while_streaming([archive])
 
-    assert got == [(f"in/{name}", m, "", False) for m in members]
+    not_followed = [(f"in/{name}", m, SYMLINK_NOT_FOLLOWED, False) for m in links if "tar" in name]
+    assert got == [(f"in/{name}", m, "", False) for m in members] + not_followed
     assert {member: sha256(d) for (_, member), d in contents.items()} == {m: sha256(d) for m, d in members.items()}
     assert (listing(tmp_path), sorted(os.listdir(tmp_path.parent))) == before
     assert [os.path.lexists(p) for p in escapes] == existed
@@ -370,13 +376,14 @@ def test_member_names_that_escape_are_labels_only(tmp_path, monkeypatch, name):
 
 @pytest.fixture(scope="module")
 def zip_bomb(tmp_path_factory) -> Path:
-    """100 MiB of zeros that deflate to ~100 KB (ratio ~1000), written in chunks."""
+    """A PNG signature, then 100 MiB of zeros that deflate to ~100 KB (ratio ~1000), written in chunks."""
     path = tmp_path_factory.mktemp("bomb") / "bomb.zip"
     chunk = bytes(1 << 20)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         archive.writestr("small.png", image_bytes())
         with archive.open("zeros.png", "w", force_zip64=True) as member:
-            for _ in range(100):
+            member.write(b"\x89PNG\r\n\x1a\n" + chunk[8:])  # it looks like an image: the limits apply
+            for _ in range(99):
                 member.write(chunk)
     return path
 
@@ -495,6 +502,184 @@ def test_a_zip_header_claiming_fewer_bytes_fails_to_read_with_a_value_error(tmp_
     assert read_while_streaming([path]) == {
         (str(path), "a.png"): "ValueError: member 'a.png' is damaged: Bad CRC-32 for file 'a.png'"
     }
+
+
+SYMLINK_NOT_FOLLOWED = "symbolic link in archive: not followed"
+
+
+def hardlinked_folder(root: Path) -> dict[str, bytes]:
+    """a.png, b.png (a hard link to a.png) and c.png under root: three names, two files."""
+    files = {"a.png": image_bytes(seed=1), "c.png": image_bytes(seed=2)}
+    for name, data in files.items():
+        write(root / name, data)
+    os.link(root / "a.png", root / "b.png")
+    return {"a.png": files["a.png"], "b.png": files["a.png"], "c.png": files["c.png"]}
+
+
+@pytest.mark.parametrize("name", ["t.tar", "t.tar.gz", "t.tar.xz"])
+def test_a_hard_link_in_a_tar_is_an_item_with_the_linked_files_bytes(tmp_path, name):
+    """A hard link member used to be dropped with nothing counted: 3 rows from the folder, 2 from its tar."""
+    files = hardlinked_folder(tmp_path / "photos")
+    archive = tmp_path / name
+    with tarfile.open(archive, TAR_MODES[name.split(".", 1)[1]]) as t:
+        t.add(tmp_path / "photos", arcname="photos")  # the second name of a file goes in as a hard link
+    with tarfile.open(archive) as t:
+        assert [m.name for m in t if m.islnk()] == ["photos/b.png"]
+    assert len(entries([tmp_path / "photos"], tmp_path)) == 3
+    assert entries([archive], tmp_path) == [(name, f"photos/{n}", "", False) for n in files]
+    contents = read_while_streaming([archive])
+    assert {m: sha256(d) for (_, m), d in contents.items()} == {f"photos/{n}": sha256(d) for n, d in files.items()}
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="no tar command here")
+def test_a_tar_made_by_the_tar_command_gives_an_item_per_name_as_its_folder(tmp_path):
+    files = hardlinked_folder(tmp_path / "photos")
+    archive = tmp_path / "photos.tar"
+    subprocess.run(["tar", "cf", str(archive), "-C", str(tmp_path / "photos"), "."], check=True)
+    got = {i.member.removeprefix("./"): i.read() for i in iter_entries([str(archive)]) if not i.skipped}
+    assert {n: sha256(d) for n, d in got.items()} == {n: sha256(d) for n, d in files.items()}
+
+
+NO_DATA = (tarfile.DIRTYPE, tarfile.FIFOTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE)
+
+
+def link_tar(path: Path, items: list[tuple[str, bytes | str]]) -> Path:
+    """A tar of (name, bytes) files, (name, 'hard:target' or 'sym:target') links, (name, a NO_DATA type) others."""
+    with tarfile.open(path, "w") as archive:
+        for name, what in items:
+            info = tarfile.TarInfo(name)
+            if isinstance(what, str):
+                kind, info.linkname = what.split(":", 1)
+                info.type = tarfile.LNKTYPE if kind == "hard" else tarfile.SYMTYPE
+            elif what in NO_DATA:
+                info.type = what
+            else:
+                info.size = len(what)
+                archive.addfile(info, io.BytesIO(what))
+                continue
+            archive.addfile(info)
+    return path
+
+
+def test_links_and_special_members_of_a_tar_are_rows_or_counted_never_dropped(tmp_path):
+    image = image_bytes()
+    archive = link_tar(
+        tmp_path / "t.tar",
+        [
+            ("dir/a.png", image),
+            ("dir/", tarfile.DIRTYPE),
+            ("notes.txt", b"some text"),
+            ("hard.png", "hard:dir/a.png"),
+            ("hard-to-text", "hard:notes.txt"),  # a non-image under two names: skipped twice
+            ("hard-chain.png", "hard:./hard.png"),  # tar normalises names; a link to a link is to its file
+            ("sym.png", "sym:dir/a.png"),
+            ("hard-to-sym.png", "hard:sym.png"),  # the same link under a second name
+            ("hard-missing.png", "hard:later.png"),  # a hard link names an earlier member
+            ("later.png", image),
+            ("fifo", tarfile.FIFOTYPE),
+            ("tty", tarfile.CHRTYPE),
+            ("disk", tarfile.BLKTYPE),
+        ],
+    )
+    assert entries([archive], tmp_path) == [
+        ("t.tar", "dir/a.png", "", False),
+        ("t.tar", "notes.txt", "", True),
+        ("t.tar", "hard.png", "", False),
+        ("t.tar", "hard-to-text", "", True),
+        ("t.tar", "hard-chain.png", "", False),
+        ("t.tar", "sym.png", SYMLINK_NOT_FOLLOWED, False),
+        ("t.tar", "hard-to-sym.png", SYMLINK_NOT_FOLLOWED, False),
+        ("t.tar", "hard-missing.png", "hard link to 'later.png', which is not an earlier member of the archive", False),
+        ("t.tar", "later.png", "", False),
+        ("t.tar", "fifo", "", True),
+        ("t.tar", "tty", "", True),
+        ("t.tar", "disk", "", True),
+    ]
+    contents = read_while_streaming([archive])
+    assert {m for _, m in contents} == {"dir/a.png", "hard.png", "hard-chain.png", "later.png"}
+    assert all(data == image for data in contents.values())
+    stats = InputStats()
+    assert len(list(iter_inputs([str(archive)], stats))) == 7
+    assert stats.skipped_non_images == 5
+
+
+def test_a_hard_link_is_held_to_the_limits_as_the_file_it_names(tmp_path):
+    small, big = image_bytes(size=4), image_bytes(size=64)
+    archive = link_tar(
+        tmp_path / "t.tar",
+        [
+            ("small.png", small),
+            ("big.png", big),
+            ("big-again.png", "hard:big.png"),
+            ("small-again.png", "hard:small.png"),
+        ],
+    )
+    over = f"member is {len(big)} bytes, over the max-bytes limit ({len(small)})"
+    assert [e[2] for e in entries([archive], tmp_path, Limits(max_bytes=len(small)))] == ["", over, over, ""]
+    # Each name's bytes are read again, so they count again towards the archive's total.
+    total = Limits(max_archive_bytes=len(small) + len(big) + len(big))
+    assert [e[2] == "" for e in entries([archive], tmp_path, total)] == [True, True, True, False]
+
+
+def test_hard_links_in_a_compressed_tar_do_not_decompress_it_again_for_each_link(tmp_path, monkeypatch):
+    """Reading a linked file seeks back in the stream; it must not rewind the walk's own stream each time."""
+    items: list[tuple[str, bytes | str]] = []
+    for i in range(8):
+        items += [(f"{i}.png", image_bytes(seed=i)), (f"filler{i}.bin", incompressible(300_000, seed=i))]
+        items += [(f"{i}-again.png", f"hard:{i}.png")]
+    plain = link_tar(tmp_path / "t.tar", items)
+    archive = tmp_path / "t.tar.gz"
+    with open(plain, "rb") as src, gzip.open(archive, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    size, read = archive.stat().st_size, [0]
+    real_open = open
+
+    class Counted(io.BufferedReader):
+        def read(self, n=-1):
+            data = super().read(n)
+            read[0] += len(data)
+            return data
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if os.fspath(file) == str(archive) and "b" in mode:
+            return Counted(real_open(file, "rb", buffering=0))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    contents = read_while_streaming([archive])
+    monkeypatch.undo()
+    assert len(contents) == 16 and all(isinstance(d, bytes) for d in contents.values())
+    assert read[0] <= 2.2 * size, f"read {read[0] / size:.1f} times the archive's size"
+
+
+def test_a_non_image_zip_member_is_skipped_whatever_its_size(zip_bomb, tmp_path):
+    """Sniffed first (16 bytes stream, even from a bomb): the limits apply to what is read whole."""
+    chunk = bytes(1 << 20)
+    path = tmp_path / "z.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        with archive.open("zeros.bin", "w", force_zip64=True) as member:
+            for _ in range(20):
+                member.write(chunk)  # ratio ~1000: over the max-ratio limit
+        archive.writestr("text.txt", b"hello " * 1000)
+        archive.writestr("small.png", image_bytes())
+    got = entries([path], tmp_path, Limits(max_bytes=1000, max_archive_bytes=len(image_bytes()) + 10))
+    assert got == [("z.zip", "zeros.bin", "", True), ("z.zip", "text.txt", "", True), ("z.zip", "small.png", "", False)]
+    stats = InputStats()
+    assert [i.member for i in iter_inputs([str(zip_bomb)], stats)] == ["small.png", "zeros.png"]  # images: limits
+    assert stats.skipped_non_images == 0
+
+
+def test_a_symlink_in_a_zip_is_an_error_item_not_followed(tmp_path):
+    path = tmp_path / "links.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        link = zipfile.ZipInfo("passwd.png")
+        link.create_system, link.external_attr = 3, (stat.S_IFLNK | 0o777) << 16  # as zip -y stores it
+        archive.writestr(link, "/etc/passwd")
+        archive.writestr("a.png", image_bytes())
+    assert entries([path], tmp_path) == [
+        ("links.zip", "passwd.png", SYMLINK_NOT_FOLLOWED, False),
+        ("links.zip", "a.png", "", False),
+    ]
 
 
 # --- path lists and InputSpec --------------------------------------------------------------------

@@ -4,6 +4,7 @@ import math
 import os
 import tarfile
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,34 @@ def test_archives_are_scanned_in_memory_with_member_labels(tmp_path, detector):
     assert scanner.stats.skipped_non_images == 1
 
 
+def test_a_tar_of_a_folder_gives_a_row_for_each_of_its_names(tmp_path, detector):
+    """A hard link member was dropped silently: the folder gave 3 rows, its tar 2 and a summary saying nothing."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "a.png").write_bytes(png_bytes(random_image(230, 240, seed=1)))
+    os.link(root / "a.png", root / "b.png")
+    (root / "c.png").write_bytes(png_bytes(random_image(240, 230, seed=2)))
+    (root / "d.png").symlink_to("a.png")
+    os.mkfifo(root / "e.pipe")
+    archive = tmp_path / "photos.tar.gz"
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(root, arcname="photos")  # b.png a hard link, d.png a symbolic link, e.pipe a fifo
+    folder_rows, folder = scan_rows([root], detector, workers=2, batch_size=2)
+    tar_rows, tar = scan_rows([archive], detector, workers=2, batch_size=2)
+    a, b, c, d = folder_rows  # the folder's links are followed: b.png and d.png are a.png's bytes
+    assert [Path(r["path"]).name for r in folder_rows] == ["a.png", "b.png", "c.png", "d.png"]
+    same = partial(pytest.approx, abs=1e-5)  # batches of other sizes: float rounding
+    assert [b["score"], d["score"]] == [same(a["score"])] * 2 and c["score"] != same(a["score"])
+    assert [(r["member"], r["score"], r["error"]) for r in tar_rows] == [
+        ("photos/a.png", same(a["score"]), ""),
+        ("photos/b.png", same(a["score"]), ""),
+        ("photos/c.png", same(c["score"]), ""),
+        ("photos/d.png", None, "symbolic link in archive: not followed"),
+    ]
+    assert [r["sha256"] for r in tar_rows[:3]] == [r["sha256"] for r in folder_rows[:3]]
+    assert folder.stats.skipped_non_images == tar.stats.skipped_non_images == 1  # the fifo, unopened
+
+
 def test_limits_are_error_rows_naming_the_limit(tmp_path, detector):
     big = tmp_path / "big.png"
     big.write_bytes(png_bytes(random_image(400, 300)))
@@ -210,6 +239,37 @@ def test_resume_index_skips_what_is_done(tree, detector):
     assert str(changed) in [r["path"] for r in again]
 
 
+@pytest.mark.parametrize(("workers", "batch_size"), [(0, 1), (2, 1), (2, 3)])
+def test_a_resumed_report_holding_k_rows_of_an_input_skips_its_first_k_occurrences(
+    tmp_path, detector, workers, batch_size
+):
+    """The same name twice with other bytes, then again with the first ones (a tar appended to): A, B, A.
+
+    Whatever prefix of the rows a report holds, resuming gives exactly the rest, whichever worker
+    prepares which occurrence.
+    """
+    one, two = png_bytes(random_image(230, 240, seed=1)), png_bytes(random_image(240, 230, seed=2))
+    archive = tmp_path / "appended.tar"
+    with tarfile.open(archive, "w") as t:
+        for data in (one, two, one):
+            info = tarfile.TarInfo("x.png")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    plain = tmp_path / "b.png"
+    plain.write_bytes(two)
+    paths = [archive, plain, plain]
+    rows, _ = scan_rows(paths, detector)
+    assert [(Path(r["path"]).name, r["member"]) for r in rows] == [("appended.tar", "x.png")] * 3 + [("b.png", "")] * 2
+    spec = InputSpec.from_args([str(p) for p in paths])
+    for k in range(len(rows) + 1):
+        done = ResumeIndex.from_rows([(r["path"], r["member"], r["sha256"]) for r in rows[:k]])
+        scanner = Scanner(spec, detector, ScanOptions(batch_size=batch_size, workers=workers), done)
+        rest = list(scanner)
+        assert [(r["path"], r["sha256"]) for r in rest] == [(r["path"], r["sha256"]) for r in rows[k:]], k
+        assert [r["score"] for r in rest] == [pytest.approx(r["score"], abs=1e-5) for r in rows[k:]], k
+        assert scanner.stats.resumed == k
+
+
 def test_non_finite_scores_become_error_rows(tmp_path, detector, monkeypatch):
     (tmp_path / "a.png").write_bytes(png_bytes(random_image(224, 224)))
     monkeypatch.setattr(detector, "raw_logits", lambda batch: torch.full((len(batch),), math.nan))
@@ -242,6 +302,19 @@ def test_heic_and_avif_are_found_by_content_and_scored(tmp_path, detector):
     for row, name in zip(rows, ("a_photo", "b_photo")):
         decoded = decode_image((root / name).read_bytes()).image
         assert row["score"] == pytest.approx(float(detector.score([decoded])[0]), abs=1e-6)
+
+
+def test_a_bigtiff_in_a_folder_is_scored_as_when_named(tmp_path, detector):
+    """BigTIFF's magic ('II+\\0') was unknown to the sniff: skipped in a folder, scored when named."""
+    root = tmp_path / "scans"
+    root.mkdir()
+    (root / "big.tif").write_bytes(png_bytes(random_image(260, 240, seed=12), "TIFF", big_tiff=True))
+    (root / "classic.tif").write_bytes(png_bytes(random_image(260, 240, seed=13), "TIFF"))
+    in_folder, scanner = scan_rows([root], detector)
+    named, _ = scan_rows([root / "big.tif", root / "classic.tif"], detector)
+    assert scanner.stats.skipped_non_images == 0
+    assert [(r["format"], r["width"], r["error"]) for r in in_folder] == [("TIFF", 260, ""), ("TIFF", 260, "")]
+    assert [(r["path"], r["score"]) for r in in_folder] == [(r["path"], r["score"]) for r in named]
 
 
 @pytest.fixture

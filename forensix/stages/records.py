@@ -11,7 +11,7 @@ augmentations). Every failure becomes the record's ``error``; nothing here raise
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ class Entry(Protocol):
     member: str
     error: str
     skipped: bool
+    repeats: int  # earlier entries of the stream with this path and member (resuming: see ``done``)
 
     def read(self) -> bytes: ...
 
@@ -83,8 +84,9 @@ class RecordBuilder:
     """``build(index, entry)``: the record of one entry, made as the scan makes it.
 
     ``cfg`` makes ``inputs[IMAGE]``; ``extra`` makes one more input per (name, preprocessing) from
-    the same decoded image. ``done`` (triples of path, member, sha256) marks inputs already
-    reported; ``lookup(sha256)`` may give a cached logit, and then nothing is decoded;
+    the same decoded image. ``done(path, member, sha256, repeats)`` says whether an input is
+    certainly already reported (it is then skipped, undecoded; an input it is unsure of is
+    prepared, and the scan decides); ``lookup(sha256)`` may give a cached logit, and then nothing is decoded;
     ``device_jpegs`` leaves complete JPEGs undecoded in ``jpeg`` (only the header and notes are read).
     """
 
@@ -95,7 +97,7 @@ class RecordBuilder:
     keep_bytes: bool = False
     transform: Transform | None = None
     lookup: Callable[[str], float | None] | None = None
-    done: Container[tuple[str, str, str]] | None = None
+    done: Callable[[str, str, str, int], bool] | None = None
     device_jpegs: bool = False
 
     def __call__(self, index: int, entry: Entry) -> Record:
@@ -104,7 +106,7 @@ class RecordBuilder:
             record.skip = SKIP_NON_IMAGE
             return record
         data = self._read(entry, record)
-        if self.done is not None and (entry.path, entry.member, record.sha256) in self.done:
+        if self.done is not None and self.done(entry.path, entry.member, record.sha256, entry.repeats):
             record.skip = SKIP_RESUMED
             return record
         if record.error:
