@@ -214,7 +214,7 @@ def _member_entries(path: str, members: Iterable[_Member], limits: Limits) -> It
 
 def _zip_members(archive: zipfile.ZipFile) -> Iterator[_Member]:
     for info in archive.infolist():
-        if info.is_dir():
+        if info.filename.endswith("/"):  # a folder (ZipInfo.is_dir raises IndexError for a member without a name)
             continue
         if stat.S_ISLNK(info.external_attr >> 16):  # zip -y: the data is the link's target, a path
             yield _Member(info.filename, error=SYMLINK_NOT_FOLLOWED)

@@ -824,3 +824,11 @@ def test_a_fifo_in_a_folder_is_skipped_unopened_and_counted(tmp_path):
     write(tmp_path / "real.png", image_bytes())
     items = list(iter_entries([str(tmp_path)]))
     assert [(Path(i.path).name, i.skipped) for i in items] == [("pipe.jpg", True), ("real.png", False)]
+
+
+def test_a_zip_member_without_a_name_is_an_entry_not_a_crash(tmp_path):
+    """Found by the fuzzer: zipfile's own is_dir() raises IndexError for an empty member name."""
+    path, png = tmp_path / "unnamed.zip", image_bytes()
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(zipfile.ZipInfo(""), png)
+    assert [(item.member, item.read()) for item in iter_entries([str(path)])] == [("", png)]
