@@ -23,6 +23,7 @@ from . import __version__
 from . import weights as W
 from .download import DownloadError
 from .limits import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_RATIO, Limits
+from .text import plain
 
 if TYPE_CHECKING:
     from .attributor import Attributor
@@ -101,8 +102,9 @@ def fatal_errors() -> Iterator[None]:
         yield
     # ValueError covers the library's own: CheckpointError, ReportError, DatasetError, DecodeError.
     except (W.WeightsMissing, DownloadError, Fatal, KeyError, ValueError, OSError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        # escape: messages quote things like 'forensix[onnx]' that rich would take for markup
+        message = plain(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
+        # escape: messages quote things like 'forensix[onnx]' that rich would take for markup; plain:
+        # a library's own terminal codes (torch's bold) must not reach a log, a pipe or even a terminal
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 

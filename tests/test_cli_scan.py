@@ -418,8 +418,27 @@ def test_hostile_files_in_a_folder_cost_only_their_own_rows(tiny_weights, tmp_pa
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert [Path(r["path"]).name for r in rows] == [
-        "a-good.png", "b-bad.avif", "c-text-bomb.png", "d-good.jpg", "e-unimplemented.dds"
+        "a-good.png",
+        "b-bad.avif",
+        "c-text-bomb.png",
+        "d-good.jpg",
+        "e-unimplemented.dds",
     ]
     assert [r["verdict"] != "error" for r in rows] == [True, False, True, True, False]
     assert rows[1]["error"].startswith("cannot decode image: RuntimeError: ")
     assert rows[4]["error"].startswith("cannot decode image: NotImplementedError: ")
+
+
+class Unsafe:
+    """A class a weights file should not hold: torch.load(weights_only=True) refuses its pickle."""
+
+
+def test_errors_carry_no_terminal_codes(tmp_path, photos, tiny_weights):
+    """torch's refusal of an unsafe pickle has bold in it; neither the message nor stderr may."""
+    import torch
+
+    torch.save({"model": Unsafe()}, weights := tmp_path / "unsafe.pth")
+    for env in ({}, {"NO_COLOR": "1"}):
+        result = runner.invoke(app, ["scan", str(photos), "--weights", str(weights)], env=env)
+        assert result.exit_code == 2 and "\x1b" not in result.stderr, repr(result.stderr)
+        assert "not a readable weights file (its pickle is refused: Unsupported global: GLOBAL" in result.stderr

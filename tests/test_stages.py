@@ -13,9 +13,10 @@ import torch
 from conftest import random_image
 
 from forensix.datasets import Sample
-from forensix.imaging import decode_image, preprocess
+from forensix.imaging import DecodeError, decode_image, preprocess
 from forensix.inputs import file_entry
 from forensix.models.config import PreprocessConfig
+from forensix.stages import records
 from forensix.stages.batches import collate
 from forensix.stages.entries import sample_entries
 from forensix.stages.loader import LoaderOptions, SampledBatches, prepared_blocks
@@ -94,3 +95,14 @@ def test_sampled_batches_survive_a_worker_killed_by_one_item(workers):
     assert got == [[6, 7], [0, 1], [4, ("crashed", 5, "the process reading it was killed by SIGSEGV")], [2, 3], [8, 9]]
     # A death may be noticed while an earlier batch is still awaited: that one is then built alone too.
     assert 1 <= len(deaths) <= workers and len(loader) == 5
+
+
+def test_error_text_from_a_decoder_carries_no_terminal_codes(tmp_path, monkeypatch):
+    random_image(40, 32).save(path := tmp_path / "a.png")
+
+    def coloured(*args):
+        raise DecodeError("cannot decode image: \x1b[1mbold\x1b[0m and \x1b]8;;http://x\x1b\\a link\x1b]8;;\x1b\\")
+
+    monkeypatch.setattr(records, "decode_image", coloured)
+    record = RecordBuilder(PreprocessConfig())(0, file_entry(str(path)))
+    assert record.error == "cannot decode image: bold and a link"

@@ -22,6 +22,7 @@ from ..gpu_decode import is_complete_jpeg
 from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, open_image, preprocess
 from ..metadata import read_metadata
 from ..models.config import PreprocessConfig
+from ..text import plain
 
 IMAGE = "image"  # the main model's input (the detector's, or the model being trained)
 SKIP_NON_IMAGE = "non-image"
@@ -119,12 +120,12 @@ class RecordBuilder:
             else:
                 self._decode(data, record)
         except DECODE_ERRORS as e:
-            record.error, record.inputs = str(e), {}
+            record.error, record.inputs = plain(str(e)), {}
         return record
 
     def crashed(self, index: int, entry: Entry, why: str) -> Record:
         """The record of an entry whose decoding killed its process: an error, with the file's sha256."""
-        record = Record(index, entry.path, entry.member, error=f"cannot decode image: {why}")
+        record = Record(index, entry.path, entry.member, error=plain(f"cannot decode image: {why}"))
         try:  # reading and hashing are safe here: it is decoding that crashes
             record.sha256 = hashlib.sha256(entry.read()).hexdigest()
         except READ_ERRORS:
