@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import random_image
+from test_imaging import WARNING_FILES
 from typer.testing import CliRunner
 
 from forensix.cli import app
@@ -427,6 +428,20 @@ def test_hostile_files_in_a_folder_cost_only_their_own_rows(tiny_weights, tmp_pa
     assert [r["verdict"] != "error" for r in rows] == [True, False, True, True, False]
     assert rows[1]["error"].startswith("cannot decode image: RuntimeError: ")
     assert rows[4]["error"].startswith("cannot decode image: NotImplementedError: ")
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_decoders_warnings_go_to_the_rows_notes_never_to_stderr(tmp_path, tiny_weights, workers):
+    """A real process: pytest records warnings itself, in its process and the workers it forks."""
+    for name, (data, _) in WARNING_FILES.items():
+        (tmp_path / name).write_bytes(data)
+    process = forensix("scan", tmp_path, "--weights", tiny_weights, "--workers", workers, "--device", "cpu")
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    notes = {Path(r["path"]).name: r["notes"] for r in read_rows(stdout, "jsonl")}
+    assert all(notes[name].startswith("decoder warning: ") for name in WARNING_FILES)
+    assert all(text in notes[name] for name, (_, text) in WARNING_FILES.items())
+    assert stderr.startswith("scanned 4 images") and len(stderr.splitlines()) == 1, stderr
 
 
 class Unsafe:

@@ -5,7 +5,8 @@ no DataLoader, no worker and no model, so any runner can call it (a DataLoader w
 its own after a crash, a Ray task). Scan, eval, calibrate and train differ only in its settings:
 which model inputs to make, whether to read notes, keep the bytes, look a logit up in the cache,
 leave JPEGs for the device, or transform the decoded image (eval's perturbations, training's
-augmentations). Every failure becomes the record's ``error``; nothing here raises for bad input.
+augmentations). Every failure becomes the record's ``error``; nothing here raises for bad input,
+and nothing is printed: what the decoder warns of about a file is in its notes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 
 from ..gpu_decode import is_complete_jpeg
-from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, open_image, preprocess
+from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, file_warnings, open_image, preprocess
 from ..metadata import read_metadata
 from ..models.config import PreprocessConfig
 from ..text import plain
@@ -111,14 +112,17 @@ class RecordBuilder:
         if record.error:
             return record
         try:
-            if self.lookup is not None and (logit := self.lookup(record.sha256)) is not None:
-                record.logit = logit
-                self._header(data, record)
-            elif self.device_jpegs and not self.extra and is_complete_jpeg(data):
-                record.jpeg = data
-                self._header(data, record)
-            else:
-                self._decode(data, record)
+            # file_warnings: what decoding warns of goes to the notes (decode_image keeps it), the rest
+            # about this file (a notes reader's, a transform's) to no stderr
+            with file_warnings(None):
+                if self.lookup is not None and (logit := self.lookup(record.sha256)) is not None:
+                    record.logit = logit
+                    self._header(data, record)
+                elif self.device_jpegs and not self.extra and is_complete_jpeg(data):
+                    record.jpeg = data
+                    self._header(data, record)
+                else:
+                    self._decode(data, record)
         except DECODE_ERRORS as e:
             record.error, record.inputs = plain(str(e)), {}
         return record
@@ -146,14 +150,15 @@ class RecordBuilder:
 
     def _header(self, data: bytes, record: Record) -> None:
         """Size, format and notes from the header alone: the pixels are decoded elsewhere, or not needed."""
-        header = open_image(data, self.max_pixels)
+        warned: list[str] = []
+        header = open_image(data, self.max_pixels, warned)
         record.width, record.height, record.format = header.size[0], header.size[1], header.format
-        self._notes(data, header, record)
+        self._notes(data, header, record, tuple(dict.fromkeys(warned)))
 
     def _decode(self, data: bytes, record: Record) -> None:
         decoded = decode_image(data, self.max_pixels)
         record.width, record.height, record.format = decoded.width, decoded.height, decoded.format
-        self._notes(data, decoded.source, record)
+        self._notes(data, decoded.source, record, decoded.warnings)
         image = self.transform(decoded.image, record) if self.transform is not None else decoded.image
         record.inputs[IMAGE] = preprocess(image, self.cfg)
         for name, cfg in self.extra:
@@ -161,7 +166,7 @@ class RecordBuilder:
         if self.keep_bytes:
             record.raw = data
 
-    def _notes(self, data: bytes, source: Image.Image, record: Record) -> None:
+    def _notes(self, data: bytes, source: Image.Image, record: Record, warned: tuple[str, ...]) -> None:
         if self.metadata:
-            meta = read_metadata(data, source)
+            meta = read_metadata(data, source, warned)
             record.notes, record.metadata = meta.notes, meta.fields
