@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import random_image
 from test_imaging import WARNING_FILES
+from test_timeouts import LIMIT_TEXT, slow_jpeg
 from typer.testing import CliRunner
 
 from forensix.cli import app
@@ -428,6 +429,26 @@ def test_hostile_files_in_a_folder_cost_only_their_own_rows(tiny_weights, tmp_pa
     assert [r["verdict"] != "error" for r in rows] == [True, False, True, True, False]
     assert rows[1]["error"].startswith("cannot decode image: RuntimeError: ")
     assert rows[4]["error"].startswith("cannot decode image: NotImplementedError: ")
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_decode_timeout_makes_a_slow_image_an_error_row_and_the_scan_goes_on(tmp_path, tiny_weights, workers):
+    random_image(60, 50, seed=1).save(tmp_path / "a.png")
+    (tmp_path / "b.jpg").write_bytes(slow_jpeg())  # about 4 s to decode: thousands of progressive scans
+    random_image(60, 50, seed=2).save(tmp_path / "c.png")
+    out = tmp_path / "report.jsonl"
+    result = scan(tmp_path, "--weights", tiny_weights, "--workers", workers, "--decode-timeout", "0.2", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out.read_text(), "jsonl")
+    assert [r["error"] for r in rows] == ["", f"decoding took longer than {LIMIT_TEXT}", ""]
+    assert rows[0]["score"] is not None and rows[2]["score"] is not None
+    assert json.loads((tmp_path / "report.jsonl.meta.json").read_text())["limits"]["decode_timeout"] == 0.2
+
+
+def test_decode_timeout_has_a_default_shown_in_help():
+    result = runner.invoke(app, ["scan", "--help"], env={"COLUMNS": "200"})
+    line = next(line for line in result.stdout.splitlines() if "--decode-timeout" in line)
+    assert "[default: 30.0]" in line
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])

@@ -7,6 +7,9 @@ which model inputs to make, whether to read notes, keep the bytes, look a logit 
 leave JPEGs for the device, or transform the decoded image (eval's perturbations, training's
 augmentations). Every failure becomes the record's ``error``; nothing here raises for bad input,
 and nothing is printed: what the decoder warns of about a file is in its notes.
+
+Each entry's decoding, notes and preprocessing run under its time budget, ``decode_timeout``
+(:mod:`forensix.timeouts`): past it, the entry is an error record and the next one begins.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from PIL import Image
 
 from ..gpu_decode import is_complete_jpeg
 from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, file_warnings, open_image, preprocess
+from ..limits import DEFAULT_DECODE_TIMEOUT
 from ..metadata import read_metadata
 from ..models.config import PreprocessConfig
 from ..text import plain
+from ..timeouts import TimeLimit, hard_timeout
+from ..workers import worker_time_limit
 
 IMAGE = "image"  # the main model's input (the detector's, or the model being trained)
 SKIP_NON_IMAGE = "non-image"
@@ -88,6 +94,8 @@ class RecordBuilder:
     the same decoded image. ``done`` (triples of path, member, sha256) marks inputs already
     reported; ``lookup(sha256)`` may give a cached logit, and then nothing is decoded;
     ``device_jpegs`` leaves complete JPEGs undecoded in ``jpeg`` (only the header and notes are read).
+    ``decode_timeout`` is each entry's budget in seconds once its bytes are read: header, decoding, notes,
+    transform and preprocessing (0: none).
     """
 
     cfg: PreprocessConfig
@@ -99,6 +107,12 @@ class RecordBuilder:
     lookup: Callable[[str], float | None] | None = None
     done: Container[tuple[str, str, str]] | None = None
     device_jpegs: bool = False
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT
+
+    @property
+    def hard_timeout(self) -> float | None:
+        """When a process still building one record is ended (where its death is recovered from)."""
+        return hard_timeout(self.decode_timeout)
 
     def __call__(self, index: int, entry: Entry) -> Record:
         record = Record(index, entry.path, entry.member, error=entry.error)
@@ -114,7 +128,7 @@ class RecordBuilder:
         try:
             # file_warnings: what decoding warns of goes to the notes (decode_image keeps it), the rest
             # about this file (a notes reader's, a transform's) to no stderr
-            with file_warnings(None):
+            with worker_time_limit(self.hard_timeout), TimeLimit(self.decode_timeout), file_warnings(None):
                 if self.lookup is not None and (logit := self.lookup(record.sha256)) is not None:
                     record.logit = logit
                     self._header(data, record)
