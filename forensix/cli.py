@@ -22,7 +22,15 @@ from rich.table import Table
 from . import __version__
 from . import weights as W
 from .download import DownloadError
-from .limits import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_RATIO, Limits
+from .limits import (
+    DEFAULT_DECODE_TIMEOUT,
+    DEFAULT_MAX_ARCHIVE_BYTES,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_RATIO,
+    Limits,
+)
+from .text import plain
 
 if TYPE_CHECKING:
     from .attributor import Attributor
@@ -61,6 +69,12 @@ PrecisionOpt = Annotated[
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
 WorkersOpt = Annotated[
     int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
+]
+DecodeTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0, help="Seconds to decode one image, read its notes and preprocess it; then an error row. 0 = no limit."
+    ),
 ]
 ProgressOpt = Annotated[bool | None, typer.Option(help="Progress bar on stderr (default: when stderr is a terminal).")]
 
@@ -102,8 +116,9 @@ def fatal_errors() -> Iterator[None]:
         yield
     # ValueError covers the library's own: CheckpointError, ReportError, DatasetError, DecodeError.
     except (W.WeightsMissing, DownloadError, Fatal, KeyError, ValueError, OSError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        # escape: messages quote things like 'forensix[onnx]' that rich would take for markup
+        message = plain(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
+        # escape: messages quote things like 'forensix[onnx]' that rich would take for markup; plain:
+        # a library's own terminal codes (torch's bold) must not reach a log, a pipe or even a terminal
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
@@ -303,6 +318,7 @@ def scan(
     max_ratio: Annotated[
         float, typer.Option(min=1.0, help="Highest compression ratio of a zip member (zip bombs).")
     ] = DEFAULT_MAX_RATIO,
+    decode_timeout: DecodeTimeoutOpt = DEFAULT_DECODE_TIMEOUT,
     meta_path: Annotated[
         Path | None, typer.Option("--meta", help="Where to write the scan's provenance (default: <out>.meta.json).")
     ] = None,
@@ -371,6 +387,7 @@ def scan(
             workers=_workers(workers),
             limits=Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio),
             max_pixels=max_pixels,
+            decode_timeout=decode_timeout,
             metadata=metadata,
             masks_dir=masks_dir,
             masks_all=masks_all,
@@ -544,6 +561,7 @@ def eval_command(
     precision: PrecisionOpt = "fp32",
     batch_size: BatchOpt = 32,
     workers: WorkersOpt = None,
+    decode_timeout: DecodeTimeoutOpt = DEFAULT_DECODE_TIMEOUT,
     progress: ProgressOpt = None,
 ) -> None:
     """Accuracy, AP and ROC-AUC per subset, clean and perturbed; tables on stdout (see docs/evaluation.md)."""
@@ -573,7 +591,7 @@ def eval_command(
                 raise Fatal("--localizer needs images with masks: a dataset in the dolos layout (images/ + masks/)")
             localizer = load_localizer(localizer_spec, device=device, precision=precision)
         attributor = _load_attributor(attributor_spec, device, precision)
-        options = EvalOptions(batch_size=batch_size, workers=_workers(workers))
+        options = EvalOptions(batch_size=batch_size, workers=_workers(workers), decode_timeout=decode_timeout)
         show = _show_progress(progress)
         started = time.perf_counter()
         per_pass = len(dataset.samples) * (2 if attributor else 1) + (masked if localizer else 0)
@@ -630,6 +648,7 @@ def calibrate_command(
     precision: PrecisionOpt = "fp32",
     batch_size: BatchOpt = 32,
     workers: WorkersOpt = None,
+    decode_timeout: DecodeTimeoutOpt = DEFAULT_DECODE_TIMEOUT,
     progress: ProgressOpt = None,
 ) -> None:
     """Choose the threshold (and temperature) on labelled data; scan then uses it by default."""
@@ -645,7 +664,7 @@ def calibrate_command(
         dataset = _load_dataset(data, layout, split, inverted_masks=True)
         detector = load_detector(model, weights=weights_file, device=device, precision=precision)
         cache = _open_cache(cache_dir, use_cache)
-        options = EvalOptions(batch_size=batch_size, workers=_workers(workers))
+        options = EvalOptions(batch_size=batch_size, workers=_workers(workers), decode_timeout=decode_timeout)
         show = _show_progress(progress)
         with _counting_progress(show, len(dataset.samples), "calibrate") as advance:
             predictions = predict(dataset.samples, detector, options=options, cache=cache, progress=advance)

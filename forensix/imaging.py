@@ -8,10 +8,12 @@ reference's pixels.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .limits import DEFAULT_MAX_PIXELS
 from .models.config import PreprocessConfig
+from .text import plain
 
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF", "HEIF")
 # What the sniff knows must cover every file the Pillow plugins of IMAGE_FORMATS claim: an accepted
@@ -51,6 +54,7 @@ class DecodedImage:
     width: int  # as stored, before orientation
     height: int
     source: Image.Image  # the loaded file as Pillow read it: info, text chunks, quantization tables
+    warnings: tuple[str, ...] = ()  # what the decoder said about the file (see file_warnings)
 
 
 def sniff_image(head: bytes) -> bool:
@@ -69,11 +73,13 @@ def sniff_image(head: bytes) -> bool:
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode bytes fully (first frame), apply EXIF orientation, convert to RGB.
 
-    Truncated or corrupt data raises DecodeError: a half-decoded image is never returned.
+    Truncated or corrupt data raises DecodeError: a half-decoded image is never returned. What the
+    decoder warns of is in ``warnings``, never printed (:func:`file_warnings`).
     """
+    found: list[str] = []
     try:
-        with _decode_errors(data, max_pixels):
-            image = open_image(data, max_pixels)
+        with _decode_errors(data, max_pixels), file_warnings(found):
+            image = open_image(data, max_pixels, found)
             image.load()
             rgb = to_rgb(ImageOps.exif_transpose(image))
     except DecodeError as e:
@@ -82,7 +88,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
         if TEXT_TOO_LARGE not in str(e) or not data.startswith(PNG_SIGNATURE):
             raise
         return decode_image(without_text_chunks(data), max_pixels)
-    return DecodedImage(rgb, image.format, image.size[0], image.size[1], image)
+    return DecodedImage(rgb, image.format, image.size[0], image.size[1], image, tuple(dict.fromkeys(found)))
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -103,14 +109,17 @@ def without_text_chunks(png: bytes) -> bytes:
     return b"".join(out)
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """The image's header only (nothing decoded yet), its format and size checked; DecodeError if refused."""
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, warned: list[str] | None = None) -> Image.Image:
+    """The image's header only (nothing decoded yet), its format and size checked; DecodeError if refused.
+
+    What the decoder warns of while reading the header goes to ``warned`` (:func:`file_warnings`).
+    """
     # Pillow's own bomb check (a warning above MAX_IMAGE_PIXELS, an error above twice that) must not
     # refuse what the caller allowed: it follows max_pixels up (never down; it is global), and the
     # size is checked against max_pixels just below, before anything is decoded.
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels
-    with _decode_errors(data, max_pixels):
+    with _decode_errors(data, max_pixels), file_warnings(warned):
         image = Image.open(io.BytesIO(data))
         if (image.format or "unknown") not in IMAGE_FORMATS:
             raise DecodeError(f"unsupported image format {image.format or 'unknown'}")
@@ -128,9 +137,7 @@ def _decode_errors(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterato
     frame), NotImplementedError (an unimplemented DDS pixel format) and others: none may end a scan.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked against max_pixels
-            yield
+        yield
     except DecodeError:
         raise
     except UnidentifiedImageError:
@@ -143,6 +150,55 @@ def _decode_errors(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterato
         raise DecodeError(f"cannot decode image: {e}") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is this file's, not the scan's
         raise DecodeError(f"cannot decode image: {type(e).__name__}: {e}") from None
+
+
+@contextmanager
+def file_warnings(found: list[str] | None) -> Iterator[None]:
+    """Decoding inside prints nothing: the warnings and log messages about the file go to ``found``.
+
+    What is kept: Python warnings of the UserWarning kind that a decoder raises about the file it
+    reads ("Corrupt EXIF data", "Image appears to be a malformed MPO file", "Invalid APNG", a TIFF
+    tag past the end of the file), and what Pillow's plugins log at WARNING or above. What is
+    dropped: deprecations (of an API, not the file), DecompressionBombWarning (the size is checked
+    against max_pixels) and Pillow's advice on its own API from PIL/Image.py (how to convert a
+    palette image with transparency). With ``found`` None, all is dropped. Not thread-safe, as
+    ``warnings.catch_warnings`` is not: meant for a process's decoding thread.
+    """
+    pil = logging.getLogger("PIL")
+    handler = _Collect()
+    propagate = pil.propagate
+    pil.addHandler(handler)
+    pil.propagate = False  # nor to the root logger's handlers, nor to logging's last resort (stderr)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        pil.removeHandler(handler)
+        pil.propagate = propagate
+        if found is not None:
+            found.extend(_one_line(str(w.message)) for w in caught if _about_the_file(w))
+            found.extend(handler.messages)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(_one_line(record.getMessage()))
+        except Exception:  # noqa: BLE001 - a log record that cannot be formatted is no reason to fail
+            pass
+
+
+def _about_the_file(w: warnings.WarningMessage) -> bool:
+    return issubclass(w.category, UserWarning) and Path(w.filename).name != "Image.py"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(plain(text).split())
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -15,6 +15,8 @@ Metadata.fields holds only what was found:
   c2pa          present (bool), validation_state, validation_status (codes), claim_generator, title, issuer,
                 digital_source_type(_name); error when a manifest store could not be read. Only with c2pa-python.
   jpeg_quality  IJG quality 1-100 whose luminance table is nearest the file's
+  decoder_warnings  what the decoder warned of while reading the file (corrupt EXIF, a malformed MPO, an
+                invalid APNG, a TIFF tag past the end of the file), distinct messages, at most 20
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import os
 import re
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,7 @@ MAX_SCAN_TEXT = 1 << 20  # chars of a text value searched for generation markers
 MAX_TEXT_ENTRIES = 200  # text chunks looked at
 MAX_OTHER_KEYS = 20
 MAX_NOTES = 200
+MAX_DECODER_WARNINGS = 20
 MAX_XMP = 2 << 20  # bytes of an XMP packet we parse
 XMP_SCAN_HEAD = 8 << 20  # where a raw scan looks for a packet Pillow does not expose
 XMP_SCAN_TAIL = 2 << 20
@@ -134,14 +137,18 @@ class Metadata:
     notes: str  # a short human sentence, '' when nothing notable
 
 
-def read_metadata(data: bytes, image: Image.Image | None = None) -> Metadata:
+def read_metadata(data: bytes, image: Image.Image | None = None, decoder_warnings: Sequence[str] = ()) -> Metadata:
     """Provenance fields and a one-line note for one image file; never raises.
 
     data is the file's bytes; image the same file already opened and loaded by Pillow (before orientation
     or mode conversion), so text chunks, image.info and quantization tables come without decoding again.
     Without it the file is opened here, and readers that need it are skipped if that fails.
+    decoder_warnings are what decoding the file warned of (forensix.imaging.file_warnings): a damaged
+    file is a fact about it, kept in the fields and the notes.
     """
     fields: dict[str, Any] = {}
+    if decoder_warnings:
+        fields["decoder_warnings"] = [w[:MAX_FIELD] for w in dict.fromkeys(decoder_warnings)][:MAX_DECODER_WARNINGS]
     notes = ""
     with warnings.catch_warnings():  # Pillow warns on odd EXIF, c2pa on deprecations: no noise in workers
         warnings.simplefilter("ignore")
@@ -598,6 +605,10 @@ def _notes(fields: dict[str, Any], fmt: str | None) -> str:
         other.append("C2PA data unreadable")
     if name := xmp.get("digital_source_type_name"):
         (generative if name in GENERATIVE_SOURCE_TYPES else other).append(f"XMP DigitalSourceType: {name}")
+    if found := fields.get("decoder_warnings"):
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        first = found[0] if len(found[0]) <= 100 else found[0][:99].rstrip() + "…"
+        other.append(f"decoder warning: {first}{more}")
     if camera := _camera(exif.get("make", ""), exif.get("model", "")):
         other.append(f"Camera: {camera}")
     if exif.get("date_taken"):

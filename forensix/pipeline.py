@@ -44,6 +44,7 @@ from .detector import Detector, scale_logits
 from .gpu_decode import check_parity, first_jpegs
 from .imaging import DEFAULT_MAX_PIXELS, decode_image
 from .inputs import InputItem, InputSpec, Limits
+from .limits import DEFAULT_DECODE_TIMEOUT
 from .overlay import MaskFiles, write_mask_files
 from .provenance import provenance
 from .schema import new_row
@@ -81,6 +82,7 @@ class ScanOptions:
     masks_all: bool = False  # masks for every image, not only those judged fake
     mask_threads: int = 4  # threads re-decoding images and writing mask files
     gpu_decode: bool = False  # JPEGs decoded in batches on the model's device, not in the workers
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT  # seconds per image to decode, read notes, preprocess (0 = none)
 
 
 class ResumeIndex:
@@ -277,6 +279,7 @@ class Scanner:
             lookup=lookup,
             done=self.done.reported if self.done is not None else None,
             device_jpegs=o.gpu_decode and self._device_decodes(),
+            decode_timeout=o.decode_timeout,
         )
 
     def blocks(self) -> Iterator[Block]:
@@ -314,7 +317,8 @@ class Scanner:
                 pool.shutdown(wait=True, cancel_futures=True)
             if self.stats.worker_deaths:
                 self.notices.append(
-                    f"a decode worker died {self.stats.worker_deaths} time(s) (a decoder crash, or out of memory); "
+                    f"a decode worker died {self.stats.worker_deaths} time(s) (a decoder crash, out of memory, or "
+                    "an image still decoding at twice --decode-timeout); "
                     "the images it held were read again one by one, in processes of their own: no row is lost"
                 )
             for runner in (self.detector, self.localizer, self.attributor):
@@ -449,7 +453,7 @@ class Scanner:
             self.localizer,
             self.attributor,
             batch_size=o.batch_size,
-            limits={**asdict(o.limits), "max_pixels": o.max_pixels},
+            limits={**asdict(o.limits), "max_pixels": o.max_pixels, "decode_timeout": o.decode_timeout},
             metadata=o.metadata,
             gpu_decode=o.gpu_decode,
             cache=None if self.cache is None else {"path": str(self.cache.path), "model_key": self.cache_key},

@@ -13,6 +13,10 @@ torch's SIGCHLD handler, which raises a dead worker's error in the main thread w
 kept out: the loader then reports a dead worker from ``next()`` (within its 5 s status check),
 the one place a caller can recover, and :func:`run_alone` runs one item in a process of its own
 so that a crash ends only that process.
+
+Both kinds of process also have a hard time limit for one image (see :mod:`forensix.timeouts`): a
+worker is killed by its own CPU-time timer (:func:`worker_time_limit`), a process of
+:func:`run_alone`'s is stopped by its parent.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 from torch.utils.data._utils import signal_handling
 
 from .interrupts import held_interrupts
@@ -89,18 +93,44 @@ def worker_died(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and str(error).startswith("DataLoader worker (pid")
 
 
+@contextmanager
+def worker_time_limit(seconds: float | None) -> Iterator[None]:
+    """In a DataLoader worker, the process is killed (SIGPROF) if the body uses ``seconds`` of CPU time.
+
+    The loader sees a dead worker and recovers (forensix.stages.loader). Anywhere else, and with
+    ``seconds`` None, nothing is limited: only a worker's death costs nothing. The kernel's profiling
+    timer ends the process whatever it runs, a decoder holding the GIL included, and costs a system
+    call (a watchdog thread per image, as faulthandler's, cost 2 ms). CPU time, not wall-clock time:
+    a worker waiting for a core is not charged for it, and a decoder stuck in C spins.
+    """
+    if seconds is None or get_worker_info() is None:
+        yield
+        return
+    signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the default action: terminate
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+
+
 class ProcessDied(RuntimeError):
     """The process :func:`run_alone` started ended without handing a result back."""
+
+
+class ProcessTimedOut(ProcessDied):
+    """The process :func:`run_alone` started was still running at its time limit, and was stopped."""
 
 
 T = TypeVar("T")
 
 
-def run_alone(fn: Callable[..., T], *args: Any) -> T:
+def run_alone(fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
     """``fn(*args)`` in a forked process of its own; its result comes back pickled (tensors by value).
 
     A crash there (a decoder's segfault, the out-of-memory killer) ends that process only and raises
-    ProcessDied here, saying how it ended; an exception ``fn`` raises is raised here.
+    ProcessDied here, saying how it ended; an exception ``fn`` raises is raised here. A process with
+    no result after ``timeout`` seconds is killed: ProcessTimedOut.
     """
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
     receive, send = context.Pipe(duplex=False)
@@ -109,6 +139,10 @@ def run_alone(fn: Callable[..., T], *args: Any) -> T:
         process.start()
     send.close()
     try:
+        if timeout is not None and not receive.poll(timeout):
+            process.kill()
+            process.join()
+            raise ProcessTimedOut(f"the process reading it was stopped after {timeout:g} s")
         payload = receive.recv_bytes()
     except EOFError:
         payload = None

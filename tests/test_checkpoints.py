@@ -144,6 +144,23 @@ def test_garbage_file_is_a_clear_error(tmp_path):
         read_state_dict(bad)
 
 
+class NotAllowed:
+    """A class outside torch's allowed globals."""
+
+
+def test_a_refused_pickle_says_why_in_plain_text(tmp_path):
+    """torch's message opens with advice to load it unsafely, in terminal bold; the error says what is wrong."""
+    torch.save({"model": NotAllowed()}, path := tmp_path / "unsafe.pth")
+    with pytest.raises(CheckpointError) as refused:
+        read_state_dict(path)
+    message = str(refused.value)
+    assert "\x1b" not in message and "trust the source" not in message
+    assert message == (
+        f"{path}: not a readable weights file (its pickle is refused: Unsupported global: "
+        "GLOBAL test_checkpoints.NotAllowed was not an allowed global by default)"
+    )
+
+
 def test_pickled_code_is_refused(tmp_path):
     """weights_only=True: a pickle that would run code on load is rejected, not executed."""
     import pickle

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import random_image
+from test_imaging import WARNING_FILES
+from test_timeouts import LIMIT_TEXT, slow_jpeg
 from typer.testing import CliRunner
 
 from forensix.cli import app
@@ -598,3 +600,52 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised_and_resume_match
     assert result.exit_code == 0, result.output
     assert "4 already in the report" in result.stderr  # every neutralised name matched its file
     assert read_rows(out.read_text(), "csv") == rows
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_decode_timeout_makes_a_slow_image_an_error_row_and_the_scan_goes_on(tmp_path, tiny_weights, workers):
+    random_image(60, 50, seed=1).save(tmp_path / "a.png")
+    (tmp_path / "b.jpg").write_bytes(slow_jpeg())  # about 4 s to decode: thousands of progressive scans
+    random_image(60, 50, seed=2).save(tmp_path / "c.png")
+    out = tmp_path / "report.jsonl"
+    result = scan(tmp_path, "--weights", tiny_weights, "--workers", workers, "--decode-timeout", "0.2", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out.read_text(), "jsonl")
+    assert [r["error"] for r in rows] == ["", f"decoding took longer than {LIMIT_TEXT}", ""]
+    assert rows[0]["score"] is not None and rows[2]["score"] is not None
+    assert json.loads((tmp_path / "report.jsonl.meta.json").read_text())["limits"]["decode_timeout"] == 0.2
+
+
+def test_decode_timeout_has_a_default_shown_in_help():
+    result = runner.invoke(app, ["scan", "--help"], env={"COLUMNS": "200"})
+    line = next(line for line in result.stdout.splitlines() if "--decode-timeout" in line)
+    assert "[default: 30.0]" in line
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_decoders_warnings_go_to_the_rows_notes_never_to_stderr(tmp_path, tiny_weights, workers):
+    """A real process: pytest records warnings itself, in its process and the workers it forks."""
+    for name, (data, _) in WARNING_FILES.items():
+        (tmp_path / name).write_bytes(data)
+    process = forensix("scan", tmp_path, "--weights", tiny_weights, "--workers", workers, "--device", "cpu")
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    notes = {Path(r["path"]).name: r["notes"] for r in read_rows(stdout, "jsonl")}
+    assert all(notes[name].startswith("decoder warning: ") for name in WARNING_FILES)
+    assert all(text in notes[name] for name, (_, text) in WARNING_FILES.items())
+    assert stderr.startswith("scanned 4 images") and len(stderr.splitlines()) == 1, stderr
+
+
+class Unsafe:
+    """A class a weights file should not hold: torch.load(weights_only=True) refuses its pickle."""
+
+
+def test_errors_carry_no_terminal_codes(tmp_path, photos, tiny_weights):
+    """torch's refusal of an unsafe pickle has bold in it; neither the message nor stderr may."""
+    import torch
+
+    torch.save({"model": Unsafe()}, weights := tmp_path / "unsafe.pth")
+    for env in ({}, {"NO_COLOR": "1"}):
+        result = runner.invoke(app, ["scan", str(photos), "--weights", str(weights)], env=env)
+        assert result.exit_code == 2 and "\x1b" not in result.stderr, repr(result.stderr)
+        assert "not a readable weights file (its pickle is refused: Unsupported global: GLOBAL" in result.stderr

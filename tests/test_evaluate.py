@@ -14,6 +14,7 @@ from conftest import decoder_crashing_on, random_image
 from PIL import Image
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, roc_auc_score
+from test_timeouts import LIMIT_TEXT, slow_jpeg
 from typer.testing import CliRunner
 
 from forensix.cache import PredictionCache, model_key
@@ -229,6 +230,16 @@ def test_a_sample_that_crashes_its_decoder_is_an_error_and_eval_goes_on(tree, ti
     others = np.arange(len(samples)) != bomb
     np.testing.assert_allclose(crashed.logits[others], plain.logits[others], atol=1e-6)  # NaN where plain has NaN
     assert crashed.errors[:bomb] + crashed.errors[bomb + 1 :] == plain.errors[:bomb] + plain.errors[bomb + 1 :]
+
+
+@pytest.mark.parametrize("command", [["eval", "--no-plots"], ["calibrate", "--target-fpr", "0.1", "--dry-run"]])
+def test_eval_and_calibrate_give_each_image_a_time_budget(tree, tiny_weights, command):
+    (tree / "gan" / "0_real" / "slow.jpg").write_bytes(slow_jpeg())  # about 4 s to decode
+    args = [*command, "--data", tree, "--weights", tiny_weights, "--workers", "0", "--decode-timeout", "0.2"]
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert f"slow.jpg: decoding took longer than {LIMIT_TEXT}" in result.stderr
+    assert "2 images could not be read or scored" in result.stderr  # with broken.png
 
 
 def test_eval_cli_writes_every_output(tree, tiny_weights, tmp_path):

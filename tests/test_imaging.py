@@ -2,8 +2,10 @@
 hostile files."""
 
 import io
+import logging
 import random
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -19,13 +21,16 @@ from forensix.imaging import (
     IMAGE_FORMATS,
     DecodeError,
     decode_image,
+    file_warnings,
     open_image,
     preprocess,
     shortest_edge_size,
     sniff_image,
     without_text_chunks,
 )
+from forensix.inputs import InputItem
 from forensix.models.config import CLIP_MEAN, CLIP_STD, PreprocessConfig
+from forensix.stages.records import RecordBuilder
 
 SIZES = [(225, 301), (640, 480), (301, 225), (1000, 224), (224, 224), (513, 997), (250, 250), (799, 333), (224, 5000)]
 
@@ -235,3 +240,67 @@ def test_bigtiff_is_read_in_both_byte_orders():
     assert sniff_image(little[:16]) and sniff_image(b"MM\x00+\x00\x08\x00\x00" + bytes(8))
     decoded = decode_image(little)
     assert (decoded.format, decoded.width, decoded.height) == ("TIFF", 40, 30)
+
+
+# ------------------------------------------------------------------------------------------------
+# What a decoder warns of about a file is in its notes, never on stderr (issue 14, defect 13)
+
+
+def _jpeg(app: bytes = b"", exif: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 120, 150)).save(buf, "JPEG", exif=exif)
+    return buf.getvalue()[:2] + app + buf.getvalue()[2:]
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 120, 150)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+# Files as in Pillow's Tests/images (hopper_bad_exif.jpg, sugarshack_bad_mpo_header.jpg, the APNGs of
+# syntax_num_frames_zero*.png), each with what Pillow 13 warns of while forensix decodes it.
+WARNING_FILES = {
+    # IFD0 says one entry, the EXIF ends 2 bytes into it
+    "bad_exif.jpg": (_jpeg(exif=b"Exif\0\0II*\0\x08\0\0\0\x01\0\x0f\x01"), "Corrupt EXIF data"),
+    # Make claims 1000 bytes of a 38-byte EXIF
+    "tag_past_end.jpg": (
+        _jpeg(exif=b"Exif\0\0II*\0\x08\0\0\0\x01\0" + struct.pack("<HHII", 0x010F, 2, 1000, 26) + bytes(4)),
+        "Tag data larger than file",
+    ),
+    "bad_mpo.jpg": (_jpeg(app=b"\xff\xe2\x00\x12MPF\0XX*\0" + bytes(8)), "malformed MPO file"),
+    "apng_zero_frames.png": (_png()[:33] + _png_chunk(b"acTL", bytes(8)) + _png()[33:], "Invalid APNG"),
+}
+
+
+@pytest.mark.parametrize("name", list(WARNING_FILES))
+def test_a_decoders_warning_about_the_file_is_kept_not_printed(name, capfd):
+    data, warning = WARNING_FILES[name]
+    decoded = decode_image(data)
+    assert len(decoded.warnings) == 1 and warning in decoded.warnings[0]
+    record = RecordBuilder(PreprocessConfig(), metadata=True)(0, InputItem(name, reader=lambda: data))
+    assert not record.error and f"decoder warning: {decoded.warnings[0]}" in record.notes
+    assert record.metadata["decoder_warnings"] == list(decoded.warnings)
+    quiet = RecordBuilder(PreprocessConfig(), metadata=False)(0, InputItem(name, reader=lambda: data))
+    assert not quiet.error and quiet.notes == ""  # --no-metadata: no notes, these neither
+    assert capfd.readouterr().err == ""
+
+
+def test_file_warnings_keeps_what_is_about_the_file_and_prints_nothing(capfd):
+    found: list[str] = []
+    with file_warnings(found):
+        warnings.warn("Corrupt   EXIF data. \x1b[1mSkipping\x1b[0m tag 3 ", UserWarning, stacklevel=1)  # about the file
+        warnings.warn("a deprecated API", DeprecationWarning, stacklevel=1)  # about Pillow
+        warnings.warn("a big image", Image.DecompressionBombWarning, stacklevel=1)  # max-pixels decides
+        warnings.warn_explicit("Palette images with Transparency ...", UserWarning, "/x/PIL/Image.py", 1)  # advice
+        logging.getLogger("PIL.TiffImagePlugin").error("More samples per pixel than can be decoded: %s", 65535)
+        logging.getLogger("PIL.TiffImagePlugin").debug("tag 1 (chatter)")
+    assert found == ["Corrupt EXIF data. Skipping tag 3", "More samples per pixel than can be decoded: 65535"]
+    with file_warnings(None):
+        warnings.warn("dropped", UserWarning, stacklevel=1)
+        logging.getLogger("PIL").warning("dropped too")
+    assert capfd.readouterr().err == "" and logging.getLogger("PIL").propagate

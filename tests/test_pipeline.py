@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import assert_spread, decoder_crashing_on, random_image, refused_jpeg
 from PIL import Image
+from test_timeouts import LIMIT_TEXT, slow_jpeg
 
 from forensix.cache import PredictionCache
 from forensix.detector import load_detector
@@ -549,3 +550,18 @@ def test_an_image_that_crashes_its_decoder_is_an_error_row_and_the_scan_goes_on(
     others = [(r["path"], r["score"]) for r in rows if r is not crashed]
     assert others == [(r["path"], pytest.approx(r["score"], abs=1e-6)) for r in plain if r["path"] != crashed["path"]]
     assert scanner.stats.worker_deaths >= 1 and "no row is lost" in scanner.notices[-1]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_over_its_time_budget_is_an_error_row_and_the_scan_goes_on(tmp_path, detector, workers):
+    """Issue 14: a progressive JPEG of thousands of scans took minutes to decode, holding the scan."""
+    for name in ("a", "c", "d"):
+        random_image(60, 50, seed=ord(name)).save(tmp_path / f"{name}.png")
+    (tmp_path / "b.jpg").write_bytes(slow_jpeg())  # about 4 s to decode
+    rows, scanner = scan_rows([tmp_path], detector, batch_size=2, workers=workers, decode_timeout=0.2)
+    assert [os.path.basename(r["path"]) for r in rows] == ["a.png", "b.jpg", "c.png", "d.png"]
+    slow = rows[1]
+    assert slow["verdict"] == "error" and slow["error"] == f"decoding took longer than {LIMIT_TEXT}"
+    assert slow["score"] is None and len(slow["sha256"]) == 64
+    assert all(r["verdict"] in ("real", "fake") and r["score"] is not None for r in rows if r is not slow)
+    assert scanner.stats.worker_deaths == 0 and scanner.provenance()["limits"]["decode_timeout"] == 0.2

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_image
+from test_timeouts import LIMIT_TEXT, slow_jpeg, stuck_jpeg
 
 from forensix.datasets import Sample
-from forensix.imaging import decode_image, preprocess
+from forensix.imaging import DecodeError, decode_image, preprocess
 from forensix.inputs import file_entry
 from forensix.models.config import PreprocessConfig
+from forensix.stages import records
 from forensix.stages.batches import collate
 from forensix.stages.entries import sample_entries
 from forensix.stages.loader import LoaderOptions, SampledBatches, prepared_blocks
@@ -94,3 +96,54 @@ def test_sampled_batches_survive_a_worker_killed_by_one_item(workers):
     assert got == [[6, 7], [0, 1], [4, ("crashed", 5, "the process reading it was killed by SIGSEGV")], [2, 3], [8, 9]]
     # A death may be noticed while an earlier batch is still awaited: that one is then built alone too.
     assert 1 <= len(deaths) <= workers and len(loader) == 5
+
+
+def samples_with_a_slow_file(root: Path, data: bytes) -> list[Sample]:
+    samples = samples_with_a_broken_file(root)[:2]  # two readable images
+    (root / "slow.jpg").write_bytes(data)
+    samples.insert(1, Sample(str(root / "slow.jpg"), 0, "s", "real"))
+    return samples
+
+
+@pytest.mark.parametrize("slow", [slow_jpeg, stuck_jpeg], ids=["slow", "stuck"])
+def test_an_image_over_its_time_budget_is_an_error_and_the_next_one_is_built(tmp_path, slow):
+    """A decode the budget interrupts between chunks (slow), or one it can only judge when the decoder
+    returns, in the main process (stuck): an error record either way, then the next entry."""
+    samples = samples_with_a_slow_file(tmp_path, slow())
+    build = RecordBuilder(PreprocessConfig(), metadata=True, decode_timeout=0.2)
+    got = [build(i, file_entry(s.path)) for i, s in enumerate(samples)]
+    assert [r.error for r in got] == ["", f"decoding took longer than {LIMIT_TEXT}", ""]
+    assert IMAGE in got[2].inputs and not got[1].inputs and len(got[1].sha256) == 64
+
+
+@pytest.mark.parametrize(
+    "slow, error",
+    [
+        (slow_jpeg, f"decoding took longer than {LIMIT_TEXT}"),  # in the worker, between chunks
+        # the worker is killed at its hard limit; alone, the entry's process is stopped by its parent
+        (stuck_jpeg, f"cannot decode image: its process was stopped still decoding it after 0.4 s, past {LIMIT_TEXT}"),
+    ],
+    ids=["slow", "stuck"],
+)
+def test_in_workers_a_slow_image_costs_its_own_record_only(tmp_path, slow, error):
+    samples = samples_with_a_slow_file(tmp_path, slow())
+    entries = partial(sample_entries, samples + [samples[0], samples[2], samples[0]], 1 << 30)
+    build = RecordBuilder(PreprocessConfig(), decode_timeout=0.2)
+    deaths: list[int] = []
+    blocks = list(prepared_blocks(entries, build, LoaderOptions(block_size=3, workers=1), lambda: deaths.append(1)))
+    got = [r for b in blocks for r in b.records]
+    assert [r.index for r in got] == list(range(6))
+    assert [r.error for r in got] == ["", error, "", "", "", ""]  # workers start again after it
+    assert [len(b.inputs[IMAGE]) for b in blocks] == [2, 3]
+    assert len(deaths) == (1 if slow is stuck_jpeg else 0)
+
+
+def test_error_text_from_a_decoder_carries_no_terminal_codes(tmp_path, monkeypatch):
+    random_image(40, 32).save(path := tmp_path / "a.png")
+
+    def coloured(*args):
+        raise DecodeError("cannot decode image: \x1b[1mbold\x1b[0m and \x1b]8;;http://x\x1b\\a link\x1b]8;;\x1b\\")
+
+    monkeypatch.setattr(records, "decode_image", coloured)
+    record = RecordBuilder(PreprocessConfig())(0, file_entry(str(path)))
+    assert record.error == "cannot decode image: bold and a link"

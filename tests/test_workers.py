@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from forensix.workers import ProcessDied, WorkerLoader, run_alone, worker_died
+from forensix.workers import ProcessDied, ProcessTimedOut, WorkerLoader, run_alone, worker_died, worker_time_limit
 
 
 class CollectingDataset(Dataset):
@@ -151,6 +151,47 @@ def test_run_alone_hands_back_the_result_or_says_how_the_process_ended():
         run_alone(_die, signal.SIGKILL)
     with pytest.raises(ProcessDied, match="exit status 3"):
         run_alone(os._exit, 3)
+
+
+def test_run_alone_stops_a_process_still_running_at_its_time_limit():
+    started = time.perf_counter()
+    with pytest.raises(ProcessTimedOut, match="stopped after 0.5 s"):
+        run_alone(time.sleep, 60, timeout=0.5)
+    assert time.perf_counter() - started < 5
+    assert run_alone(_tensor_of, 2, timeout=30).tolist() == [0.0, 1.0]
+
+
+class SpinsOn(Dataset):
+    """Item i is i, except item ``stuck``, which spins for 30 s of CPU time under the worker's hard time
+    limit of 0.3 s, as a decoder stuck in C would."""
+
+    def __init__(self, stuck: int) -> None:
+        self.stuck = stuck
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> int:
+        with worker_time_limit(0.3):
+            if i == self.stuck:
+                end = time.process_time() + 30
+                while time.process_time() < end:
+                    pass
+        return i
+
+
+def test_a_worker_stuck_on_one_item_is_killed_at_its_hard_limit_and_nowhere_else():
+    started = time.perf_counter()
+    loader = iter(WorkerLoader(SpinsOn(stuck=2), batch_size=1, num_workers=1))
+    assert [next(loader).item(), next(loader).item()] == [0, 1]
+    with pytest.raises(RuntimeError) as died:
+        next(loader)
+    assert worker_died(died.value) and time.perf_counter() - started < 20
+    with worker_time_limit(0.01):  # in the main process: never killed
+        end = time.process_time() + 0.1
+        while time.process_time() < end:
+            pass
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
 
 
 def test_a_worker_s_death_is_told_from_other_loader_errors():

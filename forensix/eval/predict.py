@@ -16,6 +16,7 @@ from ..datasets import Sample
 from ..detector import Detector, scale_logits
 from ..imaging import DEFAULT_MAX_PIXELS
 from ..inputs import DEFAULT_MAX_BYTES
+from ..limits import DEFAULT_DECODE_TIMEOUT
 from ..mask_metrics import LocalizationScores, load_mask, score_mask
 from ..models.config import PreprocessConfig
 from ..runner import Runner
@@ -55,6 +56,7 @@ class EvalOptions:
     batch_size: int = 32
     workers: int = 0  # 0 = decode in the main process
     max_pixels: int = DEFAULT_MAX_PIXELS
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT  # seconds per image (0 = none); past it, the image is unreadable
 
 
 def predict(
@@ -100,7 +102,9 @@ def image_batches(
     """Blocks of ``batch_size`` prepared samples in order (record index = sample index); decoding and
     the perturbation run in the workers, and a worker's death costs no sample (:mod:`forensix.stages.loader`)."""
     transform = perturbation.transform if perturbation.kind != "none" else None
-    build = RecordBuilder(cfg, max_pixels=options.max_pixels, transform=transform, lookup=lookup)
+    build = RecordBuilder(
+        cfg, max_pixels=options.max_pixels, transform=transform, lookup=lookup, decode_timeout=options.decode_timeout
+    )
     loader = LoaderOptions(options.batch_size, options.workers, pin_memory=device.type == "cuda")
     yield from prepared_blocks(partial(sample_entries, samples, DEFAULT_MAX_BYTES), build, loader)
 

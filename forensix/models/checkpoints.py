@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .. import weights as W
+from ..text import plain
 from .config import ModelConfig
 from .factory import create_model
 from .registry import CheckpointFormat, ConvertOptions, find_format, get_format
@@ -59,11 +60,23 @@ def _torch_load(path: Path, mmap: bool) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises many types for bad files; all mean "not usable"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable weights file ({first})") from e
+        raise CheckpointError(f"{path}: not a readable weights file ({_load_error(e)})") from e
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
     return dict(obj)
+
+
+def _load_error(error: Exception) -> str:
+    """What torch.load's error says about the file, in one plain line.
+
+    A refused pickle's message opens with advice to load it unsafely (with terminal bold in it); what
+    is wrong with the file follows "WeightsUnpickler error:".
+    """
+    text = plain(str(error)).strip()
+    _, marker, after = text.partition("WeightsUnpickler error:")
+    if marker and after.strip():
+        return "its pickle is refused: " + after.strip().splitlines()[0].split(". ")[0].rstrip(".")
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def is_safetensors(path: Path) -> bool:
@@ -84,7 +97,8 @@ def open_safetensors(path: Path) -> Iterator[Any]:
         with safe_open(str(path), framework="pt") as f:
             yield f
     except SafetensorError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = plain(str(e)).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
         raise CheckpointError(f"{path}: not a readable safetensors file ({first})") from None
 
 

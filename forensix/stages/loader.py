@@ -9,7 +9,9 @@ with the number of entries; :func:`~forensix.stages.batches.ordered_blocks` rest
 A worker that dies (a decoder's crash, the out-of-memory killer) costs no record: the first block
 not yet handed over is built entry by entry, each in a process of its own (the entry that kills
 its process becomes :meth:`RecordBuilder.crashed`), and workers start again after it. Every crash
-moves the run on by at least one block.
+moves the run on by at least one block. A worker stuck on one image ends itself at the builder's
+hard time limit (:mod:`forensix.timeouts`) and is recovered from the same way; alone, the entry
+still running at that limit is stopped by this process and its record says it ran out of time.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any
 
 from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
-from ..workers import ProcessDied, WorkerLoader, init_worker, run_alone, worker_died
+from ..timeouts import hard_timeout, stopped
+from ..workers import ProcessDied, ProcessTimedOut, WorkerLoader, init_worker, run_alone, worker_died
 from .batches import Block, collate, ordered_blocks
 from .records import Entry, Record, RecordBuilder
 
@@ -100,9 +103,12 @@ def _loader(share: _WorkerShare, options: LoaderOptions) -> WorkerLoader:
 
 
 def _build_alone(build: RecordBuilder, index: int, entry: Entry) -> Record:
-    """``build`` in a process of its own: if the entry crashes that process, its crashed record."""
+    """``build`` in a process of its own: if the entry crashes that process, or outlasts the hard time
+    limit there, its crashed record."""
     try:
-        return run_alone(build, index, entry)
+        return run_alone(build, index, entry, timeout=build.hard_timeout)
+    except ProcessTimedOut:
+        return build.crashed(index, entry, stopped(build.decode_timeout))
     except ProcessDied as e:
         return build.crashed(index, entry, str(e))
 
@@ -114,7 +120,8 @@ class SampledBatches:
     in ``workers`` DataLoader workers. A worker that dies costs no batch: the batch it was building
     is built item by item, each item in a process of its own (the one that kills its process becomes
     ``crashed(index, why)``), and workers start again from the next batch, as :func:`prepared_blocks`
-    does for blocks.
+    does for blocks. ``decode_timeout`` is the per-item budget whose hard limit stops an item alone
+    (:mod:`forensix.timeouts`; 0: none).
     """
 
     def __init__(
@@ -126,9 +133,11 @@ class SampledBatches:
         workers: int = 0,
         pin_memory: bool = False,
         on_worker_death: Callable[[], None] | None = None,
+        decode_timeout: float = 0.0,
     ) -> None:
         self.dataset, self.sampler, self.collate_fn, self.crashed = dataset, sampler, collate_fn, crashed
         self.workers, self.pin_memory, self.on_worker_death = workers, pin_memory, on_worker_death
+        self.decode_timeout = decode_timeout
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -163,6 +172,8 @@ class SampledBatches:
 
     def _item_alone(self, index: int) -> Any:
         try:
-            return run_alone(self.dataset.__getitem__, index)
+            return run_alone(self.dataset.__getitem__, index, timeout=hard_timeout(self.decode_timeout))
+        except ProcessTimedOut:
+            return self.crashed(index, stopped(self.decode_timeout))
         except ProcessDied as e:
             return self.crashed(index, str(e))

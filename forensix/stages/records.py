@@ -5,7 +5,11 @@ no DataLoader, no worker and no model, so any runner can call it (a DataLoader w
 its own after a crash, a Ray task). Scan, eval, calibrate and train differ only in its settings:
 which model inputs to make, whether to read notes, keep the bytes, look a logit up in the cache,
 leave JPEGs for the device, or transform the decoded image (eval's perturbations, training's
-augmentations). Every failure becomes the record's ``error``; nothing here raises for bad input.
+augmentations). Every failure becomes the record's ``error``; nothing here raises for bad input,
+and nothing is printed: what the decoder warns of about a file is in its notes.
+
+Each entry's decoding, notes and preprocessing run under its time budget, ``decode_timeout``
+(:mod:`forensix.timeouts`): past it, the entry is an error record and the next one begins.
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import torch
 from PIL import Image
 
 from ..gpu_decode import is_complete_jpeg
-from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, open_image, preprocess
+from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, file_warnings, open_image, preprocess
+from ..limits import DEFAULT_DECODE_TIMEOUT
 from ..metadata import read_metadata
 from ..models.config import PreprocessConfig
+from ..text import plain
+from ..timeouts import TimeLimit, hard_timeout
+from ..workers import worker_time_limit
 
 IMAGE = "image"  # the main model's input (the detector's, or the model being trained)
 SKIP_NON_IMAGE = "non-image"
@@ -88,6 +96,8 @@ class RecordBuilder:
     certainly already reported (it is then skipped, undecoded; an input it is unsure of is
     prepared, and the scan decides); ``lookup(sha256)`` may give a cached logit, and then nothing is decoded;
     ``device_jpegs`` leaves complete JPEGs undecoded in ``jpeg`` (only the header and notes are read).
+    ``decode_timeout`` is each entry's budget in seconds once its bytes are read: header, decoding, notes,
+    transform and preprocessing (0: none).
     """
 
     cfg: PreprocessConfig
@@ -99,6 +109,12 @@ class RecordBuilder:
     lookup: Callable[[str], float | None] | None = None
     done: Callable[[str, str, str, int], bool] | None = None
     device_jpegs: bool = False
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT
+
+    @property
+    def hard_timeout(self) -> float | None:
+        """When a process still building one record is ended (where its death is recovered from)."""
+        return hard_timeout(self.decode_timeout)
 
     def __call__(self, index: int, entry: Entry) -> Record:
         record = Record(index, entry.path, entry.member, error=entry.error)
@@ -112,21 +128,24 @@ class RecordBuilder:
         if record.error:
             return record
         try:
-            if self.lookup is not None and (logit := self.lookup(record.sha256)) is not None:
-                record.logit = logit
-                self._header(data, record)
-            elif self.device_jpegs and not self.extra and is_complete_jpeg(data):
-                record.jpeg = data
-                self._header(data, record)
-            else:
-                self._decode(data, record)
+            # file_warnings: what decoding warns of goes to the notes (decode_image keeps it), the rest
+            # about this file (a notes reader's, a transform's) to no stderr
+            with worker_time_limit(self.hard_timeout), TimeLimit(self.decode_timeout), file_warnings(None):
+                if self.lookup is not None and (logit := self.lookup(record.sha256)) is not None:
+                    record.logit = logit
+                    self._header(data, record)
+                elif self.device_jpegs and not self.extra and is_complete_jpeg(data):
+                    record.jpeg = data
+                    self._header(data, record)
+                else:
+                    self._decode(data, record)
         except DECODE_ERRORS as e:
-            record.error, record.inputs = str(e), {}
+            record.error, record.inputs = plain(str(e)), {}
         return record
 
     def crashed(self, index: int, entry: Entry, why: str) -> Record:
         """The record of an entry whose decoding killed its process: an error, with the file's sha256."""
-        record = Record(index, entry.path, entry.member, error=f"cannot decode image: {why}")
+        record = Record(index, entry.path, entry.member, error=plain(f"cannot decode image: {why}"))
         try:  # reading and hashing are safe here: it is decoding that crashes
             record.sha256 = hashlib.sha256(entry.read()).hexdigest()
         except READ_ERRORS:
@@ -147,14 +166,15 @@ class RecordBuilder:
 
     def _header(self, data: bytes, record: Record) -> None:
         """Size, format and notes from the header alone: the pixels are decoded elsewhere, or not needed."""
-        header = open_image(data, self.max_pixels)
+        warned: list[str] = []
+        header = open_image(data, self.max_pixels, warned)
         record.width, record.height, record.format = header.size[0], header.size[1], header.format
-        self._notes(data, header, record)
+        self._notes(data, header, record, tuple(dict.fromkeys(warned)))
 
     def _decode(self, data: bytes, record: Record) -> None:
         decoded = decode_image(data, self.max_pixels)
         record.width, record.height, record.format = decoded.width, decoded.height, decoded.format
-        self._notes(data, decoded.source, record)
+        self._notes(data, decoded.source, record, decoded.warnings)
         image = self.transform(decoded.image, record) if self.transform is not None else decoded.image
         record.inputs[IMAGE] = preprocess(image, self.cfg)
         for name, cfg in self.extra:
@@ -162,7 +182,7 @@ class RecordBuilder:
         if self.keep_bytes:
             record.raw = data
 
-    def _notes(self, data: bytes, source: Image.Image, record: Record) -> None:
+    def _notes(self, data: bytes, source: Image.Image, record: Record, warned: tuple[str, ...]) -> None:
         if self.metadata:
-            meta = read_metadata(data, source)
+            meta = read_metadata(data, source, warned)
             record.notes, record.metadata = meta.notes, meta.fields

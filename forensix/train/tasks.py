@@ -103,7 +103,13 @@ class Task:
         dataset = self.dataset(augment, seed)
         sampler = self.sampler(batch_size, seed, rank, world)
         loader = SampledBatches(
-            dataset, sampler, self.collate_fn(), dataset.crashed, workers=workers, pin_memory=device.type == "cuda"
+            dataset,
+            sampler,
+            self.collate_fn(),
+            dataset.crashed,
+            workers=workers,
+            pin_memory=device.type == "cuda",
+            decode_timeout=dataset.build.decode_timeout,
         )
         return loader, dataset, sampler
 
