@@ -22,7 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .limits import DEFAULT_MAX_PIXELS
 from .models.config import PreprocessConfig
-from .text import plain
+from .text import one_line
 
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF", "HEIF")
 # What the sniff knows must cover every file the Pillow plugins of IMAGE_FORMATS claim: an accepted
@@ -177,7 +177,7 @@ def file_warnings(found: list[str] | None) -> Iterator[None]:
         pil.removeHandler(handler)
         pil.propagate = propagate
         if found is not None:
-            found.extend(_one_line(str(w.message)) for w in caught if _about_the_file(w))
+            found.extend(one_line(str(w.message)) for w in caught if _about_the_file(w))
             found.extend(handler.messages)
 
 
@@ -188,17 +188,13 @@ class _Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.messages.append(_one_line(record.getMessage()))
+            self.messages.append(one_line(record.getMessage()))
         except Exception:  # noqa: BLE001 - a log record that cannot be formatted is no reason to fail
             pass
 
 
 def _about_the_file(w: warnings.WarningMessage) -> bool:
     return issubclass(w.category, UserWarning) and Path(w.filename).name != "Image.py"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(plain(text).split())
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

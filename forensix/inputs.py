@@ -26,6 +26,7 @@ from typing import IO
 
 from .imaging import sniff_image
 from .limits import DEFAULT_MAX_BYTES, Limits
+from .text import one_line
 
 try:
     from lzma import LZMAError
@@ -278,14 +279,7 @@ def _archive_entries(path: str, limits: Limits) -> Iterator[InputItem]:
                 yield from _member_entries(path, _tar_members(archive, path), limits)
     except _ARCHIVE_ERRORS as e:
         # A corrupt archive: one error row for what could not be listed.
-        yield InputItem(path, member="", error=f"cannot read archive: {_one_line(e)}")
-
-
-def _one_line(error: BaseException) -> str:
-    """An error's message on one line: tarfile's ``r:*`` lists what each compression method said, a line each."""
-    first, *rest = str(error).splitlines() or [type(error).__name__]
-    details = "; ".join(line.strip().removeprefix("- ") for line in rest if line.strip())
-    return f"{first.strip()} {details}".strip()
+        yield InputItem(path, member="", error=f"cannot read archive: {one_line(str(e))}")
 
 
 def read_path_list(source: str, nul: bool = False) -> Iterator[str]:

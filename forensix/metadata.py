@@ -37,6 +37,8 @@ import exifread
 import numpy as np
 from PIL import Image
 
+from .text import one_line
+
 try:  # Content Credentials need the optional c2pa-python package (pip install 'forensix[provenance]')
     import c2pa
 
@@ -206,7 +208,7 @@ def _clip(value: Any, limit: int = MAX_FIELD) -> str:
 
 
 def _one_line(value: Any) -> str:
-    return " ".join(_clip(value).split())
+    return one_line(_clip(value))
 
 
 # ---------------------------------------------------------------------------------------------- EXIF

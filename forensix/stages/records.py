@@ -27,7 +27,7 @@ from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, file_warnin
 from ..limits import DEFAULT_DECODE_TIMEOUT
 from ..metadata import read_metadata
 from ..models.config import PreprocessConfig
-from ..text import plain
+from ..text import one_line
 from ..timeouts import TimeLimit, hard_timeout
 from ..workers import worker_time_limit
 
@@ -117,7 +117,7 @@ class RecordBuilder:
         return hard_timeout(self.decode_timeout)
 
     def __call__(self, index: int, entry: Entry) -> Record:
-        record = Record(index, entry.path, entry.member, error=entry.error)
+        record = Record(index, entry.path, entry.member, error=one_line(entry.error))
         if entry.skipped:
             record.skip = SKIP_NON_IMAGE
             return record
@@ -140,12 +140,12 @@ class RecordBuilder:
                 else:
                     self._decode(data, record)
         except DECODE_ERRORS as e:
-            record.error, record.inputs = plain(str(e)), {}
+            record.error, record.inputs = one_line(str(e)), {}
         return record
 
     def crashed(self, index: int, entry: Entry, why: str) -> Record:
         """The record of an entry whose decoding killed its process: an error, with the file's sha256."""
-        record = Record(index, entry.path, entry.member, error=plain(f"cannot decode image: {why}"))
+        record = Record(index, entry.path, entry.member, error=one_line(f"cannot decode image: {why}"))
         try:  # reading and hashing are safe here: it is decoding that crashes
             record.sha256 = hashlib.sha256(entry.read()).hexdigest()
         except READ_ERRORS:
