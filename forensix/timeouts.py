@@ -58,7 +58,9 @@ def hard_timeout(seconds: float) -> float | None:
 class TimeLimit:
     """``with TimeLimit(seconds):`` raises :class:`DecodeTimeout` inside once ``seconds`` of wall-clock
     time have passed, or when it ends if that raise was swallowed; 0, or a thread other than the
-    main one, sets no limit. The previous ``SIGALRM`` handler is put back when it ends."""
+    main one, sets no limit. Nor does a process whose ``SIGALRM`` is someone else's: a timer already
+    running, or a handler set outside Python (which could not be put back: an embedding program's,
+    libFuzzer's). The previous ``SIGALRM`` handler is put back when it ends."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -68,8 +70,9 @@ class TimeLimit:
 
     def __enter__(self) -> TimeLimit:
         if self.seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGALRM, self._expired)
-            self.previous = previous if previous is not None else signal.SIG_DFL  # None: set outside Python
+            if signal.getitimer(signal.ITIMER_REAL)[0] > 0 or signal.getsignal(signal.SIGALRM) is None:
+                return self  # SIGALRM is in use: taking it would cancel the other timer, or lose its handler
+            self.previous = signal.signal(signal.SIGALRM, self._expired)
             self.armed = True
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
         return self

@@ -138,3 +138,19 @@ def test_a_fast_body_is_untouched_and_zero_or_another_thread_sets_no_limit():
 def test_the_hard_limit_is_twice_the_budget_and_says_so():
     assert hard_timeout(0.2) == 0.4 and hard_timeout(0) is None
     assert stopped(0.2) == f"its process was stopped still decoding it after 0.4 s, past {LIMIT_TEXT}"
+
+
+def test_a_sigalrm_in_use_by_the_program_is_left_alone():
+    """An embedding program's own timer and handler survive a decode: no limit is set over them."""
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with TimeLimit(0.05):
+            time.sleep(0.1)  # past the budget: no timeout, since the timer is the program's
+        assert 0.1 < signal.getitimer(signal.ITIMER_REAL)[0] <= 0.2  # still running, not cancelled
+        time.sleep(0.3)
+        assert fired == [True]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
