@@ -342,6 +342,35 @@ def test_a_stored_threshold_outside_0_1_is_refused_at_load(tmp_path, threshold):
         read_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ({"vision": {"heads": 0}}, "VisionConfig.heads must be a whole number from 1"),  # was ZeroDivisionError
+        ({"vision": {"layers": 10**9}}, "VisionConfig.layers must be a whole number from 1"),  # would build forever
+        ({"vision": {"width": "wide"}}, "VisionConfig.width must be a whole number"),
+        ({"vision": {"mlp_ratio": -4}}, "mlp_ratio must be a number in (0, 64]"),
+        ({"preprocess": {"crop": 0}}, "PreprocessConfig.crop must be a whole number"),
+        ({"lora": {"r": 0}}, "LoraConfig.r must be a whole number"),
+        ({"vision": []}, "bad config in metadata"),
+    ],
+)
+def test_a_stored_config_with_impossible_sizes_is_one_line_naming_the_field(tmp_path, edit, named):
+    """Found by the checkpoint fuzzer: a config is untrusted JSON, whatever the file's other bytes."""
+    cfg = get_config("deeclip-tiny")
+    meta = json.loads(cfg.to_json())
+    for key, value in edit.items():
+        meta[key] = {**meta[key], **value} if isinstance(value, dict) and isinstance(meta.get(key), dict) else value
+    path = tmp_path / "edited.safetensors"
+    save_file(
+        {"fc.bias": torch.zeros(1)},
+        str(path),
+        metadata={"format": "forensix", "format_version": "1", "config": json.dumps(meta), "provenance": "{}"},
+    )
+    with pytest.raises(CheckpointError, match=re.escape(named)) as raised:
+        read_checkpoint(path)
+    assert "\n" not in str(raised.value)
+
+
 def test_a_calibration_sidecar_with_a_nan_threshold_names_itself(tiny_official_file, tmp_path):
     official = tmp_path / tiny_official_file.name
     official.write_bytes(tiny_official_file.read_bytes())

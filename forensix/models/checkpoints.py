@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .. import weights as W
-from ..text import plain
+from ..text import one_line, plain
 from .config import ModelConfig
 from .factory import create_model
 from .registry import CheckpointFormat, ConvertOptions, find_format, get_format
@@ -182,8 +182,8 @@ def read_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], d
     try:
         cfg = ModelConfig.from_json(meta["config"])
         provenance = json.loads(meta.get("provenance", "{}"))
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: bad config in metadata ({e})") from e
+    except Exception as e:  # noqa: BLE001 - whatever untrusted JSON makes the config classes raise
+        raise CheckpointError(f"{path}: bad config in metadata ({one_line(str(e)) or type(e).__name__})") from e
     return cfg, read_state_dict(path), provenance
 
 

@@ -17,6 +17,16 @@ from .registry import Family, families, get_family
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SIZE_LIMIT = 1 << 16  # no size in any config is larger: a config read from a weights file is untrusted
+
+
+def _check_sizes(config: object, *names: str) -> None:
+    """Each named field a whole number from 1 to SIZE_LIMIT (a 0 would divide by zero, a 10**9 build forever)."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= SIZE_LIMIT:
+            what = f"{type(config).__name__}.{name}"
+            raise ValueError(f"{what} must be a whole number from 1 to {SIZE_LIMIT}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class PreprocessConfig:
     std: tuple[float, float, float] = CLIP_STD
 
     def __post_init__(self) -> None:
+        _check_sizes(self, "resize", "crop")
         if self.mode not in ("resize_crop", "center_crop", "squash"):
             raise ValueError(f"unknown preprocessing mode {self.mode!r}")
         if self.interpolation not in ("bicubic", "bilinear", "nearest", "lanczos"):
@@ -58,6 +69,9 @@ class VisionConfig:
     output_dim: int = 768  # CLIP projection width (used by the pooled embedding)
 
     def __post_init__(self) -> None:
+        _check_sizes(self, "width", "layers", "heads", "patch_size", "image_size", "output_dim")
+        if not _is_number(self.mlp_ratio) or not 0 < self.mlp_ratio <= 64:
+            raise ValueError(f"mlp_ratio must be a number in (0, 64], got {self.mlp_ratio!r}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.image_size % self.patch_size:
@@ -81,7 +95,9 @@ class ResNetConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
-        if len(self.layers) != 4 or min(self.layers) < 1 or self.width < 2 or self.width % 2:
+        _check_sizes(self, "width")
+        depths_ok = len(self.layers) == 4 and all(isinstance(n, int) and 1 <= n <= 256 for n in self.layers)
+        if not depths_ok or self.width % 2:
             raise ValueError(f"a ResNet needs 4 positive stage depths and an even width, got {self}")
 
     @property
@@ -97,6 +113,13 @@ class LoraConfig:
     r: int = 16
     alpha: float = 32.0
     dropout: float = 0.05
+
+    def __post_init__(self) -> None:
+        _check_sizes(self, "r")
+        if not _is_number(self.alpha) or not math.isfinite(self.alpha):
+            raise ValueError(f"lora alpha must be a finite number, got {self.alpha!r}")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
     def scale(self) -> float:
@@ -117,6 +140,9 @@ class TextConfig:
     layers: int = 12
 
     def __post_init__(self) -> None:
+        _check_sizes(self, "context_length", "width", "heads", "layers")
+        if not isinstance(self.vocab_size, int) or not 1 <= self.vocab_size <= 1 << 20:
+            raise ValueError(f"vocab_size must be a whole number from 1 to {1 << 20}, got {self.vocab_size!r}")
         if self.width % self.heads:
             raise ValueError(f"text width {self.width} is not divisible by heads {self.heads}")
 
@@ -173,15 +199,14 @@ class DecoderConfig:
         if self.kind not in DECLIP_DECODERS:
             raise ValueError(f"unknown decoder {self.kind!r}; known: {', '.join(DECLIP_DECODERS)}")
         if self.is_conv:
-            if not self.channels or min(self.channels) < 1:
+            if not self.channels or not all(isinstance(c, int) and 1 <= c <= SIZE_LIMIT for c in self.channels):
                 raise ValueError(f"a {self.kind} decoder needs positive stage widths, got {list(self.channels)}")
             if self.convs % len(self.channels):
                 stages = len(self.channels)
                 raise ValueError(f"{self.kind}: {self.convs} convolutions do not split into {stages} stages")
         elif self.channels:
             raise ValueError(f"a {self.kind} decoder has no conv stages; channels must be empty")
-        if self.mask_size < 1:
-            raise ValueError(f"mask_size must be positive, got {self.mask_size}")
+        _check_sizes(self, "mask_size")
 
     @property
     def is_conv(self) -> bool:
