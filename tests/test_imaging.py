@@ -17,13 +17,16 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil
 
 from forensix.imaging import (
+    _RESAMPLE,
     HEIF_AVAILABLE,
     IMAGE_FORMATS,
     DecodeError,
+    crop_floor,
     decode_image,
     file_warnings,
     open_image,
     preprocess,
+    preprocess_pil,
     shortest_edge_size,
     sniff_image,
     without_text_chunks,
@@ -304,3 +307,21 @@ def test_file_warnings_keeps_what_is_about_the_file_and_prints_nothing(capfd):
         warnings.warn("dropped", UserWarning, stacklevel=1)
         logging.getLogger("PIL").warning("dropped too")
     assert capfd.readouterr().err == "" and logging.getLogger("PIL").propagate
+
+
+@pytest.mark.parametrize("size", [(333, 1), (1, 333), (4000, 20), (30, 4000)])  # the fuzzer's was 16131x1
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "lanczos", "nearest"])
+def test_an_extreme_aspect_ratio_is_resized_for_the_crop_alone_with_the_same_pixels(size, interpolation, monkeypatch):
+    """Found by the image fuzzer: a 63-byte GIF of 16131x1 became a 3.6-million-pixel-wide resize (2.4 GB)."""
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    cfg = PreprocessConfig(mode="resize_crop", resize=224, crop=224, interpolation=interpolation)
+    whole = np.asarray(crop_floor(image.resize(shortest_edge_size(*size, 224), _RESAMPLE[interpolation]), 224))
+    asked: list[int] = []
+    resize = Image.Image.resize
+    monkeypatch.setattr(
+        Image.Image, "resize", lambda im, s, *a, **k: asked.append(s[0] * s[1]) or resize(im, s, *a, **k)
+    )
+    window = np.asarray(preprocess_pil(image, cfg))
+    assert max(asked) <= 4 * 224 * 224  # the crop's window and a strip around it, never the whole resize
+    difference = np.abs(whole.astype(int) - window)
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-3  # the box's float32 rounding, at most
