@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 CRASHERS = Path(__file__).resolve().parent / "crashers"
+_FUZZING = "FORENSIX_FUZZ_CHILD"
 TARGET_NAMES = ("image", "archive", "path-list", "checkpoint")
 MAX_LEN = {"image": 256 << 10, "archive": 256 << 10, "path-list": 4 << 10, "checkpoint": 1 << 20}
 
@@ -96,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if replay(args.targets or list(TARGET_NAMES)) else 0
     if args.runs is None and args.max_time is None:
         parser.error("give --runs or --max-time")
+    if not os.environ.get(_FUZZING):
+        # libFuzzer's memory limit reads the peak RSS, which a process inherits through fork and exec:
+        # started from a big process (a test suite's), it would be out of memory before its first
+        # input. So the fuzzing runs in a child of this small process.
+        command = [sys.executable, "-m", "fuzz", *(sys.argv[1:] if argv is None else argv)]
+        return subprocess.call(command, env={**os.environ, _FUZZING: "1"})
     run(args.target, args.runs, args.seed, args.max_time, args.timeout, args.rss_mb)
     return 0
 
