@@ -41,9 +41,12 @@ def pillow_images() -> Path:
     return Path(fetched.stdout.strip())
 
 
+def crasher_files() -> set[Path]:
+    return {p for p in (ROOT / "fuzz" / "crashers").rglob("*") if p.is_file()}
+
+
 def test_every_committed_crasher_now_holds():
-    crashers = [p for p in (ROOT / "fuzz" / "crashers").rglob("*") if p.is_file()]
-    assert crashers, "the crashers the campaign found are kept as regression fixtures"
+    assert crasher_files(), "the crashers the campaign found are kept as regression fixtures"
     replayed = fuzz("replay", timeout=600)
     assert replayed.returncode == 0, replayed.stderr[-4000:]
 
@@ -56,9 +59,9 @@ SHORT_RUNS = {"image": 1500, "archive": 600, "path-list": 1500, "checkpoint": 15
 def test_a_short_deterministic_fuzz_run_finds_nothing(target, pillow_images, tmp_path):
     pytest.importorskip("atheris", reason="atheris has wheels for Linux x86_64 only")
     env = {"FORENSIX_FUZZ_HOME": str(pillow_images.parent.parent), "FORENSIX_HOME": str(tmp_path / "home")}
-    before = set((ROOT / "fuzz" / "crashers").rglob("*"))
+    before = crasher_files()
     run = fuzz("run", target, "--runs", str(SHORT_RUNS[target]), "--seed", "1", timeout=600, env=env)
-    found = sorted(set((ROOT / "fuzz" / "crashers").rglob("*")) - before)
+    found = sorted(crasher_files() - before)
     assert run.returncode == 0 and not found, f"{found}\n{run.stderr[-6000:]}"
     assert f"Done {SHORT_RUNS[target]} runs" in run.stderr
 
