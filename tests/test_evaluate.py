@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -334,3 +335,23 @@ def test_localization_metrics_on_a_dolos_tree(tmp_path, tiny_weights, tiny_local
     (tmp_path / "list.csv").write_text("dolos/images/0.png,1\n")
     no_masks = runner.invoke(app, [*map(str, [*args[:2], tmp_path / "list.csv", *args[3:]])])
     assert no_masks.exit_code == 2 and "needs images with masks" in no_masks.stderr, no_masks.output
+
+
+def test_eval_csvs_take_any_name_and_run_no_formula(tiny_weights, tmp_path):
+    """As a scan's CSV (issue 14): a subset named like a formula, a file name that is not UTF-8."""
+    root = tmp_path / "data"
+    subset = "=HYPERLINK(1)"
+    for label, folder in enumerate(("0_real", "1_fake")):
+        (root / subset / folder).mkdir(parents=True)
+        for i in range(2):
+            random_image(64, 64, seed=10 * label + i).save(root / subset / folder / f"{i}.png")
+    random_image(64, 64, seed=7).save(os.fsdecode(os.fsencode(root / subset / "0_real") + b"/bad\xff.png"), "PNG")
+    out = tmp_path / "report"
+    args = ["eval", "--data", root, "--weights", tiny_weights, "--workers", "0", "--out", out, "--no-plots"]
+    result = runner.invoke(app, list(map(str, args)))
+    assert result.exit_code == 0, result.output
+    preds = list(csv.DictReader((out / "predictions.csv").open(encoding="utf-8")))
+    assert {r["subset"] for r in preds} == {"'" + subset}
+    assert sum(r["path"].endswith("/bad\\xff.png") for r in preds) == 1 and all(r["score"] for r in preds)
+    metrics = list(csv.DictReader((out / "metrics.csv").open(encoding="utf-8")))
+    assert [r["subset"] for r in metrics] == ["'" + subset, "mean"]

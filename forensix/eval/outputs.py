@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..report import csv_cell, name_text, printable
 from .detection import METRIC_FIELDS
 from .plots import write_plots
 from .predict import scores_from_logits
@@ -72,7 +73,7 @@ def write_outputs(result: EvalResult, out_dir: Path, plots: bool = True) -> list
         w.writerow(["perturbation", *COLUMNS])
         for t in result.tables:
             for r in [*t.subsets, t.mean]:
-                w.writerow([t.perturbation.name, *("" if (v := getattr(r, c)) is None else v for c in COLUMNS)])
+                w.writerow([t.perturbation.name, *(_cell(getattr(r, c)) for c in COLUMNS)])
     lines = [f"# {result.model} on {result.dataset.root}", "", f"Threshold {result.threshold:g}; metrics in %.", ""]
     for t in result.tables:
         lines += [f"## {t.perturbation.name}", "", "| " + " | ".join(COLUMNS) + " |"]
@@ -99,10 +100,18 @@ def write_outputs(result: EvalResult, out_dir: Path, plots: bool = True) -> list
             scores = scores_from_logits(np.nan_to_num(p.logits), result.temperature)
             for i, s in enumerate(result.dataset.samples):
                 logit, score = (repr(float(p.logits[i])), repr(float(scores[i]))) if p.ok[i] else ("", "")
-                w.writerow([s.path, s.subset, s.label, t.perturbation.name, p.sha256[i], logit, score, p.errors[i]])
+                path, subset, error = _cell(s.path), _cell(s.subset), csv_cell(printable(p.errors[i]))
+                w.writerow([path, subset, s.label, t.perturbation.name, p.sha256[i], logit, score, error])
     if plots:
         written += write_plots(result, out_dir)
     return written
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell as a scan's report writes it: any file or folder name, never a formula (docs/scan.md)."""
+    if value is None:
+        return ""
+    return csv_cell(name_text(value)) if isinstance(value, str) else value
 
 
 def _finite(value: Any) -> Any:
