@@ -228,6 +228,34 @@ def _zip_members(archive: zipfile.ZipFile) -> Iterator[_Member]:
         yield _Member(info.filename, info.file_size, info.compress_size, read)
 
 
+class _ForwardReads:
+    """``read(n)``: a tar member's first ``n`` bytes, the sniff's and then the whole read's from one handle.
+
+    A second ``extractfile`` would seek back to the member's start, and going back in a gzip, bzip2
+    or xz stream means decompressing it again from the archive's start: every member would cost the
+    archive up to it (issue 15). So the handle the sniff opened reads on, and only the sniff's few
+    bytes are kept; a read after a whole one (rare: a retry) opens the member again.
+    """
+
+    def __init__(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        self.archive, self.member = archive, member
+        self.file: IO[bytes] | None = None
+        self.head = b""  # what the handle has read so far, while that is only a sniff
+
+    def __call__(self, n: int) -> bytes:
+        if self.file is None or self.file.tell() != len(self.head):  # first read, or after a whole one
+            self.file, self.head = self.archive.extractfile(self.member), b""
+            if self.file is None:
+                return b""
+        if n <= len(self.head):
+            return self.head[:n]
+        more = self.file.read(n - len(self.head))
+        if len(self.head) + len(more) <= SNIFF_BYTES:
+            self.head += more
+            return self.head
+        return self.head + more
+
+
 def _tar_members(archive: tarfile.TarFile, path: str) -> Iterator[_Member]:
     """The members of a tar: files; hard links as the file they name; other links and devices as what they are.
 
@@ -248,10 +276,6 @@ def _tar_members(archive: tarfile.TarFile, path: str) -> Iterator[_Member]:
             f = second[0].extractfile(target)  # a regular member: read from its offset, nothing searched
             return f.read(n) if f is not None else b""
 
-        def read(n: int, member: tarfile.TarInfo) -> bytes:
-            f = archive.extractfile(member)
-            return f.read(n) if f is not None else b""
-
         for member in archive:
             if member.isdir():
                 continue
@@ -263,7 +287,7 @@ def _tar_members(archive: tarfile.TarFile, path: str) -> Iterator[_Member]:
                 error = f"hard link to {member.linkname!r}, which is not an earlier member of the archive"
                 yield _Member(member.name, error=error)
             elif target.isreg() or target.type not in tarfile.SUPPORTED_TYPES:  # unknown types hold data, as in tarfile
-                reader = partial(read, member=member) if target is member else partial(read_linked, target=target)
+                reader = _ForwardReads(archive, member) if target is member else partial(read_linked, target=target)
                 yield _Member(member.name, target.size, None, reader)
             else:  # fifos and devices: nothing to read
                 yield _Member(member.name, skipped=True)

@@ -652,6 +652,38 @@ def test_hard_links_in_a_compressed_tar_do_not_decompress_it_again_for_each_link
     assert read[0] <= 2.2 * size, f"read {read[0] / size:.1f} times the archive's size"
 
 
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz"])
+def test_a_compressed_tar_is_decompressed_once_however_many_images_it_holds(tmp_path, monkeypatch, mode):
+    """Issue 15: a member sniffed, then read whole through a second handle, sent the stream back to the
+    member's start, and a gzip, bzip2 or xz stream goes back by decompressing again from the start."""
+    archive, images = tmp_path / f"t.tar.{mode[2:]}", {}
+    with tarfile.open(archive, mode) as out:
+        for i in range(12):
+            images[f"{i}.png"] = b"\x89PNG\r\n\x1a\n" + incompressible(200_000, seed=i)  # sniffed as images
+            info = tarfile.TarInfo(f"{i}.png")
+            info.size = len(images[f"{i}.png"])
+            out.addfile(info, io.BytesIO(images[f"{i}.png"]))
+    size, read = archive.stat().st_size, [0]
+    real_open = open
+
+    class Counted(io.BufferedReader):
+        def read(self, n=-1):
+            data = super().read(n)
+            read[0] += len(data)
+            return data
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if os.fspath(file) == str(archive) and "b" in mode:
+            return Counted(real_open(file, "rb", buffering=0))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    contents = read_while_streaming([archive])
+    monkeypatch.undo()
+    assert contents == {(str(archive), name): data for name, data in images.items()}
+    assert read[0] <= 1.2 * size, f"read {read[0] / size:.1f} times the archive's size"
+
+
 def test_a_non_image_zip_member_is_skipped_whatever_its_size(zip_bomb, tmp_path):
     """Sniffed first (16 bytes stream, even from a bomb): the limits apply to what is read whole."""
     chunk = bytes(1 << 20)
