@@ -621,18 +621,9 @@ def test_a_hard_link_is_held_to_the_limits_as_the_file_it_names(tmp_path):
     assert [e[2] == "" for e in entries([archive], tmp_path, total)] == [True, True, True, False]
 
 
-def test_hard_links_in_a_compressed_tar_do_not_decompress_it_again_for_each_link(tmp_path, monkeypatch):
-    """Reading a linked file seeks back in the stream; it must not rewind the walk's own stream each time."""
-    items: list[tuple[str, bytes | str]] = []
-    for i in range(8):
-        items += [(f"{i}.png", image_bytes(seed=i)), (f"filler{i}.bin", incompressible(300_000, seed=i))]
-        items += [(f"{i}-again.png", f"hard:{i}.png")]
-    plain = link_tar(tmp_path / "t.tar", items)
-    archive = tmp_path / "t.tar.gz"
-    with open(plain, "rb") as src, gzip.open(archive, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    size, read = archive.stat().st_size, [0]
-    real_open = open
+def read_counting_bytes(archive: Path, monkeypatch) -> tuple[dict[tuple[str, str], bytes | str], int]:
+    """:func:`read_while_streaming` of one archive, and how many bytes of the archive's file it read."""
+    read, real_open = [0], open
 
     class Counted(io.BufferedReader):
         def read(self, n=-1):
@@ -648,8 +639,23 @@ def test_hard_links_in_a_compressed_tar_do_not_decompress_it_again_for_each_link
     monkeypatch.setattr(builtins, "open", counting_open)
     contents = read_while_streaming([archive])
     monkeypatch.undo()
+    return contents, read[0]
+
+
+def test_hard_links_in_a_compressed_tar_do_not_decompress_it_again_for_each_link(tmp_path, monkeypatch):
+    """Reading a linked file seeks back in the stream; it must not rewind the walk's own stream each time."""
+    items: list[tuple[str, bytes | str]] = []
+    for i in range(8):
+        items += [(f"{i}.png", image_bytes(seed=i)), (f"filler{i}.bin", incompressible(300_000, seed=i))]
+        items += [(f"{i}-again.png", f"hard:{i}.png")]
+    plain = link_tar(tmp_path / "t.tar", items)
+    archive = tmp_path / "t.tar.gz"
+    with open(plain, "rb") as src, gzip.open(archive, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    size = archive.stat().st_size
+    contents, read = read_counting_bytes(archive, monkeypatch)
     assert len(contents) == 16 and all(isinstance(d, bytes) for d in contents.values())
-    assert read[0] <= 2.2 * size, f"read {read[0] / size:.1f} times the archive's size"
+    assert read <= 2.2 * size, f"read {read / size:.1f} times the archive's size"
 
 
 @pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz"])
@@ -663,25 +669,10 @@ def test_a_compressed_tar_is_decompressed_once_however_many_images_it_holds(tmp_
             info = tarfile.TarInfo(f"{i}.png")
             info.size = len(images[f"{i}.png"])
             out.addfile(info, io.BytesIO(images[f"{i}.png"]))
-    size, read = archive.stat().st_size, [0]
-    real_open = open
-
-    class Counted(io.BufferedReader):
-        def read(self, n=-1):
-            data = super().read(n)
-            read[0] += len(data)
-            return data
-
-    def counting_open(file, mode="r", *args, **kwargs):
-        if os.fspath(file) == str(archive) and "b" in mode:
-            return Counted(real_open(file, "rb", buffering=0))
-        return real_open(file, mode, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", counting_open)
-    contents = read_while_streaming([archive])
-    monkeypatch.undo()
+    size = archive.stat().st_size
+    contents, read = read_counting_bytes(archive, monkeypatch)
     assert contents == {(str(archive), name): data for name, data in images.items()}
-    assert read[0] <= 1.2 * size, f"read {read[0] / size:.1f} times the archive's size"
+    assert read <= 1.2 * size, f"read {read / size:.1f} times the archive's size"
 
 
 def test_a_non_image_zip_member_is_skipped_whatever_its_size(zip_bomb, tmp_path):

@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -204,15 +205,20 @@ def encoded_stream(path) -> io.TextIOWrapper:
     return open(path, "w", newline="", encoding="utf-8", errors="strict")
 
 
-@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
-def test_names_that_are_not_utf8_are_written_readable_and_read_back_byte_for_byte(tmp_path, fmt):
-    rows = [row(0), row(1, path=NOT_UTF8), row(2, path="/data/t.tar", member=LATIN1_MEMBER)]
-    path = tmp_path / f"r.{fmt}"
+def write_strict_utf8(path: Path, fmt: str, rows: list[dict]) -> None:
+    """A report of ``rows`` written to a strictly UTF-8 file, as a scan writes it."""
     with encoded_stream(path) as f:
         writer = ReportWriter(f, fmt)
         for r in rows:
             writer.write(r)
         writer.close()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_names_that_are_not_utf8_are_written_readable_and_read_back_byte_for_byte(tmp_path, fmt):
+    rows = [row(0), row(1, path=NOT_UTF8), row(2, path="/data/t.tar", member=LATIN1_MEMBER)]
+    path = tmp_path / f"r.{fmt}"
+    write_strict_utf8(path, fmt, rows)
     text = path.read_bytes().decode("utf-8")  # the report is UTF-8 text
     written = read_rows(text, fmt)
     assert [(r["path"], r["member"]) for r in written] == [
@@ -231,11 +237,7 @@ def test_names_that_are_not_utf8_are_written_readable_and_read_back_byte_for_byt
 def test_every_name_round_trips_through_a_report(tmp_path, fmt):
     rows = [row(i, path=name, member=name) for i, name in enumerate(TRICKY)]
     path = tmp_path / f"r.{fmt}"
-    with encoded_stream(path) as f:
-        writer = ReportWriter(f, fmt)
-        for r in rows:
-            writer.write(r)
-        writer.close()
+    write_strict_utf8(path, fmt, rows)
     assert read_report(path, fmt).keys == [(r["path"], r["member"], r["sha256"]) for r in rows]
 
 
