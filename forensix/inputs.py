@@ -1,10 +1,12 @@
 """What to scan: image files, directories, zip/tar archives and path lists → a stream of entries.
 
-The stream is deterministic (directories in sorted order, archive members in archive order), so
-every DataLoader worker can walk it independently and take its own share. Archive members are
-read in memory and never extracted; their names are labels only. Errors are values: an entry that
-can't be listed or read carries an ``error`` and becomes an error row; nothing here raises for
-bad input.
+The stream is deterministic (directories in sorted order, archive members in archive order) and
+is walked once, in stream order: an archive is read forward, and a compressed one is decompressed
+once. An entry is read where it is handed (:meth:`InputItem.detach` makes it readable in another
+process: a file, a zip member and a plain tar's member by where they are; a compressed stream's
+member by its bytes, read now). Archive members are read in memory and never extracted; their
+names are labels only. Errors are values: an entry that can't be listed or read carries an
+``error`` and becomes an error row; nothing here raises for bad input.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import shutil
 import stat
 import sys
 import tarfile
+import threading
 import zipfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -37,7 +41,9 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz
 SNIFF_BYTES = 16
 # What reading a damaged archive raises besides OSError/ValueError (zlib and lzma errors come through unwrapped).
 _DAMAGED = (zipfile.BadZipFile, tarfile.TarError, zlib.error, LZMAError)
-_ARCHIVE_ERRORS = (OSError, EOFError, RuntimeError, ValueError, *_DAMAGED)
+# What reading an entry raises (zipfile and tarfile: all of these); the record builder's read errors.
+READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError)
+_ARCHIVE_ERRORS = (*READ_ERRORS, *_DAMAGED)
 
 
 @dataclass
@@ -45,7 +51,9 @@ class InputItem:
     """One entry of the input stream: an image to score, a non-image to count, or an error.
 
     An archive member's ``read`` works while the stream is at that member (the archive is open
-    only then): read items as they come, as the scan does.
+    only then): read items as they come, or :meth:`detach` them as they come. A file found in a
+    folder walked with ``sniff=False`` is sniffed by its ``read``, which raises :class:`NotAnImage`
+    when it holds no image.
     """
 
     path: str
@@ -62,19 +70,46 @@ class InputItem:
             raise OSError(self.error or "nothing to read")
         return self.reader()
 
+    def detach(self) -> InputItem:
+        """This entry, readable after the stream has moved on and in another process (it pickles).
+
+        A member of a compressed tar (or a hard link read through one) can only be read while the
+        walk is at it: it is read now, in stream order, and carries its bytes (or what reading it
+        raised). Every other entry already says where its bytes are, and is itself.
+        """
+        if isinstance(self.reader, _MemberRead) and not self.reader.portable:
+            return replace(self, reader=self.reader.held())
+        return self
+
+    @property
+    def held_bytes(self) -> int:
+        """How many bytes of its data this entry holds in memory (a detached compressed member's)."""
+        return len(self.reader.data) if isinstance(self.reader, _Held) else 0
+
+
+class NotAnImage(ValueError):
+    """What reading a file that has to be sniffed raises when it holds no image: a skip, not an error."""
+
 
 @dataclass
 class InputStats:
     skipped_non_images: int = 0
 
 
-def read_file(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The bytes of the file at ``path``; ValueError when it holds more than ``max_bytes``, OSError when unreadable."""
-    size = os.path.getsize(path)
-    if size > max_bytes:
-        raise ValueError(f"file is {size} bytes, over the max-bytes limit ({max_bytes})")
+def read_file(path: str, max_bytes: int = DEFAULT_MAX_BYTES, sniff: bool = False) -> bytes:
+    """The bytes of the file at ``path``; ValueError when it holds more than ``max_bytes``, OSError when unreadable.
+
+    With ``sniff``, its first bytes are looked at first, from the same open file: NotAnImage when
+    they are no image's (whatever its size).
+    """
     with open(path, "rb") as f:
-        return f.read(max_bytes + 1)
+        head = f.read(SNIFF_BYTES) if sniff else b""
+        if sniff and not sniff_image(head):
+            raise NotAnImage(f"{path}: not an image")
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise ValueError(f"file is {size} bytes, over the max-bytes limit ({max_bytes})")
+        return head + f.read(max_bytes + 1 - len(head))
 
 
 def file_entry(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> InputItem:
@@ -95,16 +130,31 @@ def is_archive(path: str) -> bool:
     return lower.endswith(".zip") or lower.endswith(TAR_SUFFIXES)
 
 
-def _file_entry(path: str, limits: Limits, explicit: bool) -> Iterator[InputItem]:
+# How a walk treats what it finds: folder files sniffed as listed; sniffed by their read (each file
+# opened once); or only counted, nothing read (a progress bar's total).
+SNIFF, READ, COUNT = "sniff", "read", "count"
+
+
+class _Uncountable(Exception):
+    """A count that needs every byte read: a compressed tar's members are spread through its stream."""
+
+
+def _file_entry(path: str, limits: Limits, explicit: bool, how: str) -> Iterator[InputItem]:
     if is_archive(path):
-        yield from _archive_entries(path, limits)
-    elif explicit or _sniff_file(path):
+        yield from _archive_entries(path, limits, how)
+    elif explicit:
+        yield file_entry(path, limits.max_bytes)
+    elif how == COUNT:
+        yield InputItem(path)
+    elif how == READ:
+        yield InputItem(path, reader=partial(read_file, path, limits.max_bytes, sniff=True))
+    elif _sniff_file(path):
         yield file_entry(path, limits.max_bytes)
     else:
         yield InputItem(path, skipped=True)
 
 
-def _walk(top: str, limits: Limits, seen: set[tuple[int, int]]) -> Iterator[InputItem]:
+def _walk(top: str, limits: Limits, seen: set[tuple[int, int]], how: str) -> Iterator[InputItem]:
     """Depth-first, names sorted, without recursion (any depth); each folder is scanned once.
 
     ``seen`` holds the (device, inode) of every folder scanned so far in this input stream, so a
@@ -147,7 +197,7 @@ def _walk(top: str, limits: Limits, seen: set[tuple[int, int]]) -> Iterator[Inpu
             if (error := enter(path)) is not None:
                 yield error
         elif stat.S_ISREG(mode):
-            yield from _file_entry(path, limits, explicit=False)
+            yield from _file_entry(path, limits, explicit=False, how=how)
         else:  # sockets, fifos and devices: never opened (a fifo would block), but counted as skipped
             yield InputItem(path, skipped=True)
 
@@ -162,9 +212,123 @@ class _Member:
     name: str
     size: int = 0
     compressed: int | None = None  # zip: its stored size, for the ratio limit
-    read: Callable[[int], bytes] | None = None  # the first n bytes of its data
+    read: Callable[[int], bytes] | None = None  # the first n bytes of its data, from the walk's own handle
+    whole: Callable[[int], bytes] | None = None  # the same from where its bytes are, when that can be said
     error: str = ""  # an error row without reading anything (a link not followed)
     skipped: bool = False  # no data: a device or a fifo, counted as a non-image
+
+
+@dataclass(frozen=True)
+class _MemberRead:
+    """An archive member's whole read: at most ``max_bytes + 1`` bytes, which must be as many as its header says."""
+
+    read: Callable[[int], bytes]
+    size: int
+    name: str
+    max_bytes: int
+
+    @property
+    def portable(self) -> bool:
+        """Whether it reads the member from where it lies, in any process, after the walk has moved on."""
+        return isinstance(self.read, (_ZipRead, _FileSlice))
+
+    def __call__(self) -> bytes:
+        try:
+            data = self.read(self.max_bytes + 1)
+        except _DAMAGED as e:
+            # Readers raise only OSError/ValueError (what callers catch), never these.
+            raise ValueError(f"member {self.name!r} is damaged: {e}") from e
+        if len(data) != self.size:  # a header that lies about the size
+            raise ValueError(f"member {self.name!r} holds {len(data)} bytes, its header says {self.size}")
+        return data
+
+    def held(self) -> _Held | _Failed:
+        """The read done now: its bytes, or what it raised, to hand on."""
+        try:
+            return _Held(self())
+        except READ_ERRORS as e:
+            return _Failed(e)
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A detached member's bytes, read in stream order."""
+
+    data: bytes = field(repr=False)
+
+    def __call__(self) -> bytes:
+        return self.data
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A detached member whose read failed: reading it raises that again, wherever it is read."""
+
+    error: BaseException
+
+    def __call__(self) -> bytes:
+        raise self.error
+
+
+class _OpenArchives:
+    """This process's open archive files, the few it used last, so that a member read is not an open.
+
+    A forked process starts with none: an inherited handle shares its file offset with the parent's.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep, self.files = keep, OrderedDict[tuple[str, str], object]()
+        self.lock = threading.Lock()
+
+    def get(self, kind: str, path: str, opener: Callable[[], object]) -> object:
+        with self.lock:
+            key = (kind, path)
+            if key in self.files:
+                self.files.move_to_end(key)
+                return self.files[key]
+            opened = self.files[key] = opener()
+            while len(self.files) > self.keep:
+                _, old = self.files.popitem(last=False)
+                old.close()  # type: ignore[attr-defined]
+            return opened
+
+    def forget(self) -> None:
+        self.lock = threading.Lock()
+        self.files = OrderedDict()  # the parent's handles are not closed here: they are the parent's
+
+
+_open_archives = _OpenArchives()
+os.register_at_fork(after_in_child=_open_archives.forget)
+
+
+@dataclass(frozen=True)
+class _ZipRead:
+    """``read(n)``: a zip member's first ``n`` bytes, through this process's own handle on the zip."""
+
+    path: str
+    info: zipfile.ZipInfo
+
+    def __call__(self, n: int) -> bytes:
+        archive = _open_archives.get("zip", self.path, lambda: zipfile.ZipFile(self.path))
+        with archive.open(self.info) as f:  # type: ignore[attr-defined]
+            return f.read(n)
+
+
+@dataclass(frozen=True)
+class _FileSlice:
+    """``read(n)``: the first ``n`` of ``size`` bytes at ``offset`` in a file (a member of an uncompressed tar)."""
+
+    path: str
+    offset: int
+    size: int
+
+    def __call__(self, n: int) -> bytes:
+        f = _open_archives.get("file", self.path, lambda: open(self.path, "rb"))
+        want = min(n, self.size)
+        data = os.pread(f.fileno(), want, self.offset)  # type: ignore[attr-defined]
+        if len(data) < want:  # tarfile's own words for a member cut short
+            raise tarfile.ReadError("unexpected end of data")
+        return data
 
 
 def _member_entries(path: str, members: Iterable[_Member], limits: Limits) -> Iterator[InputItem]:
@@ -199,21 +363,10 @@ def _member_entries(path: str, members: Iterable[_Member], limits: Limits) -> It
         if error:
             yield InputItem(path, member=m.name, error=error)
             continue
-
-        def reader(read: Callable[[int], bytes] = m.read, size: int = m.size, name: str = m.name) -> bytes:
-            try:
-                data = read(limits.max_bytes + 1)
-            except _DAMAGED as e:
-                # Readers raise only OSError/ValueError (what callers catch), never these.
-                raise ValueError(f"member {name!r} is damaged: {e}") from e
-            if len(data) != size:  # a header that lies about the size
-                raise ValueError(f"member {name!r} holds {len(data)} bytes, its header says {size}")
-            return data
-
-        yield InputItem(path, member=m.name, reader=reader)
+        yield InputItem(path, member=m.name, reader=_MemberRead(m.whole or m.read, m.size, m.name, limits.max_bytes))
 
 
-def _zip_members(archive: zipfile.ZipFile) -> Iterator[_Member]:
+def _zip_members(archive: zipfile.ZipFile, path: str) -> Iterator[_Member]:
     for info in archive.infolist():
         if info.filename.endswith("/"):  # a folder (ZipInfo.is_dir raises IndexError for a member without a name)
             continue
@@ -225,7 +378,7 @@ def _zip_members(archive: zipfile.ZipFile) -> Iterator[_Member]:
             with archive.open(info) as f:
                 return f.read(n)
 
-        yield _Member(info.filename, info.file_size, info.compress_size, read)
+        yield _Member(info.filename, info.file_size, info.compress_size, read, _ZipRead(path, info))
 
 
 class _ForwardReads:
@@ -256,6 +409,11 @@ class _ForwardReads:
         return self.head + more
 
 
+def _uncompressed(archive: tarfile.TarFile) -> bool:
+    """Whether tarfile reads the archive's file itself (no gzip, bzip2 or xz stream in between)."""
+    return isinstance(archive.fileobj, io.BufferedReader)
+
+
 def _tar_members(archive: tarfile.TarFile, path: str) -> Iterator[_Member]:
     """The members of a tar: files; hard links as the file they name; other links and devices as what they are.
 
@@ -265,8 +423,12 @@ def _tar_members(archive: tarfile.TarFile, path: str) -> Iterator[_Member]:
     order of their files (tarfile's own ``extractfile`` of a link would first read every header to
     the end of the archive, then rewind the walk's stream). Symbolic links are never followed (a
     member's name is a label, never a path: it may point anywhere), but each is an error row.
+
+    In an uncompressed tar, a file's data (a hard link's too) is a slice of the archive at a known
+    offset, which any process reads directly; in a compressed one, only the walk can read it.
     """
     named: dict[str, tarfile.TarInfo] = {}  # what each name seen so far holds: a file, a link, a device
+    plain = _uncompressed(archive)
     with ExitStack() as close:
         second: list[tarfile.TarFile] = []
 
@@ -288,19 +450,24 @@ def _tar_members(archive: tarfile.TarFile, path: str) -> Iterator[_Member]:
                 yield _Member(member.name, error=error)
             elif target.isreg() or target.type not in tarfile.SUPPORTED_TYPES:  # unknown types hold data, as in tarfile
                 reader = _ForwardReads(archive, member) if target is member else partial(read_linked, target=target)
-                yield _Member(member.name, target.size, None, reader)
+                where = _FileSlice(path, target.offset_data, target.size) if plain and not target.issparse() else None
+                yield _Member(member.name, target.size, None, reader, where)
             else:  # fifos and devices: nothing to read
                 yield _Member(member.name, skipped=True)
 
 
-def _archive_entries(path: str, limits: Limits) -> Iterator[InputItem]:
+def _archive_entries(path: str, limits: Limits, how: str) -> Iterator[InputItem]:
     try:
         if path.lower().endswith(".zip"):
             with zipfile.ZipFile(path) as archive:
-                yield from _member_entries(path, _zip_members(archive), limits)
+                members = _zip_members(archive, path)
+                yield from _counted(path, members) if how == COUNT else _member_entries(path, members, limits)
         else:
             with tarfile.open(path, mode="r:*") as archive:
-                yield from _member_entries(path, _tar_members(archive, path), limits)
+                if how == COUNT and not _uncompressed(archive):
+                    raise _Uncountable(path)
+                members = _tar_members(archive, path)
+                yield from _counted(path, members) if how == COUNT else _member_entries(path, members, limits)
     except _ARCHIVE_ERRORS as e:
         # A corrupt archive: one error row for what could not be listed.
         yield InputItem(path, member="", error=f"cannot read archive: {one_line(str(e))}")
@@ -353,19 +520,42 @@ def _split(stream: IO[bytes], separator: bytes) -> Iterator[bytes]:
         yield tail
 
 
-def iter_entries(paths: Iterable[str], limits: Limits | None = None) -> Iterator[InputItem]:
+def _counted(path: str, members: Iterable[_Member]) -> Iterator[InputItem]:
+    """An entry for each member, from the archive's index alone (a zip's directory, a plain tar's headers)."""
+    return (InputItem(path, member=m.name) for m in members)
+
+
+def iter_entries(paths: Iterable[str], limits: Limits | None = None, sniff: bool = True) -> Iterator[InputItem]:
     """The whole input stream, skipped non-images included, in a deterministic order.
 
     A path named explicitly always yields a row (an error row if it is no readable image);
-    directories are walked recursively; archives are listed member by member.
+    directories are walked recursively; archives are listed member by member. A folder's files
+    are sniffed as they are listed (``skipped`` says which hold no image), or with ``sniff=False``
+    only when read (the scan's way: nothing is opened while listing, and each file once): their
+    ``read`` then raises :class:`NotAnImage` for a non-image.
     """
-    limits = limits or Limits()
+    return _entries(paths, limits or Limits(), SNIFF if sniff else READ)
+
+
+def count_entries(paths: Iterable[str], limits: Limits | None = None) -> int | None:
+    """How many entries :func:`iter_entries` gives, reading no file: folders listed, archives' indexes read.
+
+    None when only reading everything would tell: a compressed tar's member headers are spread
+    through its compressed stream.
+    """
+    try:
+        return sum(1 for _ in _entries(paths, limits or Limits(), COUNT))
+    except _Uncountable:
+        return None
+
+
+def _entries(paths: Iterable[str], limits: Limits, how: str) -> Iterator[InputItem]:
     seen: set[tuple[int, int]] = set()
     for path in paths:
         if os.path.isdir(path):
-            yield from _walk(path, limits, seen)
+            yield from _walk(path, limits, seen, how)
         elif os.path.isfile(path):
-            yield from _file_entry(path, limits, explicit=True)
+            yield from _file_entry(path, limits, explicit=True, how=how)
         elif os.path.exists(path):  # a fifo or device would block or never end
             yield InputItem(path, error="not a regular file")
         else:
@@ -390,8 +580,9 @@ class InputSpec:
     """What the user asked to scan, re-walkable: paths, and files that list paths (in order).
 
     Each source is ``("path", p)`` or ``("list", file)``. stdin can only be read once, so a ``-``
-    is spooled to a file first (:meth:`from_args`); then every DataLoader worker can walk the same
-    stream, and memory stays bounded however long the list.
+    is spooled to a file first (:meth:`from_args`); then the scan's walk, the progress bar's count
+    and the ``--gpu-decode`` parity check each walk the same stream, and memory stays bounded
+    however long the list.
     """
 
     sources: tuple[tuple[str, str], ...]

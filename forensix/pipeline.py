@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -43,7 +43,7 @@ from .cache import CLEAN, PredictionCache, model_key
 from .detector import Detector, scale_logits
 from .gpu_decode import check_parity, first_jpegs
 from .imaging import DEFAULT_MAX_PIXELS, decode_image
-from .inputs import InputItem, InputSpec, Limits
+from .inputs import InputItem, InputSpec, Limits, count_entries
 from .limits import DEFAULT_DECODE_TIMEOUT
 from .overlay import MaskFiles, write_mask_files
 from .provenance import provenance
@@ -90,8 +90,8 @@ class ResumeIndex:
     sha256) stands for its first k occurrences in the input stream, and the next one is scanned.
 
     A worker sees the bytes (the sha256) of only the entries it prepares, so it cannot count a
-    key's occurrences; it counts, while it walks, the earlier entries with the same path and member
-    (:meth:`walk`, every worker alike), which are at least as many. Fewer of those than the key's
+    key's occurrences; the walk of the inputs counts, before entries go to the workers, the earlier
+    entries with the same path and member (:meth:`walk`), which are at least as many. Fewer of those than the key's
     rows: the entry is certainly done and it is skipped undecoded (:meth:`reported`). Otherwise it
     is prepared, and the main process, which sees every record in order, decides exactly
     (:meth:`tally`); only a name given again with other bytes is prepared in vain.
@@ -139,10 +139,10 @@ class ResumeIndex:
         i = _find(self.repeated, k)
         return int(self.repeats[i]) if i >= 0 else 1
 
-    def walk(self, entries: Callable[[], Iterable[InputItem]]) -> Iterator[InputItem]:
-        """``entries()``, each entry that yields a row and whose name is in the report given its ``repeats``."""
+    def walk(self, entries: Iterable[InputItem]) -> Iterator[InputItem]:
+        """``entries``, each one not skipped whose name is in the report given its ``repeats``."""
         seen = np.zeros(len(self.names), np.uint32)
-        for item in entries():
+        for item in entries:
             if not item.skipped and (i := _find(self.names, np.uint64(self.name(item.path, item.member)))) >= 0:
                 item.repeats = int(seen[i])
                 seen[i] += 1
@@ -290,9 +290,9 @@ class Scanner:
         """
         o = self.options
         loader = LoaderOptions(o.batch_size, o.workers, o.prefetch, pin_memory=self.detector.device.type == "cuda")
-        entries = partial(input_entries, self.spec, o.limits)
-        if self.done is not None:  # every worker counts the repeats of the report's names as it walks
-            entries = partial(self.done.walk, entries)
+        entries = input_entries(self.spec, o.limits)
+        if self.done is not None:  # the walk counts the repeats of the report's names
+            entries = self.done.walk(entries)
         yield from prepared_blocks(entries, self._builder(), loader, self._worker_died)
 
     def _worker_died(self) -> None:
@@ -441,9 +441,10 @@ class Scanner:
                 )
                 p.record.raw = None
 
-    def count_entries(self) -> int:
-        """How many entries the stream has (a second walk; for a progress bar's total)."""
-        return sum(1 for _ in input_entries(self.spec, self.options.limits))
+    def count_entries(self) -> int | None:
+        """How many entries the stream has, from a second walk that reads no file (a progress bar's
+        total); None where a compressed tar would have to be decompressed again to tell."""
+        return count_entries(self.spec.paths(), self.options.limits)
 
     def provenance(self) -> dict[str, Any]:
         """What produces this scan's rows, so that a report can be reproduced (and a resume checked)."""

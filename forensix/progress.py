@@ -2,7 +2,8 @@
 
 The total is not known up front (a list on stdin, folders of millions of files), so a background
 thread counts the input entries without reading them while the scan runs; the ETA appears when it
-is done. Only the rich display lives here; the numbers come from :class:`forensix.pipeline.ScanStats`.
+is done (never for a compressed tar, which only decompressing it all again would count). Only the
+rich display lives here; the numbers come from :class:`forensix.pipeline.ScanStats`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .pipeline import ScanStats
 class ScanProgress:
     """Context manager: ``update()`` after each row; ``count`` runs in a daemon thread for the total."""
 
-    def __init__(self, console: Console, stats: ScanStats, count: Callable[[], int] | None = None) -> None:
+    def __init__(self, console: Console, stats: ScanStats, count: Callable[[], int | None] | None = None) -> None:
         self.stats = stats
         self.total: int | None = None
         self._progress = Progress(

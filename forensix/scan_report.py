@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 META_SUFFIX = ".meta.json"
 
 
+Count = Callable[[], int | None]  # the number of entries, for a progress bar's total; None: unknown
+
+
 class ProgressDisplay(Protocol):
     """A live display: entered for the scan, ``update()`` after every row (``forensix.progress.ScanProgress``)."""
 
@@ -80,7 +83,7 @@ def write_report(
     localizer: Localizer | None = None,
     attributor: Attributor | None = None,
     cache: PredictionCache | None = None,
-    progress: Callable[[ScanStats, Callable[[], int]], ProgressDisplay] | None = None,
+    progress: Callable[[ScanStats, Count], ProgressDisplay] | None = None,
     log: Callable[[str], None] | None = None,
     **options: Any,
 ) -> ScanSummary:
@@ -229,7 +232,7 @@ def _recorded(meta_path: Path | None) -> dict[str, Any] | None:
 
 
 def _write_rows(
-    scanner: Scanner, writer: ReportWriter, progress: Callable[[ScanStats, Callable[[], int]], ProgressDisplay] | None
+    scanner: Scanner, writer: ReportWriter, progress: Callable[[ScanStats, Count], ProgressDisplay] | None
 ) -> bool:
     """Write every row; on Ctrl-C or SIGTERM finish the report instead. Returns whether it was interrupted."""
     unwritten = None  # a row the scanner finished (and counted) that is not in the report yet

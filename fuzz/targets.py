@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import pickle
 import re
 import tempfile
 from collections.abc import Callable
@@ -73,7 +74,8 @@ def image(data: bytes) -> None:
 
 
 def archive(data: bytes) -> None:
-    """An archive (its kind chosen by the first byte) → one record or one counted skip per member."""
+    """An archive (its kind chosen by the first byte) → one record or one counted skip per member, the
+    same whether read in the stream or detached and read elsewhere, as the scan's workers read it."""
     suffix = ARCHIVE_SUFFIXES[data[0] % len(ARCHIVE_SUFFIXES)] if data else ".zip"
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, f"fuzz{suffix}")
@@ -81,7 +83,11 @@ def archive(data: bytes) -> None:
         for index, entry in enumerate(iter_entries([path], LIMITS)):
             if entry.path != path:
                 raise Violation(f"an entry of the archive names another file: {entry.path!r}")
-            _check_record(_builder()(index, entry), explicit=False)
+            record = _builder()(index, entry)
+            _check_record(record, explicit=False)
+            moved = _builder()(index, pickle.loads(pickle.dumps(entry.detach())))
+            if (moved.sha256, moved.error, moved.skip) != (record.sha256, record.error, record.skip):
+                raise Violation(f"member {entry.member!r} detached reads {moved.error or moved.sha256!r}")
 
 
 def path_list(data: bytes) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import builtins
+import bz2
 import gzip
 import hashlib
 import io
+import lzma
 import os
+import pickle
 import random
 import shutil
 import stat
@@ -25,11 +28,14 @@ from forensix.inputs import (
     InputSpec,
     InputStats,
     Limits,
+    NotAnImage,
+    count_entries,
     is_archive,
     iter_entries,
     iter_inputs,
     read_path_list,
 )
+from forensix.workers import run_alone
 
 TAR_MODES = {"tar": "w", "tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}
 FORMATS = {"png": "PNG", "jpg": "JPEG", "gif": "GIF", "bmp": "BMP", "tiff": "TIFF", "webp": "WEBP"}
@@ -111,6 +117,23 @@ def read_while_streaming(paths, limits: Limits | None = None) -> dict[tuple[str,
         try:
             out[(item.path, item.member)] = item.read()
         except Exception as e:  # the exception's type is part of what the tests check
+            out[(item.path, item.member)] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def read_detached(paths, limits: Limits | None = None) -> dict[tuple[str, str], bytes | str]:
+    """As :func:`read_while_streaming`, but each item detached as it comes and read after the walk has
+    ended, in another process (how the scan's workers read them)."""
+    items = [i.detach() for i in iter_entries([str(p) for p in paths], limits) if not (i.skipped or i.error)]
+    return run_alone(read_all, pickle.dumps(items))
+
+
+def read_all(pickled: bytes) -> dict[tuple[str, str], bytes | str]:
+    out: dict[tuple[str, str], bytes | str] = {}
+    for item in pickle.loads(pickled):
+        try:
+            out[(item.path, item.member)] = item.read()
+        except Exception as e:
             out[(item.path, item.member)] = f"{type(e).__name__}: {e}"
     return out
 
@@ -855,3 +878,89 @@ def test_a_zip_member_without_a_name_is_an_entry_not_a_crash(tmp_path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(zipfile.ZipInfo(""), png)
     assert [(item.member, item.read()) for item in iter_entries([str(path)])] == [("", png)]
+
+
+# --- one walk: entries detached, read elsewhere (issue 15) ---------------------------------------
+
+
+def hostile_archives(root: Path) -> list[Path]:
+    """Archives whose reads fail in every way a member can: cut short, damaged, lying headers; and hard links."""
+    root.mkdir()
+    made = []
+    big = b"\x89PNG\r\n\x1a\n" + incompressible(200_000)  # sniffed as an image; the cut lands in it
+    members = {"a.png": image_bytes(seed=1), "filler.bin": incompressible(50_000), "big.png": big}
+    for name in ("t.tar", "t.tar.gz", "t.tar.bz2", "t.tar.xz"):
+        whole = make_archive(root / "whole" / name, members).read_bytes()
+        made.append(write(root / f"cut-{name}", whole[: len(whole) - 100_000]))
+        made.append(root / "whole" / name)
+        plain = link_tar(root / "links.tar", [("a.png", image_bytes(seed=3)), ("b.png", "hard:a.png")]).read_bytes()
+        compress = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}.get(name.rsplit(".", 1)[1])
+        links = write(root / f"links-{name}", compress(plain) if compress else plain)
+        made.append(links)
+    made.append(lying_zip(root / "more.zip", image_bytes(), len(image_bytes()) + 1000))
+    data = image_bytes(size=64)
+    made.append(lying_zip(root / "fewer.zip", data, len(data) - 10))
+    made.append(make_zip(root / "ok.zip", {"a.png": image_bytes(seed=4), "d/b.png": image_bytes(seed=5)}))
+    return made
+
+
+def test_a_detached_entry_reads_elsewhere_what_it_reads_in_the_stream(tmp_path):
+    """The scan's one walk detaches every entry and workers read it later: same bytes, same errors."""
+    archives = hostile_archives(tmp_path / "a")
+    streamed, detached = read_while_streaming(archives), read_detached(archives)
+    assert detached == streamed
+    failed = {f"{Path(p).name}:{m}": v for (p, m), v in streamed.items() if isinstance(v, str)}
+    assert len(failed) == 5, failed  # the failures are there, not only bytes
+    assert sum(isinstance(v, bytes) for v in streamed.values()) == 21
+
+
+@pytest.mark.parametrize("name", ["t.tar", "t.zip", "t.tar.gz", "t.tar.xz"])
+def test_only_a_compressed_tar_hands_its_members_bytes_over(tmp_path, name):
+    """A zip's or a plain tar's member is read by the worker from where it lies; a compressed one only
+    by the walk, in stream order."""
+    members = {f"{i}.png": image_bytes(seed=i) for i in range(3)}
+    archive = make_archive(tmp_path / name, members)
+    held = [i.detach().held_bytes for i in iter_entries([str(archive)])]
+    compressed = name not in ("t.tar", "t.zip")
+    assert held == ([len(d) for d in members.values()] if compressed else [0, 0, 0])
+
+
+def test_a_folder_walked_unsniffed_opens_nothing_and_its_reads_sniff(tmp_path, monkeypatch):
+    image = image_bytes()
+    write(tmp_path / "a.png", image)
+    write(tmp_path / "notes.txt", b"hello")
+    write(tmp_path / "big.bin", bytes(5000))  # a non-image over the limit: skipped all the same
+    real_open = builtins.open
+    opened: list[str] = []
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(os.fspath(f)) or real_open(f, *a, **k))
+    items = list(iter_entries([str(tmp_path)], Limits(max_bytes=1000), sniff=False))
+    assert opened == [] and [i.skipped for i in items] == [False, False, False]
+    reads = {}
+    for item in items:
+        try:
+            reads[Path(item.path).name] = item.read()
+        except NotAnImage:
+            reads[Path(item.path).name] = "not an image"
+    assert reads == {"a.png": image, "big.bin": "not an image", "notes.txt": "not an image"}
+    assert sorted(opened) == sorted(i.path for i in items)  # each file opened once, by its read
+
+
+def test_the_count_reads_no_file_and_matches_the_walk(tmp_path, monkeypatch):
+    write(tmp_path / "in" / "a.png", image_bytes())
+    write(tmp_path / "in" / "notes.txt", b"hello")
+    make_archive(tmp_path / "in" / "sub" / "z.zip", {"b.png": image_bytes(seed=1), "c.txt": b"text", "d/": b""})
+    link_tar(tmp_path / "in" / "t.tar", [("e.png", image_bytes(seed=2)), ("f.png", "sym:e.png")])
+    walked = len(list(iter_entries([str(tmp_path / "in")])))
+    real_open = builtins.open
+    read: list[str] = []
+
+    def watching(f, mode="r", *args, **kwargs):
+        handle = real_open(f, mode, *args, **kwargs)
+        if not os.fspath(f).endswith((".zip", ".tar")):
+            read.append(os.fspath(f))
+        return handle
+
+    monkeypatch.setattr(builtins, "open", watching)
+    assert count_entries([str(tmp_path / "in")]) == walked == 6 and read == []
+    make_tar(tmp_path / "in" / "t.tar.gz", {"g.png": image_bytes()}, "w:gz")
+    assert count_entries([str(tmp_path / "in")]) is None  # only decompressing it all would tell

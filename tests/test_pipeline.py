@@ -551,6 +551,17 @@ def test_an_image_that_crashes_its_decoder_is_an_error_row_and_the_scan_goes_on(
     assert others == [(r["path"], pytest.approx(r["score"], abs=1e-6)) for r in plain if r["path"] != crashed["path"]]
     assert scanner.stats.worker_deaths >= 1 and "no row is lost" in scanner.notices[-1]
 
+    # The same images in a tar.gz: the members the walk handed out with their bytes are handed out again.
+    archive = tmp_path / "photos.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(root.iterdir()):
+            tar.add(path, path.name)
+    rows, scanner = scan_rows([archive], detector, batch_size=3, workers=2)
+    assert [r["member"] for r in rows] == [os.path.basename(r["path"]) for r in plain]
+    assert [r["error"] for r in rows] == [crashed["error"] if i == 7 else "" for i in range(12)]
+    assert [r["sha256"] for r in rows] == [r["sha256"] for r in plain] and scanner.stats.worker_deaths >= 1
+    assert [r["score"] for r in rows if r["member"] != "07.png"] == [s for _, s in others]
+
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_image_over_its_time_budget_is_an_error_row_and_the_scan_goes_on(tmp_path, detector, workers):

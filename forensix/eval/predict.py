@@ -106,7 +106,7 @@ def image_batches(
         cfg, max_pixels=options.max_pixels, transform=transform, lookup=lookup, decode_timeout=options.decode_timeout
     )
     loader = LoaderOptions(options.batch_size, options.workers, pin_memory=device.type == "cuda")
-    yield from prepared_blocks(partial(sample_entries, samples, DEFAULT_MAX_BYTES), build, loader)
+    yield from prepared_blocks(sample_entries(samples, DEFAULT_MAX_BYTES), build, loader)
 
 
 def attribute(

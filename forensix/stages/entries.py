@@ -1,8 +1,7 @@
 """What the stages run over: the entries of a scan's inputs, or of a labelled dataset's samples.
 
-Each function gives the same deterministic stream every time it is called, which is what lets
-every worker walk it on its own (:mod:`forensix.stages.loader`); wrap it in ``functools.partial``
-to hand it to a runner.
+Each function gives the same deterministic stream every time it is called; a runner walks it once
+(:mod:`forensix.stages.loader`).
 """
 
 from __future__ import annotations
@@ -14,8 +13,12 @@ from ..inputs import InputItem, InputSpec, Limits, file_entry, iter_entries
 
 
 def input_entries(spec: InputSpec, limits: Limits) -> Iterator[InputItem]:
-    """The scan's entries: files, folders, archive members, lists, in order (:func:`~forensix.inputs.iter_entries`)."""
-    return iter_entries(spec.paths(), limits)
+    """The scan's entries: files, folders, archive members, lists, in order (:func:`~forensix.inputs.iter_entries`).
+
+    A folder's files are sniffed when read, not while listing: each is opened once, by the worker
+    that reads it, and the listing opens nothing.
+    """
+    return iter_entries(spec.paths(), limits, sniff=False)
 
 
 def sample_entries(samples: Sequence[Sample], max_bytes: int) -> Iterator[InputItem]:

@@ -1,32 +1,38 @@
 """Run the record builder in DataLoader workers: blocks in input order, surviving a dead worker.
 
 This is one runner of the stages, not part of them: :func:`prepared_blocks` takes any entry stream
-and any :class:`~forensix.stages.records.RecordBuilder`. Every worker walks the same deterministic
-stream and builds only its own blocks of ``block_size`` consecutive entries (block j → worker
-j mod W), so nothing but finished records crosses a process boundary and memory does not grow
-with the number of entries; :func:`~forensix.stages.batches.ordered_blocks` restores input order.
+and any :class:`~forensix.stages.records.RecordBuilder`. The stream is walked once, here, in
+stream order (a folder listed once, a compressed archive decompressed once): each entry is
+detached as it comes (:meth:`forensix.inputs.InputItem.detach`: a compressed archive's member
+carries its bytes, any other entry says where its bytes are) and cut into blocks of
+``block_size`` consecutive entries, which are the loader's batches: a worker reads, decodes and
+prepares a block's entries and hands the records back. Memory holds only the blocks in flight
+(``workers × prefetch``) and those waiting for their turn; :func:`~forensix.stages.batches.ordered_blocks`
+restores input order.
 
 A worker that dies (a decoder's crash, the out-of-memory killer) costs no record: the first block
 not yet handed over is built entry by entry, each in a process of its own (the entry that kills
-its process becomes :meth:`RecordBuilder.crashed`), and workers start again after it. Every crash
-moves the run on by at least one block. A worker stuck on one image ends itself at the builder's
-hard time limit (:mod:`forensix.timeouts`) and is recovered from the same way; alone, the entry
-still running at that limit is stopped by this process and its record says it ran out of time.
+its process becomes :meth:`RecordBuilder.crashed`), and workers start again with the other blocks
+that were in flight, then the rest of the stream. Every crash moves the run on by at least one
+block. A worker stuck on one image ends itself at the builder's hard time limit
+(:mod:`forensix.timeouts`) and is recovered from the same way; alone, the entry still running at
+that limit is stopped by this process and its record says it ran out of time.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
+from torch.utils.data import Dataset, Sampler
 
 from ..timeouts import hard_timeout, stopped
 from ..workers import ProcessDied, ProcessTimedOut, WorkerLoader, init_worker, run_alone, worker_died
 from .batches import Block, collate, ordered_blocks
 from .records import Entry, Record, RecordBuilder
+
+Numbered = list[tuple[int, Entry]]  # a block's entries, each with its index in the stream
 
 
 @dataclass(frozen=True)
@@ -35,43 +41,82 @@ class LoaderOptions:
     workers: int = 0  # 0 = build in this process
     prefetch: int = 4  # blocks in flight per worker
     pin_memory: bool = False  # for a CUDA model
+    block_bytes: int = 16 << 20  # a block of entries holding their bytes ends early past this many
 
 
-class _WorkerShare(IterableDataset):
-    """The records of this worker's blocks (all of them without workers), from entry ``start`` on."""
+class _Built(Dataset):
+    """What a worker runs: the record of each (index, entry) of a block."""
 
-    def __init__(self, entries: Callable[[], Iterable[Entry]], build: RecordBuilder, block_size: int) -> None:
-        self.entries, self.build, self.block_size = entries, build, block_size
-        self.start = 0  # entries before this one are done (a run restarted after a crash)
+    def __init__(self, build: RecordBuilder) -> None:
+        self.build = build
 
-    def numbered(self) -> Iterator[tuple[int, Entry]]:
-        """(index, entry) of every entry from ``start`` on."""
-        return itertools.islice(enumerate(self.entries()), self.start, None)
+    def __getitem__(self, numbered: tuple[int, Entry]) -> Record:
+        return self.build(*numbered)
 
-    def __iter__(self) -> Iterator[Record]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for index, entry in self.numbered():
-            if (index // self.block_size) % workers == worker:
-                yield self.build(index, entry)
+
+class _Window:
+    """The entry stream cut into blocks, walked once, and the blocks handed out but not yet done.
+
+    Iterating it is a loader's batch sampler: first the blocks a dead loader left undone, in order,
+    then new ones from the stream. ``done`` forgets a block once it is handed on.
+    """
+
+    def __init__(self, entries: Iterable[Entry], options: LoaderOptions) -> None:
+        self.stream = _blocks(entries, options.block_size, options.block_bytes)
+        self.out: dict[int, Numbered] = {}  # by first index, in input order
+        self.again: list[Numbered] = []
+        self.next = 0  # the first entry not yet done
+
+    def __iter__(self) -> Iterator[Numbered]:
+        while self.again:
+            yield self.again.pop(0)
+        for block in self.stream:
+            self.out[block[0][0]] = block
+            yield block
+
+    def done(self, block: Block) -> None:
+        self.out.pop(block.records[0].index, None)
+        self.next = block.records[-1].index + 1
+
+    def restart(self) -> Numbered | None:
+        """After a loader died: the first block not done (to build alone); the others go out again first."""
+        if not self.out:
+            return next(self.stream, None)
+        first = self.out.pop(next(iter(self.out)))
+        self.again = list(self.out.values())
+        return first
+
+
+def _blocks(entries: Iterable[Entry], size: int, max_bytes: int) -> Iterator[Numbered]:
+    """Consecutive detached entries, ``size`` a block, or fewer once they hold ``max_bytes`` of data."""
+    block: Numbered = []
+    held = 0
+    for index, entry in enumerate(entries):
+        entry = entry.detach()  # now, before the stream moves on
+        block.append((index, entry))
+        held += entry.held_bytes
+        if len(block) == size or held >= max_bytes:
+            yield block
+            block, held = [], 0
+    if block:
+        yield block
 
 
 def prepared_blocks(
-    entries: Callable[[], Iterable[Entry]],
+    entries: Iterable[Entry],
     build: RecordBuilder,
     options: LoaderOptions,
     on_worker_death: Callable[[], None] | None = None,
 ) -> Iterator[Block]:
-    """``build`` over every entry ``entries()`` yields, as blocks in input order, every entry once.
+    """``build`` over every entry of ``entries``, as blocks in input order, every entry once.
 
-    ``entries`` is called once per worker (and again after a crash): it must give the same stream
-    each time. ``on_worker_death`` is told of each worker that died.
+    ``entries`` is iterated once, in this process. ``on_worker_death`` is told of each worker that died.
     """
-    share = _WorkerShare(entries, build, options.block_size)
+    window = _Window(entries, options)
     while True:
         try:
-            for block in ordered_blocks(_loader(share, options), share.start):
-                share.start = block.records[-1].index + 1
+            for block in ordered_blocks(_loader(window, build, options), window.next):
+                window.done(block)
                 yield block
             return
         except Exception as e:
@@ -79,22 +124,23 @@ def prepared_blocks(
                 raise
         if on_worker_death is not None:
             on_worker_death()
-        records = [_build_alone(build, i, e) for i, e in itertools.islice(share.numbered(), options.block_size)]
-        if not records:
+        alone = window.restart()
+        if alone is None:
             return
-        share.start = records[-1].index + 1
-        yield collate(records)
+        block = collate([_build_alone(build, i, e) for i, e in alone])
+        window.done(block)
+        yield block
 
 
-def _loader(share: _WorkerShare, options: LoaderOptions) -> WorkerLoader:
+def _loader(window: _Window, build: RecordBuilder, options: LoaderOptions) -> WorkerLoader:
     extra: dict[str, Any] = {}
     if options.workers > 0:
         # in_order=False: a slow image in one worker does not stall the others; ordered_blocks
-        # restores the order, holding at most workers x prefetch blocks.
+        # restores the order.
         extra = dict(prefetch_factor=options.prefetch, worker_init_fn=init_worker, in_order=False)
     return WorkerLoader(
-        share,
-        batch_size=options.block_size,
+        _Built(build),
+        batch_sampler=window,
         num_workers=options.workers,
         collate_fn=collate,
         pin_memory=options.pin_memory,

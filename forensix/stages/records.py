@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..gpu_decode import is_complete_jpeg
 from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, file_warnings, open_image, preprocess
+from ..inputs import READ_ERRORS, NotAnImage
 from ..limits import DEFAULT_DECODE_TIMEOUT
 from ..metadata import read_metadata
 from ..models.config import PreprocessConfig
@@ -34,7 +35,6 @@ from ..workers import worker_time_limit
 IMAGE = "image"  # the main model's input (the detector's, or the model being trained)
 SKIP_NON_IMAGE = "non-image"
 SKIP_RESUMED = "resumed"
-READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError)  # what reading an entry raises (zipfile/tarfile: all)
 DECODE_ERRORS = (DecodeError, ValueError, OSError)  # what decoding, transforming and preprocessing raise
 
 
@@ -46,8 +46,13 @@ class Entry(Protocol):
     error: str
     skipped: bool
     repeats: int  # earlier entries of the stream with this path and member (resuming: see ``done``)
+    held_bytes: int  # bytes of its data it holds in memory (a compressed archive's member, detached)
 
     def read(self) -> bytes: ...
+
+    def detach(self) -> Entry:
+        """The entry, readable in another process after the stream has moved on."""
+        ...
 
 
 @dataclass
@@ -122,6 +127,8 @@ class RecordBuilder:
             record.skip = SKIP_NON_IMAGE
             return record
         data = self._read(entry, record)
+        if record.skip:
+            return record
         if self.done is not None and self.done(entry.path, entry.member, record.sha256, entry.repeats):
             record.skip = SKIP_RESUMED
             return record
@@ -157,6 +164,9 @@ class RecordBuilder:
             return b""
         try:
             data = entry.read()
+        except NotAnImage:  # a file its read sniffed (forensix.inputs: a folder walked unsniffed)
+            record.skip = SKIP_NON_IMAGE
+            return b""
         except READ_ERRORS as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else e
             record.error = f"cannot read: {reason}"
