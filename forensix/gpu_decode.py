@@ -22,7 +22,7 @@ from torchvision.transforms import InterpolationMode
 
 from .detector import Detector
 from .imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, open_image, preprocess, shortest_edge_size
-from .inputs import InputSpec, Limits, iter_entries
+from .inputs import READ_ERRORS, InputSpec, Limits, iter_entries
 from .models.config import PreprocessConfig
 
 PARITY_TOLERANCE = 1e-3  # |Δ score| against the Pillow path, from the issue
@@ -64,7 +64,7 @@ def first_jpegs(
             if is_complete_jpeg(data):
                 open_image(data, max_pixels)
                 found.append(data)
-        except (OSError, ValueError, EOFError, RuntimeError, DecodeError):
+        except (*READ_ERRORS, DecodeError):
             continue
     return found
 

@@ -17,16 +17,17 @@ import shutil
 import stat
 import sys
 import tarfile
+import tempfile
 import threading
 import zipfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .imaging import sniff_image
 from .limits import DEFAULT_MAX_BYTES, Limits
@@ -50,8 +51,8 @@ _ARCHIVE_ERRORS = (*READ_ERRORS, *_DAMAGED)
 class InputItem:
     """One entry of the input stream: an image to score, a non-image to count, or an error.
 
-    An archive member's ``read`` works while the stream is at that member (the archive is open
-    only then): read items as they come, or :meth:`detach` them as they come. A file found in a
+    A compressed tar's member (and a sparse one, or a hard link to either) can be read only while
+    the stream is at it: read items as they come, or :meth:`detach` them as they come. A file found in a
     folder walked with ``sniff=False`` is sniffed by its ``read``, which raises :class:`NotAnImage`
     when it holds no image.
     """
@@ -73,9 +74,9 @@ class InputItem:
     def detach(self) -> InputItem:
         """This entry, readable after the stream has moved on and in another process (it pickles).
 
-        A member of a compressed tar (or a hard link read through one) can only be read while the
-        walk is at it: it is read now, in stream order, and carries its bytes (or what reading it
-        raised). Every other entry already says where its bytes are, and is itself.
+        A member of a compressed tar, a sparse member, or a hard link to either can only be read
+        while the walk is at it: it is read now, in stream order, and carries its bytes (or what
+        reading it raised). Every other entry already says where its bytes are, and is itself.
         """
         if isinstance(self.reader, _MemberRead) and not self.reader.portable:
             return replace(self, reader=self.reader.held())
@@ -247,7 +248,15 @@ class _MemberRead:
         try:
             return _Held(self())
         except READ_ERRORS as e:
-            return _Failed(e)
+            return _Failed(_plain_error(e))
+
+
+def _plain_error(e: BaseException) -> Exception:
+    """``e`` as the read-error class it is of, with its message (and errno), no traceback: it always pickles."""
+    if isinstance(e, OSError) and e.strerror:
+        return OSError(e.errno, e.strerror)
+    kind = next(k for k in READ_ERRORS if isinstance(e, k))
+    return kind(str(e))
 
 
 @dataclass(frozen=True)
@@ -270,35 +279,58 @@ class _Failed:
         raise self.error
 
 
+Stamp = tuple[int, int, int, int]  # a file's device, inode, size and mtime (ns): which file, in which state
+
+
+def file_stamp(st: os.stat_result) -> Stamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class _OpenArchives:
     """This process's open archive files, the few it used last, so that a member read is not an open.
 
-    A forked process starts with none: an inherited handle shares its file offset with the parent's.
+    Each is the file the walk listed: opened by path, then held to the stamp the walk took (an
+    archive replaced or rewritten since is an error, never another file's bytes). A forked process
+    starts with none: an inherited handle shares its file offset with the parent's.
     """
 
     def __init__(self, keep: int = 4) -> None:
-        self.keep, self.files = keep, OrderedDict[tuple[str, str], object]()
+        self.keep, self.files = keep, OrderedDict[tuple[str, str, Stamp], tuple[Any, IO[bytes]]]()
+        self.inherited: list[object] = []  # a forked child's copies of its parent's handles
         self.lock = threading.Lock()
 
-    def get(self, kind: str, path: str, opener: Callable[[], object]) -> object:
+    def get(self, kind: str, path: str, stamp: Stamp) -> Any:
         with self.lock:
-            key = (kind, path)
+            key = (kind, path, stamp)
             if key in self.files:
                 self.files.move_to_end(key)
-                return self.files[key]
-            opened = self.files[key] = opener()
+                return self.files[key][0]
+            f = open(path, "rb")
+            try:
+                if file_stamp(os.fstat(f.fileno())) != stamp:
+                    raise OSError(f"{path} changed after it was listed")
+                opened = zipfile.ZipFile(f) if kind == "zip" else f
+            except BaseException:
+                f.close()
+                raise
+            self.files[key] = (opened, f)
             while len(self.files) > self.keep:
-                _, old = self.files.popitem(last=False)
-                old.close()  # type: ignore[attr-defined]
+                old, old_file = self.files.popitem(last=False)[1]
+                old.close()
+                old_file.close()  # a ZipFile does not close a file it was given (closing twice is nothing)
             return opened
 
     def forget(self) -> None:
+        """In a forked child: start afresh. The inherited handles are kept, unused, never collected
+        (their destructors are the parent's business; see forensix.workers)."""
         self.lock = threading.Lock()
-        self.files = OrderedDict()  # the parent's handles are not closed here: they are the parent's
+        self.inherited.append(self.files)
+        self.files = OrderedDict()
 
 
 _open_archives = _OpenArchives()
-os.register_at_fork(after_in_child=_open_archives.forget)
+if hasattr(os, "register_at_fork"):  # where processes fork
+    os.register_at_fork(after_in_child=_open_archives.forget)
 
 
 @dataclass(frozen=True)
@@ -306,11 +338,11 @@ class _ZipRead:
     """``read(n)``: a zip member's first ``n`` bytes, through this process's own handle on the zip."""
 
     path: str
+    stamp: Stamp
     info: zipfile.ZipInfo
 
     def __call__(self, n: int) -> bytes:
-        archive = _open_archives.get("zip", self.path, lambda: zipfile.ZipFile(self.path))
-        with archive.open(self.info) as f:  # type: ignore[attr-defined]
+        with _open_archives.get("zip", self.path, self.stamp).open(self.info) as f:
             return f.read(n)
 
 
@@ -319,16 +351,67 @@ class _FileSlice:
     """``read(n)``: the first ``n`` of ``size`` bytes at ``offset`` in a file (a member of an uncompressed tar)."""
 
     path: str
+    stamp: Stamp
     offset: int
     size: int
 
     def __call__(self, n: int) -> bytes:
-        f = _open_archives.get("file", self.path, lambda: open(self.path, "rb"))
-        want = min(n, self.size)
-        data = os.pread(f.fileno(), want, self.offset)  # type: ignore[attr-defined]
-        if len(data) < want:  # tarfile's own words for a member cut short
-            raise tarfile.ReadError("unexpected end of data")
-        return data
+        f = _open_archives.get("file", self.path, self.stamp)
+        want, parts, got = min(n, self.size), [], 0
+        while got < want:  # one pread gives at most about 2 GiB, and a network file system may give less
+            part = os.pread(f.fileno(), want - got, self.offset + got)
+            if not part:  # tarfile's own words for a member cut short
+                raise tarfile.ReadError("unexpected end of data")
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+
+class MemberSpool:
+    """Where detached members' bytes wait for the worker that reads them: one file per batch of
+    entries, in a private temporary folder, removed once that batch is done.
+
+    A compressed tar's members can only be read by the walk; held in memory until a worker took
+    them, every batch in flight would hold its members' bytes in the walking process (and again in
+    the queue that pickles them to a worker). Spooled, the walk holds one batch's bytes at a time,
+    and a worker reads them as a slice of a file, as it reads an uncompressed tar's.
+    """
+
+    def __init__(self) -> None:
+        self.folder: str | None = None
+        self.written = 0
+
+    def store(self, items: list[Any]) -> tuple[list[Any], str | None]:
+        """``items``, those holding bytes now reading them from a new spool file; and that file (None: none held)."""
+        if not any(isinstance(i.reader, _Held) for i in items):
+            return items, None
+        if self.folder is None:
+            self.folder = tempfile.mkdtemp(prefix="forensix-spool-")
+        path = os.path.join(self.folder, f"{self.written}.bin")
+        self.written += 1
+        placed: list[tuple[InputItem, int, int]] = []  # each item, where its bytes start (-1: none held), how many
+        with open(path, "wb") as f:
+            for item in items:
+                if isinstance(item.reader, _Held):
+                    placed.append((item, f.tell(), len(item.reader.data)))
+                    f.write(item.reader.data)
+                else:
+                    placed.append((item, -1, 0))
+        stamp = file_stamp(os.stat(path))
+        spooled = []
+        for item, at, n in placed:
+            spooled.append(item if at < 0 else replace(item, reader=partial(_FileSlice(path, stamp, at, n), n)))
+        return spooled, path
+
+    def release(self, path: str | None) -> None:
+        if path is not None:
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def close(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
 
 def _member_entries(path: str, members: Iterable[_Member], limits: Limits) -> Iterator[InputItem]:
@@ -366,7 +449,7 @@ def _member_entries(path: str, members: Iterable[_Member], limits: Limits) -> It
         yield InputItem(path, member=m.name, reader=_MemberRead(m.whole or m.read, m.size, m.name, limits.max_bytes))
 
 
-def _zip_members(archive: zipfile.ZipFile, path: str) -> Iterator[_Member]:
+def _zip_members(archive: zipfile.ZipFile, path: str, stamp: Stamp) -> Iterator[_Member]:
     for info in archive.infolist():
         if info.filename.endswith("/"):  # a folder (ZipInfo.is_dir raises IndexError for a member without a name)
             continue
@@ -378,7 +461,7 @@ def _zip_members(archive: zipfile.ZipFile, path: str) -> Iterator[_Member]:
             with archive.open(info) as f:
                 return f.read(n)
 
-        yield _Member(info.filename, info.file_size, info.compress_size, read, _ZipRead(path, info))
+        yield _Member(info.filename, info.file_size, info.compress_size, read, _ZipRead(path, stamp, info))
 
 
 class _ForwardReads:
@@ -414,7 +497,7 @@ def _uncompressed(archive: tarfile.TarFile) -> bool:
     return isinstance(archive.fileobj, io.BufferedReader)
 
 
-def _tar_members(archive: tarfile.TarFile, path: str) -> Iterator[_Member]:
+def _tar_members(archive: tarfile.TarFile, path: str, stamp: Stamp) -> Iterator[_Member]:
     """The members of a tar: files; hard links as the file they name; other links and devices as what they are.
 
     A hard link (``tar`` stores a file's second name so) is read from the earlier member holding
@@ -450,7 +533,9 @@ def _tar_members(archive: tarfile.TarFile, path: str) -> Iterator[_Member]:
                 yield _Member(member.name, error=error)
             elif target.isreg() or target.type not in tarfile.SUPPORTED_TYPES:  # unknown types hold data, as in tarfile
                 reader = _ForwardReads(archive, member) if target is member else partial(read_linked, target=target)
-                where = _FileSlice(path, target.offset_data, target.size) if plain and not target.issparse() else None
+                where = None
+                if plain and not target.issparse():
+                    where = _FileSlice(path, stamp, target.offset_data, target.size)
                 yield _Member(member.name, target.size, None, reader, where)
             else:  # fifos and devices: nothing to read
                 yield _Member(member.name, skipped=True)
@@ -458,16 +543,17 @@ def _tar_members(archive: tarfile.TarFile, path: str) -> Iterator[_Member]:
 
 def _archive_entries(path: str, limits: Limits, how: str) -> Iterator[InputItem]:
     try:
-        if path.lower().endswith(".zip"):
-            with zipfile.ZipFile(path) as archive:
-                members = _zip_members(archive, path)
-                yield from _counted(path, members) if how == COUNT else _member_entries(path, members, limits)
-        else:
-            with tarfile.open(path, mode="r:*") as archive:
+        # The stamp of the very file that is listed: a worker reading a member checks it is still that file.
+        with open(path, "rb") as f, ExitStack() as close:
+            stamp = file_stamp(os.fstat(f.fileno()))
+            if path.lower().endswith(".zip"):
+                members = _zip_members(close.enter_context(zipfile.ZipFile(f)), path, stamp)
+            else:
+                archive = close.enter_context(tarfile.open(fileobj=f, mode="r:*"))
                 if how == COUNT and not _uncompressed(archive):
                     raise _Uncountable(path)
-                members = _tar_members(archive, path)
-                yield from _counted(path, members) if how == COUNT else _member_entries(path, members, limits)
+                members = _tar_members(archive, path, stamp)
+            yield from _counted(path, members) if how == COUNT else _member_entries(path, members, limits)
     except _ARCHIVE_ERRORS as e:
         # A corrupt archive: one error row for what could not be listed.
         yield InputItem(path, member="", error=f"cannot read archive: {one_line(str(e))}")

@@ -97,7 +97,7 @@ class ResumeIndex:
     (:meth:`tally`); only a name given again with other bytes is prepared in vain.
 
     Compact, so that millions of rows fit in every worker: sorted 64-bit hashes of the keys and of
-    their (path, member) names, 16 bytes a row, and the counts of the keys that repeat; each walk
+    their (path, member) names, 16 bytes a row, and the counts of the keys that repeat; the walk
     counts in 4 bytes per name. A false match needs a 64-bit collision.
     """
 

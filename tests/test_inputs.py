@@ -964,3 +964,18 @@ def test_the_count_reads_no_file_and_matches_the_walk(tmp_path, monkeypatch):
     assert count_entries([str(tmp_path / "in")]) == walked == 6 and read == []
     make_tar(tmp_path / "in" / "t.tar.gz", {"g.png": image_bytes()}, "w:gz")
     assert count_entries([str(tmp_path / "in")]) is None  # only decompressing it all would tell
+
+
+@pytest.mark.parametrize("name", ["t.zip", "t.tar"])
+@pytest.mark.parametrize("how", ["replaced", "rewritten"])
+def test_an_archive_changed_after_its_listing_is_an_error_never_another_files_bytes(tmp_path, name, how):
+    """A worker opens the archive again by its path: it must be the file the walk listed."""
+    archive = make_archive(tmp_path / name, {"a.png": image_bytes(seed=1)})
+    [item] = [i.detach() for i in iter_entries([str(archive)])]
+    other = make_archive(tmp_path / "other" / name, {"a.png": image_bytes(seed=2), "b.png": image_bytes(seed=3)})
+    if how == "replaced":  # a new file under the old name, its first member at the same offset
+        other.replace(archive)
+    else:  # the same file, written over
+        archive.write_bytes(other.read_bytes())
+    with pytest.raises(OSError, match="changed after it was listed"):
+        item.read()

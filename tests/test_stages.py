@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from test_timeouts import LIMIT_TEXT, slow_jpeg, stuck_jpeg
 
 from forensix.datasets import Sample
 from forensix.imaging import DecodeError, decode_image, preprocess
-from forensix.inputs import InputSpec, Limits, file_entry
+from forensix.inputs import InputSpec, Limits, MemberSpool, file_entry
 from forensix.models.config import PreprocessConfig
 from forensix.stages import records
 from forensix.stages.batches import collate
@@ -239,3 +242,36 @@ def test_blocks_that_carry_their_bytes_end_early_past_the_byte_budget(tmp_path):
     assert all(sum(sizes[int(r.member[0])] for r in b.records[:-1]) < budget for b in blocks)
     assert [r.member for b in blocks for r in b.records] == [f"{i}.png" for i in range(7)]
     assert all(IMAGE in b.inputs and len(b.inputs[IMAGE]) == len(b.records) for b in blocks)
+
+
+def test_a_compressed_tars_members_wait_in_a_spool_file_per_block_removed_when_done(tmp_path, monkeypatch):
+    """The walk holds one block's bytes at a time: what workers are sent is where the bytes are, not the bytes."""
+    archive, digests = tmp_path / "t.tar.gz", []
+    with tarfile.open(archive, "w:gz") as tar:
+        for i in range(9):
+            image = io.BytesIO()
+            random_image(30 + i, 30, seed=i).save(image, "PNG")
+            digests.append(hashlib.sha256(image.getvalue()).hexdigest())
+            info = tarfile.TarInfo(f"{i}.png")
+            info.size = len(image.getvalue())
+            tar.addfile(info, io.BytesIO(image.getvalue()))
+    (spools := tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
+    sent: list[int] = []
+    real_store = MemberSpool.store
+
+    def store(self, items):
+        spooled, path = real_store(self, items)
+        sent.extend(len(pickle.dumps(i)) for i in spooled)
+        return spooled, path
+
+    monkeypatch.setattr(MemberSpool, "store", store)
+    entries = input_entries(InputSpec.from_args([str(archive)]), Limits())
+    blocks = prepared_blocks(entries, RecordBuilder(PreprocessConfig()), LoaderOptions(block_size=2, workers=2))
+    first = next(blocks)
+    (folder,) = spools.glob("forensix-spool-*")
+    assert 1 <= len(list(folder.iterdir())) <= 5  # the blocks in flight, not yet done
+    rest = list(blocks)
+    assert not list(spools.glob("forensix-spool-*"))  # every spool file and its folder removed
+    assert [r.sha256 for b in [first, *rest] for r in b.records] == digests
+    assert max(sent) < 1000  # a path and an offset, never the member's bytes

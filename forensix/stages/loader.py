@@ -6,9 +6,11 @@ stream order (a folder listed once, a compressed archive decompressed once): eac
 detached as it comes (:meth:`forensix.inputs.InputItem.detach`: a compressed archive's member
 carries its bytes, any other entry says where its bytes are) and cut into blocks of
 ``block_size`` consecutive entries, which are the loader's batches: a worker reads, decodes and
-prepares a block's entries and hands the records back. Memory holds only the blocks in flight
-(``workers × prefetch``) and those waiting for their turn; :func:`~forensix.stages.batches.ordered_blocks`
-restores input order.
+prepares a block's entries and hands the records back. This process holds the entries of the
+blocks in flight (``workers × prefetch``) and of those waiting for their turn (finished out of
+order: :func:`~forensix.stages.batches.ordered_blocks` restores input order), but not their bytes:
+a compressed archive's members wait in a spool file per block (:class:`forensix.inputs.MemberSpool`),
+removed when the block is done.
 
 A worker that dies (a decoder's crash, the out-of-memory killer) costs no record: the first block
 not yet handed over is built entry by entry, each in a process of its own (the entry that kills
@@ -27,6 +29,7 @@ from typing import Any
 
 from torch.utils.data import Dataset, Sampler
 
+from ..inputs import MemberSpool
 from ..timeouts import hard_timeout, stopped
 from ..workers import ProcessDied, ProcessTimedOut, WorkerLoader, init_worker, run_alone, worker_died
 from .batches import Block, collate, ordered_blocks
@@ -54,48 +57,70 @@ class _Built(Dataset):
         return self.build(*numbered)
 
 
+class _WalkFailed(Exception):
+    """The walk itself raised (a bug: input errors are values); carried out of the loader, never taken for a death."""
+
+
 class _Window:
     """The entry stream cut into blocks, walked once, and the blocks handed out but not yet done.
 
     Iterating it is a loader's batch sampler: first the blocks a dead loader left undone, in order,
-    then new ones from the stream. ``done`` forgets a block once it is handed on.
+    then new ones from the stream. ``done`` forgets a block once it is handed on. The bytes a block's
+    entries hold (a compressed archive's members) wait in a spool file until it is done.
     """
 
     def __init__(self, entries: Iterable[Entry], options: LoaderOptions) -> None:
         self.stream = _blocks(entries, options.block_size, options.block_bytes)
+        self.spool = MemberSpool()
         self.out: dict[int, Numbered] = {}  # by first index, in input order
+        self.spooled: dict[int, str | None] = {}  # each block's spool file
         self.again: list[Numbered] = []
         self.next = 0  # the first entry not yet done
 
     def __iter__(self) -> Iterator[Numbered]:
         while self.again:
             yield self.again.pop(0)
-        for block in self.stream:
+        while (block := self._next_block()) is not None:
             self.out[block[0][0]] = block
             yield block
 
+    def _next_block(self) -> Numbered | None:
+        try:
+            block = next(self.stream, None)
+        except Exception as e:
+            raise _WalkFailed() from e
+        if block is None:
+            return None
+        entries, self.spooled[block[0][0]] = self.spool.store([e for _, e in block])
+        return [(i, e) for (i, _), e in zip(block, entries)]
+
     def done(self, block: Block) -> None:
-        self.out.pop(block.records[0].index, None)
+        first = block.records[0].index
+        self.out.pop(first, None)
+        self.spool.release(self.spooled.pop(first, None))
         self.next = block.records[-1].index + 1
 
     def restart(self) -> Numbered | None:
         """After a loader died: the first block not done (to build alone); the others go out again first."""
         if not self.out:
-            return next(self.stream, None)
+            return self._next_block()
         first = self.out.pop(next(iter(self.out)))
         self.again = list(self.out.values())
         return first
 
+    def close(self) -> None:
+        self.spool.close()
 
-def _blocks(entries: Iterable[Entry], size: int, max_bytes: int) -> Iterator[Numbered]:
-    """Consecutive detached entries, ``size`` a block, or fewer once they hold ``max_bytes`` of data."""
+
+def _blocks(entries: Iterable[Entry], size: int, block_bytes: int) -> Iterator[Numbered]:
+    """Consecutive detached entries, ``size`` a block, or fewer once they hold ``block_bytes`` of data."""
     block: Numbered = []
     held = 0
     for index, entry in enumerate(entries):
         entry = entry.detach()  # now, before the stream moves on
         block.append((index, entry))
         held += entry.held_bytes
-        if len(block) == size or held >= max_bytes:
+        if len(block) == size or held >= block_bytes:
             yield block
             block, held = [], 0
     if block:
@@ -110,26 +135,34 @@ def prepared_blocks(
 ) -> Iterator[Block]:
     """``build`` over every entry of ``entries``, as blocks in input order, every entry once.
 
-    ``entries`` is iterated once, in this process. ``on_worker_death`` is told of each worker that died.
+    ``entries`` is iterated once, in this process, from inside the loader's ``next()``; each entry
+    must ``detach()`` into one that pickles. ``on_worker_death`` is told of each worker that died.
     """
     window = _Window(entries, options)
-    while True:
-        try:
-            for block in ordered_blocks(_loader(window, build, options), window.next):
-                window.done(block)
-                yield block
-            return
-        except Exception as e:
-            if not worker_died(e):
-                raise
-        if on_worker_death is not None:
-            on_worker_death()
-        alone = window.restart()
-        if alone is None:
-            return
-        block = collate([_build_alone(build, i, e) for i, e in alone])
-        window.done(block)
-        yield block
+    try:
+        while True:
+            try:
+                for block in ordered_blocks(_loader(window, build, options), window.next):
+                    window.done(block)
+                    yield block
+                if window.out:  # a block handed out never came back: never drop rows silently
+                    raise RuntimeError(f"the scan lost its place: entries from {min(window.out)} never came back")
+                return
+            except _WalkFailed as e:
+                raise e.__cause__ from None  # type: ignore[misc]
+            except Exception as e:
+                if not worker_died(e):
+                    raise
+            if on_worker_death is not None:
+                on_worker_death()
+            alone = window.restart()
+            if alone is None:
+                return
+            block = collate([_build_alone(build, i, e) for i, e in alone])
+            window.done(block)
+            yield block
+    finally:
+        window.close()
 
 
 def _loader(window: _Window, build: RecordBuilder, options: LoaderOptions) -> WorkerLoader:

@@ -155,6 +155,8 @@ class RecordBuilder:
         record = Record(index, entry.path, entry.member, error=one_line(f"cannot decode image: {why}"))
         try:  # reading and hashing are safe here: it is decoding that crashes
             record.sha256 = hashlib.sha256(entry.read()).hexdigest()
+        except NotAnImage:  # it was its read that did not come back (a hung network file system): a skip all the same
+            return Record(index, entry.path, entry.member, skip=SKIP_NON_IMAGE)
         except READ_ERRORS:
             pass
         return record
