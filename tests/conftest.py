@@ -70,9 +70,10 @@ def images() -> list[Image.Image]:
     return [random_image(w, h, seed=i) for i, (w, h) in enumerate(sizes)]
 
 
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory) -> Path:
-    """A tiny DeeCLIP of the product's own factory, random weights, saved in forensix's format."""
+def tiny_deeclip_file(folder: Path, side: int = 224) -> Path:
+    """A tiny DeeCLIP of the product's own factory, random weights, ``side``-pixel input, in forensix's format."""
+    from dataclasses import replace
+
     from forensix.imaging import preprocess
     from forensix.models.checkpoints import save_checkpoint
     from forensix.models.config import get_config
@@ -80,17 +81,32 @@ def tiny_weights(tmp_path_factory) -> Path:
 
     torch.manual_seed(1)
     cfg = get_config("deeclip-tiny")
+    if side != cfg.preprocess.crop:
+        vision, pre = replace(cfg.vision, image_size=side), replace(cfg.preprocess, resize=side, crop=side)
+        cfg = replace(cfg, name=f"deeclip-tiny-{side}", vision=vision, preprocess=pre)
     model = create_model(cfg).eval()
     with torch.no_grad():
         # The default head scores every test image within 2e-3 of the others: larger weights spread
         # them over about 0.1-0.9, and the bias puts a mid-grey image at 0.5.
         model.fc.weight.normal_(0, 8.0)
         model.fc.bias.zero_()
-        grey = preprocess(Image.new("RGB", (224, 224), (128, 128, 128)), cfg.preprocess)
+        grey = preprocess(Image.new("RGB", (side, side), (128, 128, 128)), cfg.preprocess)
         model.fc.bias.sub_(model(grey[None]))
-    path = tmp_path_factory.mktemp("weights") / "deeclip-tiny.safetensors"
+    path = folder / f"{cfg.name}.safetensors"
     save_checkpoint(path, cfg, model.state_dict(), provenance={"source": "random init for tests"})
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny DeeCLIP of the product's own factory, random weights, saved in forensix's format."""
+    return tiny_deeclip_file(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="session")
+def small_input_weights(tmp_path_factory) -> Path:
+    """The tiny DeeCLIP on 28×28 inputs (2×2 patches): for tests of the inputs, where the model's cost is noise."""
+    return tiny_deeclip_file(tmp_path_factory.mktemp("weights"), side=28)
 
 
 def decoder_crashing_on(bomb: bytes, decode):

@@ -76,7 +76,7 @@ def archive_members(path: Path) -> list[str]:
 
 
 def test_pillow_test_images_as_a_folder_a_zip_a_tar_gz_and_a_list_give_a_row_or_a_skip_each(
-    pillow_images, tiny_weights, tmp_path
+    pillow_images, small_input_weights, tmp_path
 ):
     files = sorted(p for p in pillow_images.rglob("*") if p.is_file())
     nested = [p for p in files if p.name.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz"))]
@@ -91,7 +91,7 @@ def test_pillow_test_images_as_a_folder_a_zip_a_tar_gz_and_a_list_give_a_row_or_
     listing = b"".join(os.fsencode(p) + b"\n" for p in files)
 
     out = tmp_path / "report.jsonl"
-    args = [pillow_images, zipped, tarred, "-", "--weights", tiny_weights, "--out", out, "--workers", "1"]
+    args = [pillow_images, zipped, tarred, "-", "--weights", small_input_weights, "--out", out, "--workers", "1"]
     env = {**os.environ, "FORENSIX_HOME": str(tmp_path / "home"), "LANG": "C.UTF-8"}
     done = subprocess.run(
         [sys.executable, "-m", "forensix", "scan", *map(str, args)],

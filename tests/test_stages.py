@@ -174,7 +174,7 @@ os.write(log, f"{os.getpid()}\\tmain\\n".encode())
 """
 
 
-def test_inputs_are_read_once_whatever_the_number_of_workers(tmp_path, tiny_weights):
+def test_inputs_are_read_once_whatever_the_number_of_workers(tmp_path, small_input_weights):
     """Issue 15: every worker used to walk the whole input stream, opening and sniffing each folder file and
     decompressing each compressed tar once per worker. One walk, in the main process, now hands them out."""
     inputs = tmp_path / "in"
@@ -198,7 +198,7 @@ def test_inputs_are_read_once_whatever_the_number_of_workers(tmp_path, tiny_weig
     (script := tmp_path / "opens.py").write_text(OPENS_SCRIPT)
     (log := tmp_path / "opens.log").touch()
     out = tmp_path / "report.jsonl"
-    args = [str(log), str(tmp_path), str(tiny_weights), str(out), str(inputs), str(tgz), str(zipped)]
+    args = [str(log), str(tmp_path), str(small_input_weights), str(out), str(inputs), str(tgz), str(zipped)]
     subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, timeout=300)
 
     lines = [line.split("\t") for line in log.read_text().splitlines()]
