@@ -168,15 +168,21 @@ def hook(event, args):  # every open, by any module, in this process and its for
 
 sys.addaudithook(hook)
 import forensix
+from forensix.datasets import load_dataset
+from forensix.eval.predict import EvalOptions, predict
 detector = forensix.load_detector(sys.argv[3], device="cpu")
-summary = forensix.write_report(sys.argv[5:], detector, sys.argv[4], workers=2, batch_size=3, metadata=False)
+summary = forensix.write_report(sys.argv[6:], detector, sys.argv[4], workers=2, batch_size=3, metadata=False)
 os.write(log, f"{os.getpid()}\\tmain\\n".encode())
+predictions = predict(load_dataset(sys.argv[5]).samples, detector, options=EvalOptions(batch_size=3, workers=2))
+assert predictions.ok.all()
+os.write(log, f"{os.getpid()}\\teval\\n".encode())
 """
 
 
 def test_inputs_are_read_once_whatever_the_number_of_workers(tmp_path, small_input_weights):
     """Issue 15: every worker used to walk the whole input stream, opening and sniffing each folder file and
-    decompressing each compressed tar once per worker. One walk, in the main process, now hands them out."""
+    decompressing each compressed tar once per worker. One walk, in the main process, now hands them out.
+    An eval's dataset is listed once and each image read by one worker: two opens, however many workers."""
     inputs = tmp_path / "in"
     (inputs / "sub").mkdir(parents=True)
     names = []
@@ -195,15 +201,23 @@ def test_inputs_are_read_once_whatever_the_number_of_workers(tmp_path, small_inp
             info.size = len(image.getvalue())
             tar.addfile(info, io.BytesIO(image.getvalue()))
             z.writestr(f"{i}.png", image.getvalue())
+    dataset = tmp_path / "dataset"  # eval's: listed (sniffed) once, each image then read by one worker
+    for i, label in enumerate(["0_real", "1_fake"] * 4):
+        (dataset / label).mkdir(parents=True, exist_ok=True)
+        random_image(20, 20 + i, seed=50 + i).save(dataset / label / f"{i}.png")
     (script := tmp_path / "opens.py").write_text(OPENS_SCRIPT)
     (log := tmp_path / "opens.log").touch()
     out = tmp_path / "report.jsonl"
-    args = [str(log), str(tmp_path), str(small_input_weights), str(out), str(inputs), str(tgz), str(zipped)]
+    args = [str(p) for p in (log, tmp_path, small_input_weights, out, dataset, inputs, tgz, zipped)]
     subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, timeout=300)
 
     lines = [line.split("\t") for line in log.read_text().splitlines()]
     main = next(pid for pid, what in lines if what == "main")
-    opens = [(pid, path) for pid, path in lines if path != "main" and not path.startswith(str(out))]
+    scanning = lines[: lines.index([main, "main"])]
+    evaluating = [path for _, path in lines[len(scanning) + 1 : lines.index([main, "eval"])]]
+    images = [str(p) for p in dataset.rglob("*.png")]
+    assert {p: evaluating.count(p) for p in images} == dict.fromkeys(images, 2)  # with 2 workers
+    opens = [(pid, path) for pid, path in scanning if not path.startswith(str(out))]
     by_path: dict[str, list[str]] = {}
     for pid, path in opens:
         by_path.setdefault(path, []).append(pid)
