@@ -34,16 +34,16 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image
 
-from forensix.bench import cpu_name, synthetic_jpegs
-from forensix.models.checkpoints import save_checkpoint
-from forensix.models.config import get_config
-from forensix.models.factory import create_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from tiny_models import tiny_deeclip_file  # noqa: E402
+
+from forensix.bench import cpu_name, synthetic_jpegs  # noqa: E402
 
 FORMS = ("folder", "zip", "tar", "tar.gz", "tar.xz", "list")
 
@@ -53,28 +53,6 @@ class Timing:
     wall: float
     cpu: float
     rows: list[tuple[str, float]]  # (sha256, score) in report order
-
-
-def tiny_weights(folder: Path, side: int = 224) -> Path:
-    """A tiny DeeCLIP with random weights, its head spread so scores differ from image to image.
-
-    ``side``: its input size; 28 (2×2 patches) makes the model's cost negligible beside the pipeline's.
-    """
-    torch.manual_seed(0)
-    cfg = get_config("deeclip-tiny")
-    if side != cfg.preprocess.crop:
-        cfg = replace(
-            cfg,
-            name=f"deeclip-tiny-{side}",
-            vision=replace(cfg.vision, image_size=side),
-            preprocess=replace(cfg.preprocess, resize=side, crop=side),
-        )
-    model = create_model(cfg).eval()
-    with torch.no_grad():
-        model.fc.weight.normal_(0, 8.0)
-    path = folder / f"deeclip-tiny-{side}.safetensors"
-    save_checkpoint(path, cfg, model.state_dict(), provenance={"source": "random init for benchmarks/inputs.py"})
-    return path
 
 
 def build_forms(files: list[Path], folder: Path) -> dict[str, list[str]]:
@@ -175,7 +153,7 @@ def main() -> int:
     ok = True
     with tempfile.TemporaryDirectory(prefix="forensix-inputs-") as tmp:
         root = Path(tmp)
-        weights = tiny_weights(root)
+        weights = tiny_deeclip_file(root)
         small, large = args.images, 2 * args.images
         measured = {n: measure(n, root, weights, args) for n in (small, large)}
         results = {n: {form: timing for form, (timing, _) in forms.items()} for n, forms in measured.items()}
@@ -205,7 +183,7 @@ def main() -> int:
         if args.tiny:
             print(f"\n| {args.tiny} 1×1 PNGs | wall s | CPU s | images/s |")
             print("|---|---|---|---|")
-            small_model = tiny_weights(root, side=28)
+            small_model = tiny_deeclip_file(root, side=28)
             for form, form_args in tiny_pngs(args.tiny, root).items():
                 t = scan(form_args, small_model, root / "out.jsonl", args.workers, args.batch_size)
                 ok &= len(t.rows) == args.tiny
