@@ -30,6 +30,7 @@ from .limits import (
     DEFAULT_MAX_RATIO,
     Limits,
 )
+from .pins import lock_path
 from .text import plain
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from .scan_report import ScanSummary
 
 app = typer.Typer(help="Find AI-generated images: batch scanning with CLIP-based detectors.", no_args_is_help=True)
-weights_app = typer.Typer(help="Known checkpoints: list, fetch, verify, import.", no_args_is_help=True)
+weights_app = typer.Typer(help="Known checkpoints: list, fetch, verify, pin, import.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 cache_app = typer.Typer(help="The prediction cache of eval, calibrate and scan --use-cache: info, clear.")
 app.add_typer(cache_app, name="cache", no_args_is_help=True)
@@ -115,9 +116,9 @@ def fatal_errors() -> Iterator[None]:
     try:
         yield
     # ValueError covers the library's own: CheckpointError, ReportError, DatasetError, DecodeError.
-    except (W.WeightsMissing, DownloadError, Fatal, KeyError, ValueError, OSError) as e:
+    except (W.WeightsMissing, W.WeightsChanged, DownloadError, Fatal, KeyError, ValueError, OSError) as e:
         message = plain(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
-        # escape: messages quote things like 'forensix[onnx]' that rich would take for markup; plain:
+        # escape: messages quote things like 'forensix[heif]' that rich would take for markup; plain:
         # a library's own terminal codes (torch's bold) must not reach a log, a pipe or even a terminal
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -141,14 +142,20 @@ def _main(
     pass
 
 
+def _pinned(pin: object) -> str:
+    """How a file is pinned, for the list: manifest | first use | by hand | no."""
+    return getattr(pin, "pinned", None) or "no"
+
+
 @weights_app.command("list")
 def weights_list(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per entry on stdout.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")] = False,
 ) -> None:
-    """What checkpoints forensix knows, which are present, and where."""
+    """What checkpoints forensix knows, which are present and pinned, where, and where they come from."""
     with fatal_errors():
+        manifest = W.load_manifest()
         rows = []
-        for entry in W.load_manifest().values():
+        for entry in manifest.values():
             for s in W.status(entry):
                 f = entry.file(s.role)
                 rows.append(
@@ -159,9 +166,12 @@ def weights_list(
                         "file": f.file,
                         "present": s.present,
                         "path": str(s.path),
-                        "size": s.size or f.size,
-                        "downloadable": f.url is not None,
+                        "size": s.size or (s.pin.size if s.pin else None),
+                        "pinned": _pinned(s.pin),
+                        "sha256": s.pin.sha256 if s.pin else None,
+                        "source": f.source,
                         "license": entry.license,
+                        "notes": entry.notes,
                     }
                 )
         if as_json:
@@ -169,8 +179,8 @@ def weights_list(
                 typer.echo(json.dumps(row))
             return
         table = Table(title=f"weights in {W.weights_dir()}")
-        for col in ("name", "kind", "role", "file", "present", "downloadable"):
-            table.add_column(col)
+        for col in ("name", "kind", "role", "file", "present", "pinned", "source"):
+            table.add_column(col, overflow="fold")
         for r in rows:
             table.add_row(
                 r["name"],
@@ -178,9 +188,18 @@ def weights_list(
                 r["role"],
                 r["file"],
                 "yes" if r["present"] else "no",
-                "yes" if r["downloadable"] else "no (see notes)",
+                r["pinned"],
+                escape(r["source"] or "none published (see notes)"),
             )
         out.print(table)
+        for entry in manifest.values():
+            if entry.notes:
+                out.print(f"{entry.name}: {escape(entry.notes)}", highlight=False)
+        out.print(
+            "pinned: manifest = its published sha256; first use / by hand = recorded in "
+            f"{escape(str(lock_path()))} (docs/weights.md)",
+            highlight=False,
+        )
 
 
 @weights_app.command("fetch")
@@ -188,7 +207,9 @@ def weights_fetch(
     name: Annotated[str, typer.Argument(help="A name from 'forensix weights list'.")],
     url: Annotated[str | None, typer.Option(help="Download from this address instead (a mirror).")] = None,
 ) -> None:
-    """Download a checkpoint into the weights folder (resumes, checks sha256)."""
+    """Download a checkpoint into the weights folder, check it and pin it (resumes; see docs/weights.md)."""
+    from .fetching import fetch
+
     with fatal_errors():
         with Progress(
             "[progress.description]{task.description}",
@@ -205,31 +226,71 @@ def weights_fetch(
                     tasks[file] = bar.add_task(file, total=total)
                 bar.update(tasks[file], completed=done, total=total)
 
-            paths = W.fetch(name, url=url, progress=report)
-        for role, path in paths.items():
-            err.print(f"{name} {role}: {path} (sha256 {W.cached_sha256(path)})", highlight=False)
+            paths = fetch(name, url=url, progress=report)
+        entry = W.get_entry(name)
+        for s in W.status(entry):
+            how = s.pin.describe() if s.pin else "not pinned"
+            err.print(f"{name} {s.role}: {s.path} (sha256 {W.cached_sha256(paths[s.role])}, {how})", highlight=False)
 
 
 @weights_app.command("verify")
 def weights_verify(
     name: Annotated[str | None, typer.Argument(help="One entry; all present ones if omitted.")] = None,
 ) -> None:
-    """Check the sha256 of downloaded checkpoints against the manifest (exit 2 on a mismatch)."""
+    """Check present checkpoints against their pins, the manifest's or the weights lock's (exit 2 on a mismatch)."""
     with fatal_errors():
         entries = [W.get_entry(name)] if name else list(W.load_manifest().values())
-        bad = []
+        bad, checked = [], 0
         for entry in entries:
             for s in W.status(entry, check=True):
                 if not s.present:
                     if name:
                         err.print(f"{entry.name} {s.role}: missing ({s.path}); forensix weights fetch {entry.name}")
                     continue
-                state = {True: "ok", False: "SHA256 MISMATCH", None: "present (no published checksum)"}[s.verified]
+                checked += 1
+                if s.verified is None:
+                    state = f"present, not pinned: 'forensix weights fetch {entry.name}' checks and pins it"
+                else:
+                    state = f"{'ok' if s.verified else 'SHA256 MISMATCH'} ({s.pin.describe()})"  # type: ignore[union-attr]
                 err.print(f"{entry.name} {s.role}: {state} {s.path}", highlight=False)
                 if s.verified is False:
                     bad.append(str(s.path))
         if bad:
             raise Fatal(f"checksum mismatch: {', '.join(bad)}; delete and fetch again")
+        if not checked:
+            raise Fatal(
+                f"nothing to verify: no weights of {name or 'any known entry'} in {W.weights_dir()} "
+                "(forensix weights list; forensix weights fetch NAME)"
+            )
+
+
+@weights_app.command("pin")
+def weights_pin(
+    name: Annotated[str, typer.Argument(help="A name from 'forensix weights list'.")],
+    sha256: Annotated[str, typer.Argument(help="The sha256 (64 hex digits) its file must have.")],
+    role: Annotated[str | None, typer.Option(help="Which of the entry's files (default: its only one).")] = None,
+) -> None:
+    """Pin a file by hand: record the sha256 it must have in the weights lock (docs/weights.md)."""
+    from .pins import BY_HAND, Pin, is_sha256, record, today
+
+    with fatal_errors():
+        entry = W.get_entry(name)
+        if role is None and len(entry.files) != 1:
+            raise Fatal(
+                f"{name} has {len(entry.files)} files: say which with --role ({', '.join(f.role for f in entry.files)})"
+            )
+        f = entry.file(role) if role else entry.files[0]
+        digest = sha256.strip().lower()
+        if not is_sha256(digest):
+            raise Fatal(f"not a sha256 (64 hex digits): {sha256!r}")
+        if f.sha256 and f.sha256.lower() != digest:
+            raise Fatal(f"{name} {f.role}: the manifest publishes sha256 {f.sha256}; it can't be pinned to another")
+        path = W.local_path(f)
+        present = path.is_file()
+        if present and (actual := W.cached_sha256(path)) != digest:
+            raise Fatal(f"{path} is present with sha256 {actual}, not {digest}: delete it first, or pin {actual}")
+        lock = record(f.file, Pin(digest, path.stat().st_size if present else None, BY_HAND, date=today()))
+        err.print(f"{name} {f.role}: pinned by hand to sha256 {digest} in {lock}", highlight=False)
 
 
 def _parse_layers(text: str | None) -> tuple[int, ...] | None:
@@ -276,7 +337,9 @@ def _scan_spec(paths: list[str], from_lists: list[str], from_lists0: list[str], 
         raise Fatal("nothing to scan: give paths, '-' for paths on stdin, or --from-list FILE")
     if [*paths, *from_lists, *from_lists0].count("-") > 1:
         raise Fatal("stdin can be read only once: give '-' once, as a path, --from-list or --from-list0")
-    return InputSpec.from_args(paths, from_lists, spool_dir=spool, from_lists0=from_lists0)
+    spec = InputSpec.from_args(paths, from_lists, spool_dir=spool, from_lists0=from_lists0)
+    spec.check_named_paths()  # before the model loads: a typo is exit 2 at once, not an error row
+    return spec
 
 
 @app.command()

@@ -5,12 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from . import __version__
-from .models.checkpoints import CheckpointError, check_state_dict, has_lora_keys, read_model_file, save_checkpoint
+from .models.checkpoints import CheckpointError, check_loadable, has_lora_keys, read_model_file, save_checkpoint
 from .models.config import ModelConfig
-from .models.factory import create_model
 from .models.registry import ConvertOptions, get_format
 
 
@@ -38,8 +35,7 @@ def import_checkpoint(
         raise CheckpointError(f"{src}: already a forensix checkpoint ({found.config.name}); nothing to import")
     cfg = found.config if threshold is None else replace(found.config, threshold=threshold)
     kept_lora = has_lora_keys(found.state)
-    with torch.device("meta"):
-        check_state_dict(create_model(cfg, with_lora=kept_lora), found.state, str(src))
+    check_loadable(replace(found, config=cfg))
     recipe = {"lora": "kept" if kept_lora else "merged"} if cfg.lora is not None else {}
     provenance = {
         **found.provenance,

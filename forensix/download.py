@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -41,8 +42,13 @@ def download(
     size: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     timeout: float = 60.0,
+    check: Callable[[Path], None] | None = None,
 ) -> str:
-    """Download url to dest atomically; return the sha256 hex digest of the file."""
+    """Download url to dest atomically; return the sha256 hex digest of the file.
+
+    ``check``, if given, is called on the complete file before it is moved onto ``dest``; a
+    DownloadError it raises deletes the file (what arrived is not what was wanted) and is raised.
+    """
     dest = Path(dest)
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in SCHEMES:
@@ -66,7 +72,7 @@ def download(
             progress(offset, size)
     else:
         _fetch(url, part, offset, size, progress, timeout)
-    return _finish(url, part, dest, sha256, size)
+    return _finish(url, part, dest, sha256, size, check)
 
 
 def _fetch(url: str, part: Path, offset: int, size: int | None, progress: Progress | None, timeout: float) -> None:
@@ -147,12 +153,14 @@ def _open(url: str, part: Path, offset: int, timeout: float) -> Any:
             return None
         raise DownloadError(f"HTTP {e.code} {e.reason} for {url} -> {part}") from e
     except urllib.error.URLError as e:
-        raise DownloadError(f"cannot fetch {url} -> {part}: {_reason(e.reason)}") from e
+        raise DownloadError(f"cannot fetch {url} -> {part}: {_unreachable(url, e.reason)}") from e
     except (http.client.HTTPException, OSError, ValueError) as e:
-        raise DownloadError(f"cannot fetch {url} -> {part}: {_reason(e)}") from e
+        raise DownloadError(f"cannot fetch {url} -> {part}: {_unreachable(url, e)}") from e
 
 
-def _finish(url: str, part: Path, dest: Path, sha256: str | None, size: int | None) -> str:
+def _finish(
+    url: str, part: Path, dest: Path, sha256: str | None, size: int | None, check: Callable[[Path], None] | None
+) -> str:
     """Check the finished .part file's size and digest, then move it onto dest."""
     if not part.is_file():
         raise DownloadError(f"no data received from {url} -> {part}")
@@ -165,6 +173,12 @@ def _finish(url: str, part: Path, dest: Path, sha256: str | None, size: int | No
     if sha256 is not None and digest != sha256.lower():
         _discard(part)
         raise ChecksumError(f"sha256 mismatch for {url} -> {dest}: expected {sha256.lower()}, got {digest}")
+    if check is not None:
+        try:
+            check(part)
+        except DownloadError:
+            _discard(part)
+            raise
     try:
         os.replace(part, dest)
     except OSError as e:
@@ -208,6 +222,18 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     start = int(m.group(1)) if m.group(1) else None
     total = int(m.group(2)) if m.group(2) != "*" else None
     return start, total
+
+
+def _unreachable(url: str, e: object) -> str:
+    """Why an address can't be reached, in words (offline machines get a DNS error, not a refusal)."""
+    host = urllib.parse.urlsplit(url).hostname or url
+    if isinstance(e, socket.gaierror):
+        return f"{host} cannot be reached: its name does not resolve (offline, or no DNS)"
+    if isinstance(e, ConnectionRefusedError):
+        return f"{host} refused the connection"
+    if isinstance(e, TimeoutError):
+        return f"{host} did not answer in time"
+    return _reason(e)
 
 
 def _reason(e: object) -> str:

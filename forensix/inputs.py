@@ -661,6 +661,10 @@ def iter_inputs(
             yield item
 
 
+class MissingInput(ValueError):
+    """A path named directly (on the command line, to write_report) does not exist."""
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What the user asked to scan, re-walkable: paths, and files that list paths (in order).
@@ -703,6 +707,16 @@ class InputSpec:
             else:
                 sources.append((kind, value))
         return cls(tuple(sources))
+
+    def check_named_paths(self) -> None:
+        """MissingInput naming every path given directly (not in a list) that does not exist.
+
+        A typo on the command line is the caller's error, not a row: a script must be able to tell
+        it from a clean scan, as with ``ls`` or ``cp``. A path inside a list stays an error row.
+        """
+        missing = [value for kind, value in self.sources if kind == "path" and not os.path.lexists(value)]
+        if missing:
+            raise MissingInput(f"no such file or directory: {', '.join(repr(m) for m in missing)}")
 
     def paths(self) -> Iterator[str]:
         for kind, value in self.sources:

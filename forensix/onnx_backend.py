@@ -48,17 +48,18 @@ METADATA_KEYS = (
 )
 
 
-class MissingExtra(ValueError):
-    """An optional dependency is not installed (a ValueError so the CLI reports it in one line)."""
+class MissingDependency(ValueError):
+    """onnx or onnxruntime is not installed (a ValueError so the CLI reports it in one line)."""
 
 
 def require(module: str) -> ModuleType:
-    """Import an optional dependency of the ``[onnx]`` extra, or say how to install it."""
+    """Import onnx or onnxruntime (imported only when used), or say how to install it where it is missing."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise MissingExtra(
-            f"{module} is not installed ({e}); pip install 'forensix[onnx]' (or onnxruntime-gpu for CUDA)"
+        package = "onnxruntime-gpu (or onnxruntime)" if module == "onnxruntime" else module
+        raise MissingDependency(
+            f"{module} is not installed ({e}); forensix needs it for ONNX files: pip install {package}"
         ) from None
 
 

@@ -96,12 +96,14 @@ def write_report(
     ``options`` are :class:`forensix.pipeline.ScanOptions`' fields. ``progress(stats, count)``
     makes a display for the scan (``count()`` walks the inputs for a total); ``log`` receives
     messages for people (that the report is resumed). Raises :class:`ReportError` (a ValueError)
-    for a report that can't be written or resumed, before any image is read. Ctrl-C or SIGTERM
+    for a report that can't be written or resumed, and :class:`MissingInput` (a ValueError) for a
+    path in ``paths`` that does not exist, before any image is read. Ctrl-C or SIGTERM
     during the scan does not raise: the report is finished and the summary says ``interrupted``.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]  # one path, not a sequence of characters
     spec = paths if isinstance(paths, InputSpec) else InputSpec.from_args([os.fspath(p) for p in paths])
+    spec.check_named_paths()
     scan_options = ScanOptions(**options)
     path = Path(out) if isinstance(out, (str, os.PathLike)) else None
     fmt = format_for(str(path) if path is not None else None, format)
@@ -179,7 +181,7 @@ def check_resumable(
     if thresholds:
         raise ReportError(
             f"{path} was written with threshold {min(thresholds)}, not {detector.threshold}; "
-            "pass --threshold or a new --out"
+            f"pass --threshold {min(thresholds)} to resume it, or use a new --out"
         )
     if recorded is None:
         return

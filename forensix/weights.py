@@ -1,25 +1,42 @@
-"""The weights manifest (weights/manifest.json) and the local weights folder.
+"""The weights manifest (forensix/manifest.json), the local weights folder, and what each file must be.
 
-Nothing downloads unless asked (`forensix weights fetch NAME`). Files live in ``$FORENSIX_HOME``
-if set, else in the checkout's ``weights/`` folder when forensix runs from a source tree, else in
-``~/.cache/forensix``.
+Nothing downloads unless asked (`forensix weights fetch NAME`, fetching.py). Files live in
+``$FORENSIX_HOME`` if set, else in the checkout's ``weights/`` folder when forensix runs from a
+source tree, else in ``~/.cache/forensix``. A file is pinned by the manifest's sha256, else by the
+weights lock (pins.py: trust on first use, or by hand); every load checks a present file against
+its pin, so a file that changed on disk is refused, never scanned with.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from .digests import cached_sha256
-from .download import DownloadError, download
+from .pins import MANIFEST, Pin, read_pins
 
 
 class WeightsMissing(Exception):
     """Weights a command needs are not on disk; the message says which command gets them."""
+
+
+class WeightsChanged(Exception):
+    """A weights file is not the one its pin names (changed on disk, or another file with its name)."""
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """A file in a Hugging Face Hub repository, at a pinned revision (a commit hash)."""
+
+    repo: str
+    filename: str
+    revision: str
+
+    def __str__(self) -> str:
+        return f"huggingface.co/{self.repo}@{self.revision[:10]}/{self.filename}"
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,12 @@ class WeightFile:
     url: str | None
     sha256: str | None
     size: int | None
+    hub: HubFile | None = None  # fetched with huggingface_hub (its cache, HF_HUB_OFFLINE) rather than by url
+
+    @property
+    def source(self) -> str | None:
+        """Where it is fetched from, for people; None when nothing is published."""
+        return str(self.hub) if self.hub else self.url
 
 
 @dataclass(frozen=True)
@@ -57,9 +80,13 @@ def load_manifest(path: Path | None = None) -> dict[str, ManifestEntry]:
     entries = {}
     for name, raw in json.loads(text).items():
         raw = dict(raw)
-        files = tuple(WeightFile(**f) for f in raw.pop("files"))
+        files = tuple(_weight_file(**f) for f in raw.pop("files"))
         entries[name] = ManifestEntry(name=name, files=files, **raw)
     return entries
+
+
+def _weight_file(hub: dict[str, str] | None = None, **fields: object) -> WeightFile:
+    return WeightFile(**fields, hub=HubFile(**hub) if hub else None)  # type: ignore[arg-type]
 
 
 def get_entry(name: str) -> ManifestEntry:
@@ -92,8 +119,32 @@ def get_entry_of_kind(name: str, kind: str) -> ManifestEntry:
     return entry
 
 
+def pin_of(f: WeightFile, pins: dict[str, Pin] | None = None) -> Pin | None:
+    """What ``f`` must be: the manifest's sha256, else its pin in the lock; None if unpinned."""
+    if f.sha256:
+        return Pin(f.sha256.lower(), f.size, MANIFEST)
+    return (read_pins() if pins is None else pins).get(f.file)
+
+
+def check_pinned(entry: ManifestEntry, f: WeightFile, path: Path, pin: Pin | None) -> str:
+    """The sha256 of ``path``; WeightsChanged if it is not what ``pin`` says."""
+    digest = cached_sha256(path)
+    if pin is not None and digest != pin.sha256:
+        by_hand = f" (or, if this file is the right one: forensix weights pin {entry.name} {digest})"
+        raise WeightsChanged(
+            f"{path}: sha256 {digest[:16]}… is not {pin.describe()} {pin.sha256[:16]}…: the file is not the one "
+            f"{entry.name} was pinned to; delete it and run forensix weights fetch {entry.name}"
+            + (by_hand if pin.pinned != MANIFEST else "")
+        )
+    return digest
+
+
 def resolve(name: str) -> dict[str, Path]:
-    """Paths of an entry's files by role; raise WeightsMissing naming the command that gets them."""
+    """Paths of an entry's files by role, each checked against its pin.
+
+    WeightsMissing names the command that gets missing files; WeightsChanged a file whose sha256
+    is not its pin's.
+    """
     entry = get_entry(name)
     paths = {f.role: local_path(f) for f in entry.files}
     missing = [p.name for p in paths.values() if not p.is_file()]
@@ -102,6 +153,9 @@ def resolve(name: str) -> dict[str, Path]:
             f"weights for {name!r} are missing ({', '.join(missing)} in {weights_dir()}); "
             f"get them with: forensix weights fetch {name}"
         )
+    pins = read_pins()
+    for f in entry.files:
+        check_pinned(entry, f, paths[f.role], pin_of(f, pins))
     return paths
 
 
@@ -112,49 +166,22 @@ class FileStatus:
     path: Path
     present: bool
     size: int | None
-    verified: bool | None  # None: no published checksum, or not present
+    pin: Pin | None
+    verified: bool | None  # None: not checked, not present, or nothing to check against
 
 
 def status(entry: ManifestEntry, check: bool = False) -> list[FileStatus]:
-    """Which of an entry's files are present; with ``check``, whether their sha256 matches."""
+    """Which of an entry's files are present and pinned; with ``check``, whether they match their pins."""
     out = []
+    pins = read_pins()
     for f in entry.files:
         path = local_path(f)
         present = path.is_file()
+        pin = pin_of(f, pins)
         verified = None
-        if check and present and f.sha256:
-            verified = cached_sha256(path).lower() == f.sha256.lower()
-        out.append(FileStatus(entry.name, f.role, path, present, path.stat().st_size if present else None, verified))
+        if check and present and pin is not None:
+            verified = cached_sha256(path) == pin.sha256
+        out.append(
+            FileStatus(entry.name, f.role, path, present, path.stat().st_size if present else None, pin, verified)
+        )
     return out
-
-
-def fetch(
-    name: str,
-    url: str | None = None,
-    progress: Callable[[str, int, int | None], None] | None = None,
-) -> dict[str, Path]:
-    """Download an entry's missing files (resuming partial downloads, checking sha256).
-
-    ``url`` overrides the manifest's address for an entry with a single file (a mirror, or a
-    file the authors share privately).
-    """
-    entry = get_entry(name)
-    if url is not None and len(entry.files) != 1:
-        raise ValueError(f"--url needs a single-file entry; {name} has {len(entry.files)} files")
-    paths = {}
-    for f in entry.files:
-        source = url or f.url
-        dest = local_path(f)
-        if source is None:
-            if dest.is_file():
-                paths[f.role] = dest
-                continue
-            hint = f" {entry.notes}" if entry.notes else ""
-            raise WeightsMissing(f"{name}: no public download address for {f.file}.{hint}")
-        report = (lambda done, total, _f=f.file: progress(_f, done, total)) if progress else None
-        try:
-            download(source, dest, sha256=f.sha256, size=None if url else f.size, progress=report)
-        except DownloadError as e:
-            raise WeightsMissing(str(e)) from e
-        paths[f.role] = dest
-    return paths

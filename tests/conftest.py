@@ -83,6 +83,24 @@ def small_input_weights(tmp_path_factory) -> Path:
     return tiny_deeclip_file(tmp_path_factory.mktemp("weights"), side=28)
 
 
+@pytest.fixture
+def own_backbones(monkeypatch):
+    """The shipped manifest without the CLIP backbones' published sha256s: the tests' tiny CLIPs, placed
+    under the backbones' names, stand in for OpenAI's (which every load would otherwise refuse)."""
+    import dataclasses
+
+    from forensix import weights as W
+
+    def unpinned(f):
+        return dataclasses.replace(f, sha256=None, size=None, hub=None) if f.hub is not None else f
+
+    entries = {
+        name: dataclasses.replace(entry, files=tuple(unpinned(f) for f in entry.files))
+        for name, entry in W.load_manifest().items()
+    }
+    monkeypatch.setattr(W, "load_manifest", lambda path=None: entries)
+
+
 def decoder_crashing_on(bomb: bytes, decode):
     """``decode``, except that the process dies of SIGSEGV on ``bomb``'s bytes: a decoder's crash on a hostile file."""
 

@@ -192,6 +192,21 @@ def test_forensix_format_round_trip(tmp_path, tiny_official_file, images):
         assert (a(x) - b(x)).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_safetensors_files_get_the_umask_s_permissions_and_land_whole(tmp_path, umask):
+    import os
+
+    from forensix.models.checkpoints import write_safetensors
+
+    before = os.umask(umask)
+    try:
+        write_safetensors(tmp_path / "m.safetensors", {"a": torch.arange(3.0)}, {"k": "v"})
+    finally:
+        os.umask(before)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left beside it
+
+
 def test_safetensors_without_forensix_metadata_is_refused(tmp_path):
     from safetensors.torch import save_file
 

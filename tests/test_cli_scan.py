@@ -208,7 +208,33 @@ def test_resume_refuses_a_report_of_another_threshold(photos, tiny_weights, tmp_
     out = tmp_path / "report.jsonl"
     assert scan(photos, "--weights", tiny_weights, "--out", out, "--workers", "0").exit_code == 0
     result = scan(photos, "--weights", tiny_weights, "--out", out, "--resume", "--threshold", "0.9")
-    assert result.exit_code == 2 and "threshold" in result.stderr
+    assert result.exit_code == 2 and "written with threshold 0.5, not 0.9" in result.stderr
+    assert "pass --threshold 0.5 to resume it" in result.stderr
+
+
+def test_a_named_path_that_does_not_exist_is_exit_2_before_the_model_loads(photos, tmp_path, monkeypatch):
+    import forensix.detector
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(forensix.detector, "load_detector", no_model)
+    result = scan(photos, tmp_path / "nonexistnt" / "dir", "-", "--out", tmp_path / "r.csv", input="")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "no such file or directory: " + repr(str(tmp_path / "nonexistnt" / "dir")) in result.stderr
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_write_report_refuses_a_named_path_that_does_not_exist(photos, tiny_weights, tmp_path):
+    import forensix
+    from forensix.inputs import MissingInput
+
+    detector = forensix.load_detector(weights=tiny_weights, device="cpu")
+    with pytest.raises(MissingInput, match="nonexistnt"):
+        forensix.write_report([photos, tmp_path / "nonexistnt"], detector, tmp_path / "r.jsonl", workers=0)
+    assert not (tmp_path / "r.jsonl").exists()
+    rows = list(forensix.scan([str(tmp_path / "nonexistnt")], detector, workers=0))  # the row API: an error row
+    assert [r["error"] for r in rows] == ["no such file or directory"]
 
 
 def read_rows(text: str, fmt: str) -> list[dict]:
@@ -649,3 +675,19 @@ def test_errors_carry_no_terminal_codes(tmp_path, photos, tiny_weights):
         result = runner.invoke(app, ["scan", str(photos), "--weights", str(weights)], env=env)
         assert result.exit_code == 2 and "\x1b" not in result.stderr, repr(result.stderr)
         assert "not a readable weights file (its pickle is refused: Unsupported global: GLOBAL" in result.stderr
+
+
+def test_a_file_path_is_accepted_wherever_a_model_name_is(photos, tiny_weights, tmp_path, monkeypatch):
+    import shutil
+
+    import forensix
+
+    shutil.copy(tiny_weights, tmp_path / "my.safetensors")
+    monkeypatch.chdir(tmp_path)
+    by_name = forensix.load_detector("my.safetensors", device="cpu")  # the README's Python example
+    assert by_name.info.source == "my.safetensors"
+    by_model = jsonl_rows(scan(photos, "--model", "my.safetensors", "--workers", "0"))
+    by_weights = jsonl_rows(scan(photos, "--weights", tiny_weights, "--workers", "0"))
+    assert [r["score"] for r in by_model] == [r["score"] for r in by_weights]
+    with pytest.raises(ValueError, match="absent.safetensors: no such file"):
+        forensix.load_detector("absent.safetensors")

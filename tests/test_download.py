@@ -26,6 +26,7 @@ class Server:
         self.cut: dict[str, int] = {}  # path -> send only this many body bytes, then close
         self.ignore_range: set[str] = set()
         self.chunked: set[str] = set()  # paths sent with chunked transfer-encoding (no Content-Length)
+        self.headers: dict[str, dict[str, str]] = {}  # path -> extra response headers (a Hub's X-Repo-Commit, ETag)
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.base = ""
 
@@ -34,6 +35,7 @@ class Server:
         self.cut.clear()
         self.ignore_range.clear()
         self.chunked.clear()
+        self.headers.clear()
         self.requests.clear()
 
     def url(self, path: str = "/model.bin") -> str:
@@ -44,6 +46,21 @@ def make_handler(state: Server) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             pass
+
+        def end_headers(self) -> None:
+            for name, value in state.headers.get(self.path, {}).items():
+                self.send_header(name, value)
+            super().end_headers()
+
+        def do_HEAD(self) -> None:
+            state.requests.append((f"HEAD {self.path}", None))
+            data = state.files.get(self.path)
+            if data is None:
+                self.send_error(404, "Not Found")
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
 
         def do_GET(self) -> None:
             rng = self.headers.get("Range")

@@ -277,7 +277,7 @@ def _place_vitrn50(home: Path, ref: RefDeCLIPViTRN50, name: str = "ldm") -> Path
     return path
 
 
-def test_vit_rn50_loads_by_name_and_by_path_with_the_backbones_of_the_weights_folder(home, vitrn50):
+def test_vit_rn50_loads_by_name_and_by_path_with_the_backbones_of_the_weights_folder(home, vitrn50, own_backbones):
     path = _place_vitrn50(home, vitrn50)
     images = [random_image(300, 240, seed=7), random_image(240, 333, seed=8)]
     by_name = load_localizer("declip-vitrn50-ldm", device="cpu")
@@ -290,7 +290,7 @@ def test_vit_rn50_loads_by_name_and_by_path_with_the_backbones_of_the_weights_fo
     assert by_name.info.provenance["cnn_backbone_file"] == "openai_clip_rn50.safetensors"
 
 
-def test_vit_rn50_import_needs_and_uses_the_backbones(home, tmp_path, vitrn50):
+def test_vit_rn50_import_needs_and_uses_the_backbones(home, tmp_path, vitrn50, own_backbones):
     path = tmp_path / "ViT_layer20+RN50_layer3_conv-20_x.pth"
     torch.save(vitrn50.official_checkpoint(), path)
     with pytest.raises(WeightsMissing, match="forensix weights fetch declip-vitrn50-"):

@@ -302,7 +302,7 @@ def test_every_process_gets_the_same_number_of_batches():
     assert anchors == set(range(10))
 
 
-def test_openai_init_copies_the_clip_tower_and_nothing_else(home, toy):
+def test_openai_init_copies_the_clip_tower_and_nothing_else(home, toy, own_backbones):
     """--init openai: the frozen tower from OpenAI's CLIP file (fused q/k/v split), fresh heads, LoRA B = 0."""
     from reference_declip import RefCLIP
     from safetensors.torch import save_file

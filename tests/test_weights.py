@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import UNIVFD_HEAD
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 from test_download import CUT, DATA, DIGEST, _server, server  # noqa: F401  (the loopback server fixtures)
 from typer.testing import CliRunner
 
 from forensix import weights as W
 from forensix.cli import app
-from forensix.download import sha256_file
+from forensix.download import ChecksumError, DownloadError, sha256_file
+from forensix.fetching import fetch
 from forensix.models.config import get_config
 
 runner = CliRunner()
@@ -40,9 +41,9 @@ def fake_manifest(monkeypatch, server):  # noqa: F811
         ),
         "private": W.ManifestEntry(
             name="private",
-            kind="detector",
-            format="deeclip-official",
-            files=(W.WeightFile("checkpoint", "private.pth", None, None, None),),
+            kind="backbone",
+            format="openai-clip",
+            files=(W.WeightFile("backbone", "private.safetensors", None, None, None),),
             notes="Ask the authors.",
         ),
     }
@@ -81,10 +82,10 @@ def test_missing_weights_name_the_command(home):
 
 
 def test_fetch_downloads_checks_and_skips_present_files(home, fake_manifest, server):  # noqa: F811
-    paths = W.fetch("toy")
+    paths = fetch("toy")
     assert paths["checkpoint"] == home / "toy.pth" and paths["checkpoint"].read_bytes() == DATA
     assert len(server.requests) == 1
-    W.fetch("toy")
+    fetch("toy")
     assert len(server.requests) == 1  # already there and verified: no request
     assert W.resolve("toy") == {"checkpoint": home / "toy.pth"}
 
@@ -93,27 +94,30 @@ def test_fetch_wrong_checksum_leaves_nothing(home, fake_manifest, server, monkey
     entry = fake_manifest["toy"]
     bad = W.WeightFile("checkpoint", "toy.pth", server.url(), "0" * 64, len(DATA))
     fake_manifest["toy"] = W.ManifestEntry(**{**entry.__dict__, "files": (bad,)})
-    with pytest.raises(W.WeightsMissing, match="sha256"):
-        W.fetch("toy")
+    with pytest.raises(ChecksumError, match="sha256"):
+        fetch("toy")
     assert list(home.iterdir()) == []
 
 
 def test_fetch_truncated_then_resumed(home, fake_manifest, server):  # noqa: F811
     server.cut["/model.bin"] = CUT
-    with pytest.raises(W.WeightsMissing):
-        W.fetch("toy")
+    with pytest.raises(DownloadError, match="re-running resumes"):
+        fetch("toy")
     assert (home / "toy.pth.part").stat().st_size == CUT
     server.cut.clear()
-    W.fetch("toy")
+    fetch("toy")
     assert server.requests[-1][1] == f"bytes={CUT}-"
     assert (home / "toy.pth").read_bytes() == DATA
 
 
 def test_entry_without_address_says_so_and_url_overrides(home, fake_manifest, server):  # noqa: F811
     with pytest.raises(W.WeightsMissing, match="no public download address.*Ask the authors"):
-        W.fetch("private")
-    W.fetch("private", url=server.url())
-    assert (home / "private.pth").read_bytes() == DATA
+        fetch("private")
+    tensors = save({"visual.proj": torch.ones(2, 3)})
+    server.files["/private.safetensors"] = tensors
+    fetch("private", url=server.url("/private.safetensors"))
+    assert (home / "private.safetensors").read_bytes() == tensors
+    assert W.status(fake_manifest["private"])[0].pin.pinned == "first use"
 
 
 def test_cli_fetch_failure_is_one_line_exit_2(home, fake_manifest):
@@ -176,7 +180,7 @@ def test_cli_import_of_a_forensix_file_says_so(tiny_weights, tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
-def test_univfd_from_the_manifest(home, images):
+def test_univfd_from_the_manifest(home, images, own_backbones):
     """Both files in the weights folder: the released head and a (tiny) OpenAI-layout CLIP."""
     from test_checkpoints import _tiny_openai_clip
 

@@ -10,6 +10,8 @@ are only ever read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -166,7 +168,29 @@ def save_checkpoint(
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
+    write_safetensors(Path(path), tensors, metadata)
+
+
+def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    """Write a safetensors file atomically (a crash leaves the old file or none), with the permissions the
+    umask gives any new file (safetensors itself creates files 0600)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        save_file(dict(tensors), str(tmp), metadata=dict(metadata))
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)  # elsewhere, reading it means setting it: put it straight back
+        os.umask(mask)
+        return mask
 
 
 def read_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
@@ -261,6 +285,12 @@ def read_model_file(
     return ModelFile(cfg, state, provenance, digest, str(path), native=False, format=fmt.name, recipe=fmt.recipe(obj))
 
 
+def check_loadable(found: ModelFile) -> None:
+    """CheckpointError unless ``found`` loads strictly into its model (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        check_state_dict(create_model(found.config, with_lora=has_lora_keys(found.state)), found.state, found.source)
+
+
 def companion_files(
     fmt: CheckpointFormat, roles: tuple[str, ...], path: Path, given: Mapping[str, Path] | None
 ) -> dict[str, Path]:
@@ -278,6 +308,10 @@ def companion_files(
         if entry is None:
             raise CheckpointError(f"{path}: a {fmt.name} checkpoint needs its {', '.join(roles)} files; none are known")
         files = {role: W.local_path(entry.file(role)) for role in roles}
+        pins = W.read_pins()
+        for role, p in files.items():
+            if p.is_file():
+                W.check_pinned(entry, entry.file(role), p, W.pin_of(entry.file(role), pins))
     missing = [str(files.get(role, role)) for role in roles if role not in files or not files[role].is_file()]
     if missing:
         fetch = f": get them with: forensix weights fetch {entry.name}" if entry is not None else ""

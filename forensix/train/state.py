@@ -12,9 +12,8 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from ..models.checkpoints import CheckpointError
+from ..models.checkpoints import CheckpointError, write_safetensors
 
 
 def save_training_state(path: Path, optimizer: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
@@ -32,9 +31,7 @@ def save_training_state(path: Path, optimizer: torch.optim.Optimizer, progress: 
         "scalars": json.dumps(scalars),
         "progress": json.dumps(progress),
     }
-    tmp = Path(path).with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)  # a run killed while saving keeps the previous state
+    write_safetensors(Path(path), tensors, metadata)  # atomic: a run killed while saving keeps the previous state
 
 
 def load_training_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
