@@ -116,7 +116,7 @@ def fatal_errors() -> Iterator[None]:
     try:
         yield
     # ValueError covers the library's own: CheckpointError, ReportError, DatasetError, DecodeError.
-    except (W.WeightsMissing, W.WeightsChanged, DownloadError, Fatal, KeyError, ValueError, OSError) as e:
+    except (W.WeightsMissing, W.WeightsRefused, DownloadError, Fatal, KeyError, ValueError, OSError) as e:
         message = plain(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
         # escape: messages quote things like 'forensix[heif]' that rich would take for markup; plain:
         # a library's own terminal codes (torch's bold) must not reach a log, a pipe or even a terminal
@@ -229,7 +229,7 @@ def weights_fetch(
             paths = fetch(name, url=url, progress=report)
         entry = W.get_entry(name)
         for s in W.status(entry):
-            how = s.pin.describe() if s.pin else "not pinned"
+            how = s.pin.how() if s.pin else "not pinned"
             err.print(f"{name} {s.role}: {s.path} (sha256 {W.cached_sha256(paths[s.role])}, {how})", highlight=False)
 
 
@@ -249,14 +249,14 @@ def weights_verify(
                     continue
                 checked += 1
                 if s.verified is None:
-                    state = f"present, not pinned: 'forensix weights fetch {entry.name}' checks and pins it"
+                    state = f"NOT PINNED: 'forensix weights fetch {entry.name}' checks and pins it"
                 else:
-                    state = f"{'ok' if s.verified else 'SHA256 MISMATCH'} ({s.pin.describe()})"  # type: ignore[union-attr]
+                    state = f"{'ok' if s.verified else 'SHA256 MISMATCH'} ({s.pin.how()})"  # type: ignore[union-attr]
                 err.print(f"{entry.name} {s.role}: {state} {s.path}", highlight=False)
-                if s.verified is False:
+                if s.verified is not True:
                     bad.append(str(s.path))
         if bad:
-            raise Fatal(f"checksum mismatch: {', '.join(bad)}; delete and fetch again")
+            raise Fatal(f"not the pinned files, or not pinned: {', '.join(bad)}; loads refuse them (see above)")
         if not checked:
             raise Fatal(
                 f"nothing to verify: no weights of {name or 'any known entry'} in {W.weights_dir()} "
@@ -271,25 +271,8 @@ def weights_pin(
     role: Annotated[str | None, typer.Option(help="Which of the entry's files (default: its only one).")] = None,
 ) -> None:
     """Pin a file by hand: record the sha256 it must have in the weights lock (docs/weights.md)."""
-    from .pins import BY_HAND, Pin, is_sha256, record, today
-
     with fatal_errors():
-        entry = W.get_entry(name)
-        if role is None and len(entry.files) != 1:
-            raise Fatal(
-                f"{name} has {len(entry.files)} files: say which with --role ({', '.join(f.role for f in entry.files)})"
-            )
-        f = entry.file(role) if role else entry.files[0]
-        digest = sha256.strip().lower()
-        if not is_sha256(digest):
-            raise Fatal(f"not a sha256 (64 hex digits): {sha256!r}")
-        if f.sha256 and f.sha256.lower() != digest:
-            raise Fatal(f"{name} {f.role}: the manifest publishes sha256 {f.sha256}; it can't be pinned to another")
-        path = W.local_path(f)
-        present = path.is_file()
-        if present and (actual := W.cached_sha256(path)) != digest:
-            raise Fatal(f"{path} is present with sha256 {actual}, not {digest}: delete it first, or pin {actual}")
-        lock = record(f.file, Pin(digest, path.stat().st_size if present else None, BY_HAND, date=today()))
+        f, digest, lock = W.pin_by_hand(name, sha256, role)
         err.print(f"{name} {f.role}: pinned by hand to sha256 {digest} in {lock}", highlight=False)
 
 

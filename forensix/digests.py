@@ -14,6 +14,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from .files import replacing
 from .home import cache_dir
 
 
@@ -45,9 +46,8 @@ def cached_sha256(path: Path) -> str:
     digest = sha256_file(path)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        temporary = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-        temporary.write_text(digest + "\n")
-        os.replace(temporary, entry)  # whole or absent: concurrent scans never read half a digest
+        with replacing(entry) as tmp:  # whole or absent: concurrent scans never read half a digest
+            tmp.write_text(digest + "\n")
     except OSError:
         pass  # an unwritable cache only costs a re-hash next time
     return digest

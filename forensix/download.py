@@ -8,6 +8,7 @@ the next call asks the server for the rest with a ``Range`` request.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import socket
@@ -42,12 +43,17 @@ def download(
     size: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     timeout: float = 60.0,
-    check: Callable[[Path], None] | None = None,
+    check: Callable[[Path, str], None] | None = None,
 ) -> str:
     """Download url to dest atomically; return the sha256 hex digest of the file.
 
-    ``check``, if given, is called on the complete file before it is moved onto ``dest``; a
-    DownloadError it raises deletes the file (what arrived is not what was wanted) and is raised.
+    ``check(part, digest)``, if given, is called on the complete file (before the sha256 is compared,
+    so it can say what arrived) and before it is moved onto ``dest``; whatever it raises deletes the
+    file and is raised.
+
+    A partial file is resumed only when the whole file's sha256 is known (a splice would not match
+    it), or when it came from the same ``url`` and the server named its version (ETag or
+    Last-Modified, sent back as If-Range, so a file changed since is fetched whole).
     """
     dest = Path(dest)
     scheme = urllib.parse.urlsplit(url).scheme.lower()
@@ -64,6 +70,12 @@ def download(
     except OSError as e:
         raise DownloadError(f"cannot create folder {dest.parent} for {url}: {e}") from e
     offset = part.stat().st_size if part.is_file() else 0
+    source = _read_source(part)
+    same_source = source is not None and source.get("url") == url and bool(source.get("validator"))
+    if offset and sha256 is None and not same_source:  # a splice of two files could not be caught
+        _discard(part)
+        offset = 0
+    validator = source.get("validator") if same_source and source else None
     if size is not None and offset > size:
         _discard(part)
         offset = 0
@@ -71,13 +83,44 @@ def download(
         if progress is not None:
             progress(offset, size)
     else:
-        _fetch(url, part, offset, size, progress, timeout)
+        _fetch(url, part, offset, size, progress, timeout, validator)
     return _finish(url, part, dest, sha256, size, check)
 
 
-def _fetch(url: str, part: Path, offset: int, size: int | None, progress: Progress | None, timeout: float) -> None:
+def _source_of(part: Path) -> Path:
+    """Where a partial download notes its url and the version the server named (for a safe resume)."""
+    return part.with_name(part.name + ".source")
+
+
+def _read_source(part: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(_source_of(part).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _note_source(part: Path, url: str, headers: Any) -> None:
+    """Record the url and the server's version of the file whose bytes start ``part``."""
+    etag = headers.get("ETag")
+    validator = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+    try:
+        _source_of(part).write_text(json.dumps({"url": url, "validator": validator}), encoding="utf-8")
+    except OSError:
+        pass  # without it the partial file is only resumed against a known sha256
+
+
+def _fetch(
+    url: str,
+    part: Path,
+    offset: int,
+    size: int | None,
+    progress: Progress | None,
+    timeout: float,
+    validator: str | None = None,
+) -> None:
     """Fetch url into part, appending from offset when the server honours the Range request."""
-    resp = _open(url, part, offset, timeout)
+    resp = _open(url, part, offset, timeout, validator)
     if resp is None and offset:
         # 416 with the .part as long as the file: it is already whole, and verification decides.
         if progress is not None:
@@ -99,9 +142,11 @@ def _fetch(url: str, part: Path, offset: int, size: int | None, progress: Progre
             if total is None and length is not None:
                 total = offset + length
         else:
-            # 200 (or a file: URL): the body is the whole file, so any partial file is dropped.
+            # 200 (or a file: URL): the body is the whole file (a changed one, after If-Range), so any
+            # partial file is dropped.
             offset = 0
             total = length
+            _note_source(part, url, resp.headers)
         if size is not None and total is not None and total != size:
             _discard(part)
             raise DownloadError(f"server reports {total} bytes for {url}, expected {size} -> {part}")
@@ -136,11 +181,14 @@ def _fetch(url: str, part: Path, offset: int, size: int | None, progress: Progre
         raise _truncated(url, part, done, total, "connection closed early")
 
 
-def _open(url: str, part: Path, offset: int, timeout: float) -> Any:
-    """Open url (asking for bytes from offset on); the response, or None where the server answered 416."""
+def _open(url: str, part: Path, offset: int, timeout: float, validator: str | None = None) -> Any:
+    """Open url (asking for bytes from offset on, if still ``validator``'s version); the response, or None
+    where the server answered 416."""
     req = urllib.request.Request(url, headers={"User-Agent": "forensix", "Accept-Encoding": "identity"})
     if offset:
         req.add_header("Range", f"bytes={offset}-")
+        if validator:
+            req.add_header("If-Range", validator)
     try:
         return urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as e:
@@ -170,19 +218,20 @@ def _finish(
             _discard(part)
         raise DownloadError(f"got {actual} bytes from {url}, expected {size} -> {part}")
     digest = sha256_file(part)
+    if check is not None:
+        try:
+            check(part, digest)
+        except BaseException:
+            _discard(part)
+            raise
     if sha256 is not None and digest != sha256.lower():
         _discard(part)
         raise ChecksumError(f"sha256 mismatch for {url} -> {dest}: expected {sha256.lower()}, got {digest}")
-    if check is not None:
-        try:
-            check(part)
-        except DownloadError:
-            _discard(part)
-            raise
     try:
         os.replace(part, dest)
     except OSError as e:
         raise DownloadError(f"cannot move {part} onto {dest} for {url}: {e}") from e
+    _source_of(part).unlink(missing_ok=True)
     return digest
 
 
@@ -201,10 +250,8 @@ def _write(f: BinaryIO, block: bytes, url: str, part: Path) -> None:
 
 
 def _discard(part: Path) -> None:
-    try:
-        part.unlink()
-    except FileNotFoundError:
-        pass
+    part.unlink(missing_ok=True)
+    _source_of(part).unlink(missing_ok=True)
 
 
 def _int(value: str | None) -> int | None:

@@ -18,7 +18,7 @@ from . import weights as W
 from .download import ChecksumError, DownloadError, download
 from .models.checkpoints import CheckpointError, check_kind, check_loadable, read_model_file, read_state_dict
 from .models.registry import get_format
-from .pins import FIRST_USE, MANIFEST, Pin, record, today
+from .pins import FIRST_USE, MANIFEST, HeldLock, Pin, editing, now
 
 FileProgress = Callable[[str, int, int | None], None]
 
@@ -31,16 +31,17 @@ def fetch(name: str, url: str | None = None, progress: FileProgress | None = Non
     """Make every file of entry ``name`` present and pinned; their paths by role.
 
     ``url`` overrides the address of a single-file entry (a mirror, or a copy the authors shared).
+    The weights lock is held throughout: another fetch waits, and no pin is lost.
     """
     entry = W.get_entry(name)
     if url is not None and len(entry.files) != 1:
         raise ValueError(f"--url needs a single-file entry; {name} has {len(entry.files)} files")
-    pins = W.read_pins()
-    # Pinned files first: an unpinned main file is checked with its companions (a backbone) in place.
-    order = sorted(entry.files, key=lambda f: W.pin_of(f, pins) is None)
-    paths: dict[str, Path] = {}
-    for f in order:
-        paths[f.role] = _fetch_file(entry, f, url, W.pin_of(f, pins), paths, progress)
+    with editing() as lock:
+        # Pinned files first: an unpinned main file is checked with its companions (a backbone) in place.
+        order = sorted(entry.files, key=lambda f: W.pin_of(f, lock.pins) is None)
+        paths: dict[str, Path] = {}
+        for f in order:
+            paths[f.role] = _fetch_file(entry, f, url, lock, paths, progress)
     return {f.role: paths[f.role] for f in entry.files}
 
 
@@ -48,41 +49,51 @@ def _fetch_file(
     entry: W.ManifestEntry,
     f: W.WeightFile,
     url: str | None,
-    pin: Pin | None,
+    lock: HeldLock,
     ready: dict[str, Path],
     progress: FileProgress | None,
 ) -> Path:
     dest = W.local_path(f)
+    pin = W.pin_of(f, lock.pins)
     if dest.is_file():
-        W.check_pinned(entry, f, dest, pin)
-        if pin is None:  # placed by hand: checked as a download would be, then pinned
-            try:
-                _check_arrived(entry, f, dest, ready, what=str(dest))
-            except Refused as e:
-                raise Refused(f"{e}; not pinned: delete or replace it") from None
-            _pin_first_use(f, dest, None)
+        if pin is not None:
+            W.check_pinned(entry, f, dest, pin)
+            return dest
+        try:  # placed by hand: checked as a download would be, then pinned
+            digest = W.cached_sha256(dest)
+            _check_arrived(entry, f, dest, digest, ready, what=str(dest))
+        except Refused as e:
+            raise Refused(f"{e}; not pinned: delete or replace it") from None
+        _pin_first_use(lock, f, dest, digest, None)
         return dest
     source = url or f.url
     if source is None and f.hub is None:
         hint = f" {entry.notes}" if entry.notes else ""
         raise W.WeightsMissing(f"{entry.name}: no public download address for {f.file}.{hint}")
     report = (lambda done, total: progress(f.file, done, total)) if progress else None
-    expected = pin.sha256 if pin else None
-    size = pin.size if pin and not url else None
+    if source is None:
+        from .hub import fetch_from_hub  # huggingface_hub: only for Hub files
+
+        assert f.hub is not None and pin is not None  # a Hub file has a manifest sha256 (weights.load_manifest)
+        fetch_from_hub(f.hub, dest, sha256=pin.sha256, size=pin.size, progress=report)
+        return dest
+
+    def check(part: Path, digest: str) -> None:
+        """Before the move: say what arrived if it is no weights file; an unpinned one is checked, then pinned."""
+        try:
+            if pin is not None:
+                if junk := describe_junk(part):
+                    raise Refused(f"{source} is {junk}, not {f.file}")
+                return
+            _check_arrived(entry, f, part, digest, ready, what=str(source))
+        except Refused as e:
+            raise Refused(f"{e}; nothing kept") from None
+        _pin_first_use(lock, f, part, digest, source)
+
+    # A first-use pin's size is not checked up front: a page in its place should be named as one.
+    size = pin.size if pin is not None and pin.pinned == MANIFEST and not url else None
     try:
-        if source is None:
-            from .hub import fetch_from_hub  # huggingface_hub: only for Hub files
-
-            fetch_from_hub(f.hub, dest, sha256=expected, size=size, progress=report)  # type: ignore[arg-type]
-        else:
-
-            def check(part: Path) -> None:
-                try:
-                    _check_arrived(entry, f, part, ready, what=str(source))
-                except Refused as e:
-                    raise Refused(f"{e}; nothing kept") from None
-
-            download(source, dest, sha256=expected, size=size, progress=report, check=None if pin else check)
+        download(source, dest, sha256=pin.sha256 if pin else None, size=size, progress=report, check=check)
     except ChecksumError as e:
         if pin is None or pin.pinned == MANIFEST:
             raise
@@ -90,19 +101,20 @@ def _fetch_file(
             f"{e}: the file at that address is not the one {pin.describe()}; nothing kept. If its publisher "
             f"replaced it, check the new file and pin it by hand: forensix weights pin {entry.name} SHA256"
         ) from None
-    if pin is None:
-        _pin_first_use(f, dest, source)
     return dest
 
 
-def _pin_first_use(f: W.WeightFile, path: Path, url: str | None) -> None:
-    record(f.file, Pin(W.cached_sha256(path), path.stat().st_size, FIRST_USE, url=url, date=today()))
+def _pin_first_use(lock: HeldLock, f: W.WeightFile, path: Path, digest: str, url: str | None) -> None:
+    lock.record(f.file, Pin(digest, path.stat().st_size, FIRST_USE, url=url, date=now()))
 
 
-def _check_arrived(entry: W.ManifestEntry, f: W.WeightFile, path: Path, ready: dict[str, Path], what: str) -> None:
-    """Refused unless ``path`` is what ``f`` should be: the entry's layout, loading strictly (its main file)."""
+def _check_arrived(
+    entry: W.ManifestEntry, f: W.WeightFile, path: Path, digest: str, ready: dict[str, Path], what: str
+) -> None:
+    """Refused unless ``path`` is what ``f`` should be: for the entry's main file, the layout the entry
+    names, of its kind, needing no files but the entry's own, loading strictly into its model."""
     size = path.stat().st_size
-    if junk := describe_junk(path, size):
+    if junk := describe_junk(path):
         raise Refused(f"{what} is {junk}, not {f.file}")
     try:
         main_role = get_format(entry.format)[1].main_role if entry.kind != "backbone" else None
@@ -113,19 +125,20 @@ def _check_arrived(entry: W.ManifestEntry, f: W.WeightFile, path: Path, ready: d
             if not read_state_dict(path):
                 raise CheckpointError("no tensors in it")
             return
-        found = read_model_file(path, companions={role: p for role, p in ready.items() if role != f.role})
+        others = {role: p for role, p in ready.items() if role != f.role}
+        found = read_model_file(path, companions=others, sha256=digest)
         if found.native or found.format != entry.format:
             raise CheckpointError(f"it is {'a forensix file' if found.native else 'a ' + found.format + ' checkpoint'}")
         check_kind(found.config.kind, entry.kind, str(path))
         check_loadable(found)
-    except (CheckpointError, W.WeightsMissing) as e:
-        reason = str(e).removeprefix(f"{path}: ").removeprefix(f"{path} ")
+    except Exception as e:  # noqa: BLE001 - whatever reading or building it raised, the file is not the one
+        reason = " ".join(str(e).split()).removeprefix(f"{path}: ").removeprefix(f"{path} ") or type(e).__name__
         raise Refused(f"{what} is not the {entry.format} file {f.file} ({size:,} bytes: {reason})") from None
 
 
-def describe_junk(path: Path, size: int | None = None) -> str | None:
+def describe_junk(path: Path) -> str | None:
     """What a file plainly is when it is no weights file at all (a web page, text, nothing); else None."""
-    size = os.path.getsize(path) if size is None else size
+    size = os.path.getsize(path)
     if size == 0:
         return "an empty file"
     with open(path, "rb") as fh:

@@ -11,8 +11,6 @@ under the manifest's name. huggingface_hub is imported only when a Hub file is f
 from __future__ import annotations
 
 import os
-import re
-import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +18,11 @@ from typing import Any
 
 from .digests import sha256_file
 from .download import ChecksumError, DownloadError
+from .files import replacing
+from .pins import is_sha256
 from .weights import HubFile
 
 Progress = Callable[[int, int | None], None]
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def fetch_from_hub(
@@ -48,7 +47,7 @@ def fetch_from_hub(
     if reachable:
         try:
             meta = get_hf_file_metadata(hf_hub_url(hub.repo, hub.filename, revision=hub.revision, endpoint=endpoint))
-            hub_sha = meta.etag if meta.etag and _SHA256.fullmatch(meta.etag) else None
+            hub_sha = meta.etag.lower() if meta.etag and is_sha256(meta.etag.lower()) else None
             hub_size = meta.size
         except Exception as e:  # noqa: BLE001 - an answer (404, 401…) is final; no connection: try the cache
             from huggingface_hub import errors
@@ -69,9 +68,8 @@ def fetch_from_hub(
         )
     except Exception as e:  # noqa: BLE001 - huggingface_hub raises many kinds; each is one line here
         raise DownloadError(f"cannot fetch {where} -> {dest}: {_hub_reason(e, reachable)}") from None
-    for what, expected in (("the manifest", sha256), ("the Hub", hub_sha)):
-        if sha256 and expected and expected.lower() != sha256.lower():
-            raise ChecksumError(f"{where}: {what} says sha256 {expected}, the manifest {sha256}; nothing kept")
+    if sha256 and hub_sha and hub_sha != sha256.lower():
+        raise ChecksumError(f"{where}: the Hub says sha256 {hub_sha}, the manifest {sha256}; nothing kept")
     expected_size = size or hub_size
     actual_size = cached.stat().st_size
     if expected_size is not None and actual_size != expected_size:
@@ -95,19 +93,16 @@ def _offline() -> bool:
 
 
 def _place(cached: Path, dest: Path) -> None:
-    """Put the Hub cache's file at ``dest`` atomically: a hard link (no second copy), else a copy."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
+    """Put the Hub cache's file at ``dest`` whole: a hard link (no second copy), else a copy."""
     try:
-        try:
-            os.link(os.path.realpath(cached), tmp)
-        except OSError:  # another file system, or links not allowed: a copy
-            shutil.copyfile(cached, tmp)
-        os.replace(tmp, dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(dest) as tmp:
+            try:
+                os.link(os.path.realpath(cached), tmp)
+            except OSError:  # another file system, or links not allowed: a copy
+                shutil.copyfile(cached, tmp)
     except OSError as e:
         raise DownloadError(f"cannot place {cached} at {dest}: {e.strerror or e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _hub_reason(error: Exception, reachable: bool) -> str:

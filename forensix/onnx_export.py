@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .files import replacing
 from .imaging import preprocess
 from .models.checkpoints import FORMAT_NAME, FORMAT_VERSION
 from .models.config import ModelConfig
@@ -188,10 +188,9 @@ def export_onnx(
     merge_lora(model)  # no-op for models loaded for inference; a training checkpoint keeps its adapters
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")  # beside out, so the final move is atomic
     compared = compared_quantity(kind, precision)
     result = ExportResult(out, kind, precision, opset, compared, None, TOLERANCES[precision], 0)
-    try:
+    with replacing(out) as tmp:  # beside out: a failed export or check leaves out as it was
         _export_graph(model, tmp, kind, cfg.vision.image_size, opset)
         _finish_graph(tmp, metadata(loaded, kind, precision), precision)
         if check:
@@ -203,7 +202,4 @@ def export_onnx(
                     f"onnxruntime and PyTorch differ by max |Δ {compared}| {result.max_diff:.3g} > "
                     f"{result.tolerance:g} on {len(batch)} inputs; {out} not written (--no-check writes it anyway)"
                 )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return result

@@ -15,11 +15,9 @@ band-sized temporaries are allocated.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import secrets
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .files import replacing
 from .mask_metrics import dilate_square, resize_to
 
 __all__ = ["MaskFiles", "mask_stem", "outline_width", "overlay_image", "resize_prob", "write_mask_files"]
@@ -170,14 +169,5 @@ def _outline(prob: np.ndarray, top: int, bottom: int, width: int) -> np.ndarray:
 
 
 def _save_png_atomic(img: Image.Image, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide permissions, as for any file the user creates.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with replacing(dest) as tmp, open(tmp, "xb") as f:  # open() lets the umask decide permissions
+        img.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL)

@@ -6,10 +6,12 @@ pin`` records one by hand. The lock is ``weights.lock.json`` in the forensix hom
 keyed by the weights file's name, so a pin outlives the file it was made from:
 
     {"version": 1, "files": {"deeclip_weight_complete_with_lora_5.pth":
-        {"sha256": "…", "size": 1234, "pinned": "first use", "url": "https://…", "date": "2026-12-01"}}}
+        {"sha256": "…", "size": 1234, "pinned": "first use", "url": "https://…",
+         "date": "2026-12-01T19:00:00+00:00"}}}
 
-Torch-free, like ``weights.py``. Writes are atomic and serialised (a lock on the home folder), so
-two fetches at once both land.
+Torch-free, like ``weights.py``. Writes replace the file whole, under a lock on the home folder
+that a fetch holds from its first download to its last pin (:func:`editing`), so two fetches at
+once neither interleave nor lose a pin.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .files import replacing
 from .home import home_dir
 
 LOCK_FILE = "weights.lock.json"
@@ -47,12 +50,16 @@ class Pin:
     url: str | None = None  # where a first-use pin's file came from
     date: str | None = None  # when it was pinned (UTC, ISO 8601)
 
-    def describe(self) -> str:
-        """'the manifest's sha256', 'pinned on first use (2026-12-01)', 'pinned by hand (…)'."""
+    def how(self) -> str:
+        """'pinned by the manifest', 'pinned on first use (2026-12-01)', 'pinned by hand (…)'."""
         if self.pinned == MANIFEST:
-            return "the manifest's sha256"
+            return "pinned by the manifest"
         when = f" ({self.date[:10]})" if self.date else ""
         return f"pinned {'on ' if self.pinned == FIRST_USE else ''}{self.pinned}{when}"
+
+    def describe(self) -> str:
+        """'the manifest's sha256', 'the sha256 pinned on first use (2026-12-01)', '… pinned by hand'."""
+        return "the manifest's sha256" if self.pinned == MANIFEST else f"the sha256 {self.how()}"
 
 
 def lock_path() -> Path:
@@ -82,49 +89,73 @@ def _parse(text: str, path: Path) -> dict[str, Pin]:
             raise ValueError(f"not a version {VERSION} weights lock")
         pins = {}
         for name, raw in data["files"].items():
-            pin = Pin(**raw)
+            pin = Pin(**{**raw, "sha256": str(raw.get("sha256", "")).strip().lower()})
             if not is_sha256(pin.sha256) or pin.pinned not in (FIRST_USE, BY_HAND):
-                raise ValueError(f"bad entry for {name}")
+                raise ValueError(f"{name}: 'sha256' must be 64 hex digits and 'pinned' {FIRST_USE!r} or {BY_HAND!r}")
+            if not (pin.size is None or type(pin.size) is int) or not all(
+                v is None or isinstance(v, str) for v in (pin.url, pin.date)
+            ):
+                raise ValueError(f"{name}: 'size' must be a number, 'url' and 'date' text")
             pins[name] = pin
         return pins
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise LockError(f"{path}: not a readable weights lock ({e}); fix it by hand or delete it") from None
+        raise LockError(
+            f"{path}: not a readable weights lock ({e}); fix it by hand (deleting it forgets every pin it holds)"
+        ) from None
 
 
-def record(file: str, pin: Pin) -> Path:
-    """Add or replace the pin of ``file``; returns the lock's path."""
-    if pin.pinned not in (FIRST_USE, BY_HAND) or not is_sha256(pin.sha256):
-        raise ValueError(f"not a pin to record: {pin}")
-    path = lock_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _exclusive(path):
-            pins = read_pins()
-            pins[file] = pin
-            data = {"version": VERSION, "files": {name: asdict(p) for name, p in sorted(pins.items())}}
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, path)  # whole or absent: a reader never sees half a lock
-    except OSError as e:
-        raise LockError(f"{path}: cannot write the weights lock ({e.strerror or e})") from None
-    return path
+class HeldLock:
+    """The weights lock while this process holds it (:func:`editing`): its pins, and a way to add one."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pins = read_pins()
 
-def today() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    def record(self, file: str, pin: Pin) -> None:
+        """Add or replace the pin of ``file``, at once and whole."""
+        if pin.pinned not in (FIRST_USE, BY_HAND) or not is_sha256(pin.sha256):
+            raise ValueError(f"not a pin to record: {pin}")
+        self.pins[file] = pin
+        data = {"version": VERSION, "files": {name: asdict(p) for name, p in sorted(self.pins.items())}}
+        try:
+            with replacing(self.path) as tmp:
+                tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise LockError(f"{self.path}: cannot write the weights lock ({e.strerror or e})") from None
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Serialise writers of the lock: a POSIX advisory lock on its folder (no file left behind)."""
+def editing() -> Iterator[HeldLock]:
+    """Hold the weights lock: other processes' fetches and pins wait, so none is lost or overwritten.
+
+    Readers never wait (every write replaces the file whole). POSIX only; on Windows writers are
+    not serialised.
+    """
+    path = lock_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LockError(f"{path}: cannot make the folder of the weights lock ({e.strerror or e})") from None
     try:
         import fcntl
-    except ImportError:  # Windows: no fcntl; the atomic replace still keeps the file whole
-        yield
+    except ImportError:  # Windows: no fcntl, writers not serialised
+        yield HeldLock(path)
         return
-    fd = os.open(path.parent, os.O_RDONLY)
+    fd = os.open(path.parent, os.O_RDONLY)  # a lock on the home folder: no lock file left behind
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        yield HeldLock(path)
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def record(file: str, pin: Pin) -> Path:
+    """Add or replace the pin of ``file`` under the held lock; returns the lock's path."""
+    with editing() as lock:
+        lock.record(file, pin)
+    return lock.path
+
+
+def now() -> str:
+    """The time of a pin: UTC, ISO 8601, to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()

@@ -16,15 +16,16 @@ from importlib import resources
 from pathlib import Path
 
 from .digests import cached_sha256
-from .pins import MANIFEST, Pin, read_pins
+from .pins import BY_HAND, MANIFEST, Pin, editing, is_sha256, now, read_pins
 
 
 class WeightsMissing(Exception):
     """Weights a command needs are not on disk; the message says which command gets them."""
 
 
-class WeightsChanged(Exception):
-    """A weights file is not the one its pin names (changed on disk, or another file with its name)."""
+class WeightsRefused(Exception):
+    """A weights file present under a manifest name is not to be loaded: it is not the file its pin names
+    (changed on disk, or another file of that name), or it has no pin at all."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,10 @@ def load_manifest(path: Path | None = None) -> dict[str, ManifestEntry]:
 
 
 def _weight_file(hub: dict[str, str] | None = None, **fields: object) -> WeightFile:
-    return WeightFile(**fields, hub=HubFile(**hub) if hub else None)  # type: ignore[arg-type]
+    f = WeightFile(**fields, hub=HubFile(**hub) if hub else None)  # type: ignore[arg-type]
+    if f.hub is not None and not f.sha256:
+        raise ValueError(f"weights manifest: {f.file} is a Hub file without a sha256 (the Hub's, to check it by)")
+    return f
 
 
 def get_entry(name: str) -> ManifestEntry:
@@ -127,14 +131,19 @@ def pin_of(f: WeightFile, pins: dict[str, Pin] | None = None) -> Pin | None:
 
 
 def check_pinned(entry: ManifestEntry, f: WeightFile, path: Path, pin: Pin | None) -> str:
-    """The sha256 of ``path``; WeightsChanged if it is not what ``pin`` says."""
+    """The sha256 of ``path``; WeightsRefused unless it is what ``pin`` says (and there is a pin)."""
     digest = cached_sha256(path)
-    if pin is not None and digest != pin.sha256:
-        by_hand = f" (or, if this file is the right one: forensix weights pin {entry.name} {digest})"
-        raise WeightsChanged(
-            f"{path}: sha256 {digest[:16]}… is not {pin.describe()} {pin.sha256[:16]}…: the file is not the one "
-            f"{entry.name} was pinned to; delete it and run forensix weights fetch {entry.name}"
-            + (by_hand if pin.pinned != MANIFEST else "")
+    role = f" --role {f.role}" if len(entry.files) > 1 else ""
+    if pin is None:
+        raise WeightsRefused(
+            f"{path}: not pinned (no published sha256, none in the weights lock); check and pin it with: "
+            f"forensix weights fetch {entry.name} (or pin it by hand: forensix weights pin {entry.name}{role} SHA256)"
+        )
+    if digest != pin.sha256:
+        by_hand = f" (or, if this file is the right one: forensix weights pin {entry.name}{role} {digest})"
+        raise WeightsRefused(
+            f"{path}: sha256 {digest[:16]}… differs from {pin.describe()}, {pin.sha256[:16]}…: "
+            f"delete it and run forensix weights fetch {entry.name}" + (by_hand if pin.pinned != MANIFEST else "")
         )
     return digest
 
@@ -142,8 +151,8 @@ def check_pinned(entry: ManifestEntry, f: WeightFile, path: Path, pin: Pin | Non
 def resolve(name: str) -> dict[str, Path]:
     """Paths of an entry's files by role, each checked against its pin.
 
-    WeightsMissing names the command that gets missing files; WeightsChanged a file whose sha256
-    is not its pin's.
+    WeightsMissing names the command that gets missing files; WeightsRefused a file whose sha256
+    is not its pin's, or that has no pin.
     """
     entry = get_entry(name)
     paths = {f.role: local_path(f) for f in entry.files}
@@ -167,7 +176,7 @@ class FileStatus:
     present: bool
     size: int | None
     pin: Pin | None
-    verified: bool | None  # None: not checked, not present, or nothing to check against
+    verified: bool | None  # None: not checked, not present, or not pinned
 
 
 def status(entry: ManifestEntry, check: bool = False) -> list[FileStatus]:
@@ -185,3 +194,29 @@ def status(entry: ManifestEntry, check: bool = False) -> list[FileStatus]:
             FileStatus(entry.name, f.role, path, present, path.stat().st_size if present else None, pin, verified)
         )
     return out
+
+
+def pin_by_hand(name: str, sha256: str, role: str | None = None) -> tuple[WeightFile, str, Path]:
+    """Record in the weights lock the sha256 an entry's file must have; (the file, the digest, the lock).
+
+    ValueError for a digest that is not one, that the manifest contradicts, or that the file already
+    present does not have.
+    """
+    entry = get_entry(name)
+    if role is None and len(entry.files) != 1:
+        roles = ", ".join(f.role for f in entry.files)
+        raise ValueError(f"{name} has {len(entry.files)} files: say which with --role ({roles})")
+    f = entry.file(role) if role else entry.files[0]
+    digest = sha256.strip().lower()
+    if not is_sha256(digest):
+        raise ValueError(f"not a sha256 (64 hex digits): {sha256!r}")
+    if f.sha256:
+        said = "already pins it to that" if f.sha256.lower() == digest else "can't be overruled"
+        raise ValueError(f"{name} {f.role}: the manifest publishes sha256 {f.sha256.lower()} and {said}")
+    path = local_path(f)
+    with editing() as lock:
+        present = path.is_file()
+        if present and (actual := cached_sha256(path)) != digest:
+            raise ValueError(f"{path} is present with sha256 {actual}, not {digest}: delete it first, or pin {actual}")
+        lock.record(f.file, Pin(digest, path.stat().st_size if present else None, BY_HAND, date=now()))
+    return f, digest, lock.path

@@ -85,8 +85,8 @@ def small_input_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def own_backbones(monkeypatch):
-    """The shipped manifest without the CLIP backbones' published sha256s: the tests' tiny CLIPs, placed
-    under the backbones' names, stand in for OpenAI's (which every load would otherwise refuse)."""
+    """The shipped manifest without the CLIP backbones' published sha256s, so that the tests' tiny CLIPs,
+    placed under the backbones' names and pinned (pin_placed), stand in for OpenAI's."""
     import dataclasses
 
     from forensix import weights as W
@@ -99,6 +99,16 @@ def own_backbones(monkeypatch):
         for name, entry in W.load_manifest().items()
     }
     monkeypatch.setattr(W, "load_manifest", lambda path=None: entries)
+
+
+def pin_placed(*paths: Path) -> None:
+    """Pin files put in the weights folder by hand to what they hold, as `forensix weights pin` would:
+    loads refuse a manifest name's file that has no pin."""
+    from forensix.digests import sha256_file
+    from forensix.pins import BY_HAND, Pin, record
+
+    for path in paths:
+        record(path.name, Pin(sha256_file(path), path.stat().st_size, BY_HAND))
 
 
 def decoder_crashing_on(bomb: bytes, decode):

@@ -441,6 +441,9 @@ def test_the_default_model_comes_from_the_manifest(photos, tiny_weights, home):
     home.mkdir()
     placed = home / "deeclip_weight_complete_with_lora_5.pth"
     shutil.copy(tiny_weights, placed)
+    refused = scan(photos, "--workers", "0")
+    assert refused.exit_code == 2 and "not pinned" in refused.stderr  # put there by hand: pin it first
+    assert runner.invoke(app, ["weights", "pin", "deeclip", cached_sha256(placed)]).exit_code == 0
     rows = jsonl_rows(scan(photos, "--workers", "0"))  # no --model: deeclip, resolved in FORENSIX_HOME
     name = f"deeclip@{cached_sha256(placed)[:12]}"
     assert {r["model"] for r in rows} == {name}

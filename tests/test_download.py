@@ -28,6 +28,7 @@ class Server:
         self.chunked: set[str] = set()  # paths sent with chunked transfer-encoding (no Content-Length)
         self.headers: dict[str, dict[str, str]] = {}  # path -> extra response headers (a Hub's X-Repo-Commit, ETag)
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.if_range: list[str] = []  # If-Range headers received
         self.base = ""
 
     def reset(self) -> None:
@@ -37,6 +38,7 @@ class Server:
         self.chunked.clear()
         self.headers.clear()
         self.requests.clear()
+        self.if_range.clear()
 
     def url(self, path: str = "/model.bin") -> str:
         return self.base + path
@@ -70,6 +72,10 @@ def make_handler(state: Server) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404, "Not Found")
                 return
             start = 0
+            if if_range := self.headers.get("If-Range"):
+                state.if_range.append(if_range)
+                if if_range != state.headers.get(self.path, {}).get("ETag"):
+                    rng = None  # another version now: the whole file, as RFC 9110 says
             if rng and self.path not in state.ignore_range:
                 start = int(rng.removeprefix("bytes=").split("-")[0])
                 if start >= len(data):

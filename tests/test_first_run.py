@@ -123,7 +123,7 @@ def test_a_pinned_file_that_changed_on_the_server_is_refused(home, manifest, ser
     server.files[DEECLIP] = _official_bytes(seed=12)[0]  # a valid checkpoint, but another one
     result = runner.invoke(app, ["weights", "fetch", "deeclip"])
     assert result.exit_code == 2
-    assert "not the one pinned on first use" in result.output and "nothing kept" in result.output
+    assert "not the one the sha256 pinned on first use" in result.output and "nothing kept" in result.output
     assert "forensix weights pin deeclip" in result.output and len(result.output.strip().splitlines()) == 1
     assert sorted(p.name for p in home.iterdir() if p.is_file()) == [pins.LOCK_FILE]
 
@@ -138,11 +138,16 @@ def test_a_tampered_local_file_is_refused_by_scan_and_verify(home, manifest, ser
     local.write_bytes(bytes(tampered))
     result = runner.invoke(app, ["scan", str(photos), "--workers", "0"])
     assert result.exit_code == 2 and result.stdout == ""
-    assert "is not pinned on first use" in result.output and "forensix weights fetch deeclip" in result.output
+    assert (
+        "differs from the sha256 pinned on first use" in result.output
+        and "forensix weights fetch deeclip" in result.output
+    )
     result = runner.invoke(app, ["weights", "verify"])
     assert result.exit_code == 2 and "SHA256 MISMATCH (pinned on first use" in result.output
     result = runner.invoke(app, ["weights", "fetch", "deeclip"])
-    assert result.exit_code == 2 and "is not pinned on first use" in result.output  # never overwritten unasked
+    assert (
+        result.exit_code == 2 and "differs from the sha256 pinned on first use" in result.output
+    )  # never overwritten unasked
 
 
 def _html(size: int = 3000) -> bytes:
@@ -155,7 +160,7 @@ def _html(size: int = 3000) -> bytes:
         (_html(), "is an HTML page (3,000 bytes: an expired or private share link"),
         (b"", "is an empty file"),
         (b'{"error": "link expired"}', "is a JSON document"),
-        ("truncated", "PytorchStreamReader failed"),
+        ("truncated", "not a readable weights file"),
         ("univfd", "a univfd checkpoint"),
     ],
 )
@@ -177,8 +182,108 @@ def test_url_junk_is_refused_at_fetch_not_at_scan(home, manifest, tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"junk\n")
     result = runner.invoke(app, ["weights", "fetch", "deeclip", "--url", junk.as_uri()])
-    assert result.exit_code == 2 and "is text (5 bytes: 'junk')" in result.output
-    assert not any(home.glob("deeclip*"))
+    assert result.exit_code == 2 and "is text (5 bytes: 'junk')" in result.output and "nothing kept" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not any(home.glob("deeclip*")) and not (home / pins.LOCK_FILE).exists()
+    result = runner.invoke(app, ["scan", str(EXAMPLES), "--workers", "0"])  # nothing a scan could load
+    assert result.exit_code == 2 and "forensix weights fetch deeclip" in result.output
+
+
+def test_url_for_a_pinned_file_must_give_the_pinned_bytes(home, manifest, server, release, tmp_path):  # noqa: F811
+    server.files[DEECLIP] = release[0]
+    assert runner.invoke(app, ["weights", "fetch", "deeclip"]).exit_code == 0
+    local = home / "deeclip_weight_complete_with_lora_5.pth"
+    local.unlink()
+    server.files["/mirror/other.pth"] = _official_bytes(seed=13)[0]
+    result = runner.invoke(app, ["weights", "fetch", "deeclip", "--url", server.url("/mirror/other.pth")])
+    assert result.exit_code == 2 and "the sha256 pinned on first use" in result.output and not local.exists()
+    server.files["/mirror/same.pth"] = release[0]
+    assert runner.invoke(app, ["weights", "fetch", "deeclip", "--url", server.url("/mirror/same.pth")]).exit_code == 0
+    assert local.read_bytes() == release[0]
+
+
+def test_an_unexpected_error_while_checking_keeps_nothing(home, manifest, server, release, monkeypatch):  # noqa: F811
+    from forensix import fetching
+
+    def broken(found):
+        raise RuntimeError("the model could not be built")
+
+    monkeypatch.setattr(fetching, "check_loadable", broken)
+    server.files[DEECLIP] = release[0]
+    result = runner.invoke(app, ["weights", "fetch", "deeclip"])
+    assert result.exit_code == 2 and "the model could not be built" in result.output and "nothing kept" in result.output
+    assert not any(home.glob("deeclip*")) and not (home / pins.LOCK_FILE).exists()
+
+
+def test_an_interrupted_unpinned_download_resumes_only_the_same_version(home, manifest, server, release):  # noqa: F811
+    """No sha256 to catch a splice: the partial file is resumed only with If-Range, against the version the
+    server named when it started; a server that names none, or another version, gets a whole download."""
+    data = release[0]
+    part = home / "deeclip_weight_complete_with_lora_5.pth.part"
+    server.files[DEECLIP] = data
+    server.cut[DEECLIP] = 100_000
+    assert runner.invoke(app, ["weights", "fetch", "deeclip"]).exit_code == 2
+    assert part.stat().st_size == 100_000
+    server.cut.clear()
+    server.requests.clear()
+    assert runner.invoke(app, ["weights", "fetch", "deeclip"]).exit_code == 0  # no ETag: fetched whole
+    assert server.requests == [(DEECLIP, None)]
+    assert (home / part.name.removesuffix(".part")).read_bytes() == data
+
+    (home / part.name.removesuffix(".part")).unlink()
+    (home / pins.LOCK_FILE).unlink()
+    server.headers[DEECLIP] = {"ETag": '"v1"'}
+    server.cut[DEECLIP] = 100_000
+    assert runner.invoke(app, ["weights", "fetch", "deeclip"]).exit_code == 2
+    server.cut.clear()
+    server.requests.clear()
+    assert runner.invoke(app, ["weights", "fetch", "deeclip"]).exit_code == 0
+    assert server.requests == [(DEECLIP, "bytes=100000-")]  # the same version: resumed
+    assert server.if_range == ['"v1"'] and (home / part.name.removesuffix(".part")).read_bytes() == data
+    assert not list(home.glob("*.part*"))
+
+
+def test_concurrent_pins_are_all_kept(home):
+    import threading
+
+    def pin_many(prefix: str) -> None:
+        for i in range(15):
+            pins.record(f"{prefix}{i}.pth", pins.Pin(hashlib.sha256(f"{prefix}{i}".encode()).hexdigest(), i, "by hand"))
+
+    threads = [threading.Thread(target=pin_many, args=(p,)) for p in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(pins.read_pins()) == 45
+
+
+def test_a_tampered_file_the_manifest_pins_is_refused_at_load(home, own_backbones, images):
+    """UnivFD's head has a published sha256: a changed copy is refused, by name and as a companion."""
+    import shutil
+
+    from conftest import pin_placed
+    from safetensors.torch import save_file
+    from test_checkpoints import _tiny_openai_clip
+
+    from forensix import load_detector
+
+    home.mkdir()
+    head = home / "univfd_fc_weights.pth"
+    shutil.copy(UNIVFD_HEAD, head)
+    _, clip_state = _tiny_openai_clip()
+    clip = home / "openai_clip_vit_l_14.safetensors"
+    save_file({k: v.contiguous() for k, v in clip_state.items()}, str(clip))
+    pin_placed(clip)
+    assert load_detector("univfd", device="cpu").score(images[:1]).shape == (1,)
+    state = torch.load(UNIVFD_HEAD, map_location="cpu", weights_only=True)
+    state["bias"] = state["bias"] + 1
+    torch.save(state, head)
+    with pytest.raises(W.WeightsRefused, match="differs from the manifest's sha256"):
+        load_detector("univfd", device="cpu")
+    save_file({k: v.contiguous() + 1 for k, v in clip_state.items()}, str(clip))  # the backbone changed
+    with pytest.raises(W.WeightsRefused, match="openai_clip_vit_l_14.safetensors: sha256 .* differs from"):
+        load_detector(UNIVFD_HEAD, device="cpu")  # the released head by path, the backbone as its companion
 
 
 def test_a_file_placed_by_hand_is_checked_and_pinned_by_fetch(home, manifest, server, release, tmp_path):  # noqa: F811
@@ -209,7 +314,7 @@ def test_pin_by_hand_then_fetch_checks_it(home, manifest, server, release):  # n
     assert result.exit_code == 0 and "pinned by hand" in result.output
     server.files[DEECLIP] = data
     result = runner.invoke(app, ["weights", "fetch", "deeclip"])
-    assert result.exit_code == 2 and "not the one pinned by hand" in result.output
+    assert result.exit_code == 2 and "not the one the sha256 pinned by hand" in result.output
     assert runner.invoke(app, ["weights", "pin", "deeclip", digest.upper()]).exit_code == 0
     assert runner.invoke(app, ["weights", "fetch", "deeclip"]).exit_code == 0
     rows = [json.loads(line) for line in runner.invoke(app, ["weights", "list", "--json"]).stdout.splitlines()]
@@ -227,8 +332,13 @@ def test_pin_by_hand_then_fetch_checks_it(home, manifest, server, release):  # n
 def test_a_broken_lock_is_one_line(home, manifest):
     home.mkdir()
     (home / pins.LOCK_FILE).write_text("{not json")
+    (home / "deeclip_weight_complete_with_lora_5.pth").write_bytes(b"x")  # present: its pin is looked up
     result = runner.invoke(app, ["weights", "list"])
     assert result.exit_code == 2 and "not a readable weights lock" in result.output and pins.LOCK_FILE in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    for args in (["scan", str(EXAMPLES)], ["weights", "fetch", "deeclip"], ["weights", "pin", "deeclip", "0" * 64]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "not a readable weights lock" in result.output, args
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,7 +372,7 @@ def test_hub_files_come_through_huggingface_hub_and_its_cache(home, hub, server,
     result = runner.invoke(app, ["weights", "fetch", "clip-vit-l-14"])
     assert result.exit_code == 0, result.output
     local = home / "openai_clip_vit_l_14.safetensors"
-    assert local.read_bytes() == data and "the manifest's sha256" in result.output
+    assert local.read_bytes() == data and "pinned by the manifest" in result.output
     blob = tmp_path / "hf" / "models--timm--clip" / "blobs" / digest  # the Hub cache names LFS blobs by sha256
     assert blob.stat().st_ino == local.stat().st_ino  # a hard link: no second copy
     assert any(r[0] == f"HEAD {path}" for r in server.requests)
@@ -289,6 +399,7 @@ def test_hub_unreachable_is_one_line_at_once(home, hub, monkeypatch):
     result = runner.invoke(app, ["weights", "fetch", "clip-vit-l-14"])  # no minute of huggingface_hub's retries
     assert result.exit_code == 2
     assert "the Hugging Face Hub cannot be reached (offline?), and the file is not in its cache" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_hub_bytes_or_hub_hash_other_than_the_manifest_are_refused(home, hub, server, manifest):  # noqa: F811

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
+from conftest import pin_placed, random_image
 from PIL import Image
 from reference_declip import RefDeCLIP, RefDeCLIPViTRN50
 from safetensors.torch import save_file
@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from forensix.cli import app
 from forensix.convert import import_checkpoint
 from forensix.detector import load_detector
+from forensix.fetching import fetch
 from forensix.imaging import decode_image, preprocess
 from forensix.inputs import InputSpec
 from forensix.localizer import load_localizer
@@ -26,7 +27,7 @@ from forensix.models.checkpoints import CheckpointError, read_checkpoint
 from forensix.overlay import mask_stem, resize_prob
 from forensix.pipeline import Scanner, ScanOptions
 from forensix.report import COLUMNS
-from forensix.weights import WeightsMissing
+from forensix.weights import WeightsMissing, WeightsRefused
 
 runner = CliRunner()
 TINY = dict(width=64, layers=4, heads=1, patch=14, image=224, output_dim=48, feature_layer="layer2")
@@ -103,6 +104,9 @@ def test_manifest_name_loads_from_the_weights_folder(home, official_file):
         load_localizer("declip-lama", device="cpu")
     home.mkdir(parents=True)
     (home / "ViT_layer20_conv-20_lama.pth").write_bytes(official_file.read_bytes())
+    with pytest.raises(WeightsRefused, match="not pinned .* forensix weights fetch declip-lama"):
+        load_localizer("declip-lama", device="cpu")  # put there by hand: checked and pinned by fetch first
+    fetch("declip-lama")
     localizer = load_localizer("declip-lama", device="cpu")
     assert localizer.name.startswith("declip-lama@")
 
@@ -274,6 +278,7 @@ def _place_vitrn50(home: Path, ref: RefDeCLIPViTRN50, name: str = "ldm") -> Path
     save_file(rn50, str(home / "openai_clip_rn50.safetensors"))
     path = home / f"ViT_layer20+RN50_layer3_conv-20_{name}.pth"
     torch.save(ref.official_checkpoint(), path)
+    pin_placed(home / "openai_clip_vit_l_14.safetensors", home / "openai_clip_rn50.safetensors", path)
     return path
 
 
@@ -293,7 +298,7 @@ def test_vit_rn50_loads_by_name_and_by_path_with_the_backbones_of_the_weights_fo
 def test_vit_rn50_import_needs_and_uses_the_backbones(home, tmp_path, vitrn50, own_backbones):
     path = tmp_path / "ViT_layer20+RN50_layer3_conv-20_x.pth"
     torch.save(vitrn50.official_checkpoint(), path)
-    with pytest.raises(WeightsMissing, match="forensix weights fetch declip-vitrn50-"):
+    with pytest.raises(WeightsMissing, match="fetch clip-vit-l-14 and forensix weights fetch clip-rn50"):
         load_localizer(path, device="cpu")
     with pytest.raises(WeightsMissing, match="openai_clip_rn50.safetensors"):
         import_checkpoint(path, tmp_path / "x.safetensors")

@@ -304,16 +304,19 @@ def test_every_process_gets_the_same_number_of_batches():
 
 def test_openai_init_copies_the_clip_tower_and_nothing_else(home, toy, own_backbones):
     """--init openai: the frozen tower from OpenAI's CLIP file (fused q/k/v split), fresh heads, LoRA B = 0."""
+    from conftest import pin_placed
     from reference_declip import RefCLIP
     from safetensors.torch import save_file
 
     from forensix.models.config import get_config
     from forensix.train import build_model
+    from forensix.weights import WeightsRefused
 
     torch.manual_seed(9)
     clip = {k: v.detach().clone().contiguous() for k, v in RefCLIP(64, 4, 1, 14, 224, 48).state_dict().items()}
     home.mkdir(parents=True, exist_ok=True)
     save_file(clip, str(home / "openai_clip_vit_l_14.safetensors"))
+    pin_placed(home / "openai_clip_vit_l_14.safetensors")
     _, model = build_model("detect", get_config("deeclip-tiny"), "openai")
     state = model.state_dict()
     q, k, v = clip["visual.transformer.resblocks.1.attn.in_proj_weight"].chunk(3)
@@ -323,6 +326,9 @@ def test_openai_init_copies_the_clip_tower_and_nothing_else(home, toy, own_backb
     assert all(not p.requires_grad for n, p in model.backbone.named_parameters() if ".lora_" not in n)
     del clip["visual.ln_pre.weight"]
     save_file(clip, str(home / "openai_clip_vit_l_14.safetensors"))
+    with pytest.raises(WeightsRefused, match="differs from the sha256 pinned by hand"):
+        build_model("detect", get_config("deeclip-tiny"), "openai")  # changed since it was pinned
+    pin_placed(home / "openai_clip_vit_l_14.safetensors")
     with pytest.raises(ValueError, match=r"OpenAI CLIP \(backbone\): missing key visual.ln_pre.weight"):
         build_model("detect", get_config("deeclip-tiny"), "openai")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import UNIVFD_HEAD
+from conftest import UNIVFD_HEAD, pin_placed
 from safetensors.torch import save, save_file
 from test_download import CUT, DATA, DIGEST, _server, server  # noqa: F401  (the loopback server fixtures)
 from typer.testing import CliRunner
@@ -167,7 +167,7 @@ def test_cli_import_refuses_what_it_cannot_convert(tmp_path, monkeypatch):
     monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))  # no CLIP backbone for the UnivFD head
     result = runner.invoke(app, ["weights", "import", str(UNIVFD_HEAD), "--out", str(tmp_path / "x.safetensors")])
     assert result.exit_code == 2 and "univfd checkpoint that needs other files" in result.output
-    assert "forensix weights fetch univfd" in result.output
+    assert "forensix weights fetch clip-vit-l-14" in result.output  # the backbone it needs
     unknown = tmp_path / "other.pth"
     torch.save({"encoder.weight": torch.zeros(2, 2)}, unknown)
     result = runner.invoke(app, ["weights", "import", str(unknown), "--out", str(tmp_path / "x.safetensors")])
@@ -190,6 +190,7 @@ def test_univfd_from_the_manifest(home, images, own_backbones):
     shutil.copy(UNIVFD_HEAD, home / "univfd_fc_weights.pth")
     visual, clip_state = _tiny_openai_clip()
     save_file({k: v.contiguous() for k, v in clip_state.items()}, str(home / "openai_clip_vit_l_14.safetensors"))
+    pin_placed(home / "openai_clip_vit_l_14.safetensors")
     detector = load_detector("univfd", device="cpu")
     head = torch.load(UNIVFD_HEAD, map_location="cpu", weights_only=True)
     x = torch.stack([detector.preprocess(im) for im in images])

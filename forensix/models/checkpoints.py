@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .. import weights as W
+from ..files import new_file_mode, replacing
 from ..text import one_line, plain
 from .config import ModelConfig
 from .factory import create_model
@@ -172,25 +172,11 @@ def save_checkpoint(
 
 
 def write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
-    """Write a safetensors file atomically (a crash leaves the old file or none), with the permissions the
-    umask gives any new file (safetensors itself creates files 0600)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
+    """Write a safetensors file whole (files.replacing), with the permissions the umask gives any new file
+    (safetensors itself makes files 0600)."""
+    with replacing(path) as tmp:
         save_file(dict(tensors), str(tmp), metadata=dict(metadata))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    try:  # Linux says it without changing it
-        with open("/proc/self/status", encoding="ascii") as f:
-            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0o022)  # elsewhere, reading it means setting it: put it straight back
-        os.umask(mask)
-        return mask
+        os.chmod(tmp, new_file_mode())
 
 
 def read_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
@@ -251,18 +237,20 @@ def read_model_file(
     kind: str | None = None,
     options: ConvertOptions | None = None,
     companions: Mapping[str, Path] | None = None,
+    sha256: str | None = None,
 ) -> ModelFile:
     """Read a forensix ``.safetensors`` or any authors' checkpoint a registered family recognises.
 
     ``kind`` (detector | localizer | attributor), if given, must be what the file holds.
-    ``companions``: the other files the checkpoint needs, by role; by default those the weights
-    manifest names for its format. Every key and shape is checked later, by the strict load.
+    ``companions``: the other files the checkpoint needs, by role (``{}``: none may be needed); by
+    default (None) those the weights manifest names for its format. ``sha256``: the file's, if the
+    caller has just computed it. Every key and shape is checked later, by the strict load.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     options = options or ConvertOptions()
-    digest = W.cached_sha256(path)
+    digest = sha256 or W.cached_sha256(path)
     if is_safetensors(path):
         cfg, state, provenance = read_checkpoint(path)
         check_kind(cfg.kind, kind, str(path))
@@ -297,7 +285,7 @@ def companion_files(
     """The files of ``roles`` for a checkpoint at ``path``: ``given``, else the manifest's for its format."""
     if not roles:
         return {}
-    if given:
+    if given is not None:
         files = {role: Path(given[role]) for role in roles if role in given}
         entry = None
     else:
@@ -314,7 +302,11 @@ def companion_files(
                 W.check_pinned(entry, entry.file(role), p, W.pin_of(entry.file(role), pins))
     missing = [str(files.get(role, role)) for role in roles if role not in files or not files[role].is_file()]
     if missing:
-        fetch = f": get them with: forensix weights fetch {entry.name}" if entry is not None else ""
+        fetch = ""
+        if entry is not None:  # the entries that fetch just these files (the backbones), else this one
+            names = {Path(m).name for m in missing}
+            holders = [e.name for e in W.load_manifest().values() if e.kind == "backbone" and e.files[0].file in names]
+            fetch = ": get them with: " + " and ".join(f"forensix weights fetch {h}" for h in holders or [entry.name])
         raise W.WeightsMissing(
             f"{path} is a {fmt.name} checkpoint that needs other files ({', '.join(missing)}){fetch}"
         )
