@@ -92,6 +92,7 @@ def test_bench_cli_refuses_a_folder_without_images(tiny_weights, tmp_path):
     assert result.exit_code == 2 and "no image" in result.stderr
 
 
+@pytest.mark.slow
 def test_gpu_targets_script_runs_its_stages_and_tabulates_them(tmp_path):
     """benchmarks/gpu_targets.py, tiny and on the CPU: what a GPU session will run at full size."""
     script = ROOT / "benchmarks" / "gpu_targets.py"
@@ -125,6 +126,7 @@ def test_gpu_targets_script_runs_its_stages_and_tabulates_them(tmp_path):
     assert targeted == {("torch", "model_img_per_s"), ("torch", "end_to_end_img_per_s")}
 
 
+@pytest.mark.slow
 def test_compare_reference_tiny_agrees():
     script = ROOT / "benchmarks" / "compare_reference.py"
     args = ["--size", "tiny", "--images", "2", "--batch-size", "2", "--runs", "1"]

@@ -260,6 +260,7 @@ def wait_for(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_a_real_pipe_streams_jsonl_from_a_subprocess(photos, tiny_weights):
     listing = "\n".join(str(p) for p in sorted(photos.rglob("*.png"))) + "\n"
     proc = forensix("scan", "-", "--weights", tiny_weights, "--workers", "1", stdin=subprocess.PIPE)
@@ -269,7 +270,7 @@ def test_a_real_pipe_streams_jsonl_from_a_subprocess(photos, tiny_weights):
     assert len(rows) == 7 and rows[0]["path"] == str(sorted(photos.rglob("*.png"))[0]), stderr
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_an_interruption_leaves_a_valid_json_array_and_exits_130(tmp_path, tiny_weights, signum):
     root = many_images(tmp_path, 400)
     out = tmp_path / "report.json"
@@ -285,6 +286,7 @@ def test_an_interruption_leaves_a_valid_json_array_and_exits_130(tmp_path, tiny_
     assert [r["path"] for r in rows] == sorted(str(p) for p in root.iterdir())[: len(rows)]
 
 
+@pytest.mark.slow
 def test_a_killed_scan_resumed_gives_every_image_once(tmp_path, tiny_weights):
     root = many_images(tmp_path, 400)
     out = tmp_path / "report.jsonl"
@@ -570,6 +572,7 @@ def test_names_that_are_not_utf8_reach_the_report_and_a_resume_skips_them(tiny_w
     assert read_rows(out.read_bytes().decode("utf-8"), fmt) == rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "env",
     [
@@ -651,6 +654,7 @@ def test_decode_timeout_has_a_default_shown_in_help():
     assert "[default: 30.0]" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_a_decoders_warnings_go_to_the_rows_notes_never_to_stderr(tmp_path, tiny_weights, workers):
     """A real process: pytest records warnings itself, in its process and the workers it forks."""

@@ -215,6 +215,7 @@ def test_scores_match_the_detector(tree, tiny_weights):
     np.testing.assert_allclose(scores_from_logits(p.logits, 1.0), detector.score(images), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_sample_that_crashes_its_decoder_is_an_error_and_eval_goes_on(tree, tiny_weights, monkeypatch):
     import forensix.stages.records as records
 

@@ -421,3 +421,12 @@ def test_shipped_hub_files_are_pinned_to_a_revision_and_a_sha256():
                 assert len(f.hub.revision) == 40 and set(f.hub.revision) <= set("0123456789abcdef")
                 assert f.sha256 and pins.is_sha256(f.sha256) and f.url is None
             assert f.hub is not None or f.url, f"{entry.name} {f.role}: no address"
+
+
+def test_entries_that_share_a_file_agree_on_what_it_is():
+    """The lock and the weights folder know a file by its name: every entry naming it must mean the same bytes."""
+    seen: dict[str, W.WeightFile] = {}
+    for entry in W.load_manifest().values():
+        for f in entry.files:
+            first = seen.setdefault(f.file, f)
+            assert (f.url, f.sha256, f.size, f.hub) == (first.url, first.sha256, first.size, first.hub), f.file

@@ -45,6 +45,7 @@ def crasher_files() -> set[Path]:
     return {p for p in (ROOT / "fuzz" / "crashers").rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_every_committed_crasher_now_holds():
     assert crasher_files(), "the crashers the campaign found are kept as regression fixtures"
     replayed = fuzz("replay", timeout=600)
@@ -55,6 +56,7 @@ def test_every_committed_crasher_now_holds():
 SHORT_RUNS = {"image": 1500, "archive": 600, "path-list": 1500, "checkpoint": 150}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", sorted(SHORT_RUNS))
 def test_a_short_deterministic_fuzz_run_finds_nothing(target, pillow_images, tmp_path):
     pytest.importorskip("atheris", reason="atheris has wheels for Linux x86_64 only")
@@ -75,6 +77,7 @@ def archive_members(path: Path) -> list[str]:
         return [m.name for m in archive if m.isfile() or m.islnk()]
 
 
+@pytest.mark.slow
 def test_pillow_test_images_as_a_folder_a_zip_a_tar_gz_and_a_list_give_a_row_or_a_skip_each(
     pillow_images, small_input_weights, tmp_path
 ):

@@ -531,6 +531,7 @@ def test_device_decoding_and_the_cache_together(jpegs, detector, tmp_path, worke
             assert abs(a["score"] - b["score"]) <= 1e-3
 
 
+@pytest.mark.slow
 def test_an_image_that_crashes_its_decoder_is_an_error_row_and_the_scan_goes_on(tmp_path, detector, monkeypatch):
     import forensix.stages.records as records
 

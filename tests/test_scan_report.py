@@ -112,6 +112,7 @@ print(json.dumps({"interrupted": summary.interrupted, "rows": summary.rows}))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_write_report_returns_with_a_valid_report(tmp_path, tiny_weights, signum):
     root = tmp_path / "many"

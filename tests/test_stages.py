@@ -88,7 +88,7 @@ class _CrashesOn(torch.utils.data.Dataset):
         return index
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_sampled_batches_survive_a_worker_killed_by_one_item(workers):
     batches = [[6, 7], [0, 1], [4, 5], [2, 3], [8, 9]]  # a sampler's order, not the dataset's
     deaths: list[int] = []
@@ -128,11 +128,15 @@ def test_an_image_over_its_time_budget_is_an_error_and_the_next_one_is_built(tmp
 @pytest.mark.parametrize(
     "slow, error",
     [
-        (slow_jpeg, f"decoding took longer than {LIMIT_TEXT}"),  # in the worker, between chunks
+        pytest.param(slow_jpeg, f"decoding took longer than {LIMIT_TEXT}", id="slow"),  # in the worker, between chunks
         # the worker is killed at its hard limit; alone, the entry's process is stopped by its parent
-        (stuck_jpeg, f"cannot decode image: its process was stopped still decoding it after 0.4 s, past {LIMIT_TEXT}"),
+        pytest.param(
+            stuck_jpeg,
+            f"cannot decode image: its process was stopped still decoding it after 0.4 s, past {LIMIT_TEXT}",
+            id="stuck",
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["slow", "stuck"],
 )
 def test_in_workers_a_slow_image_costs_its_own_record_only(tmp_path, slow, error):
     samples = samples_with_a_slow_file(tmp_path, slow())

@@ -279,6 +279,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, toy, extra, message):
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_processes_trains_one_model(tmp_path, toy):
     """DistributedDataParallel on the CPU (gloo): both processes step together, rank 0 alone writes."""
     out = tmp_path / "ddp"
@@ -333,6 +334,7 @@ def test_openai_init_copies_the_clip_tower_and_nothing_else(home, toy, own_backb
         build_model("detect", get_config("deeclip-tiny"), "openai")
 
 
+@pytest.mark.slow
 def test_a_sample_that_crashes_its_worker_costs_only_itself(tmp_path, toy, monkeypatch):
     """A decoder's segfault on one training image: the run goes on and counts that image as unreadable."""
     from conftest import decoder_crashing_on
