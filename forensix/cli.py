@@ -170,6 +170,7 @@ def weights_list(
                         "pinned": _pinned(s.pin),
                         "sha256": s.pin.sha256 if s.pin else None,
                         "source": f.source,
+                        "origin": f.origin,
                         "license": entry.license,
                         "notes": entry.notes,
                     }
@@ -179,7 +180,7 @@ def weights_list(
                 typer.echo(json.dumps(row))
             return
         table = Table(title=f"weights in {W.weights_dir()}")
-        for col in ("name", "kind", "role", "file", "present", "pinned", "source"):
+        for col in ("name", "kind", "role", "file", "present", "pinned", "from"):
             table.add_column(col, overflow="fold")
         for r in rows:
             table.add_row(
@@ -189,7 +190,7 @@ def weights_list(
                 r["file"],
                 "yes" if r["present"] else "no",
                 r["pinned"],
-                escape(r["source"] or "none published (see notes)"),
+                escape(r["origin"]),
             )
         out.print(table)
         for entry in manifest.values():
@@ -202,6 +203,28 @@ def weights_list(
         )
 
 
+class _DownloadBars:
+    """One progress bar per file downloaded, on stderr; drawn only once a download starts (so a fetch
+    that fails at once prints its one error line and nothing else)."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+        self.tasks: dict[str, int] = {}
+
+    def report(self, file: str, done: int, total: int | None) -> None:
+        if self.bar is None:
+            columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
+            self.bar = Progress(*columns, console=err, transient=True)
+            self.bar.start()
+        if file not in self.tasks:
+            self.tasks[file] = self.bar.add_task(file, total=total)
+        self.bar.update(self.tasks[file], completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 @weights_app.command("fetch")
 def weights_fetch(
     name: Annotated[str, typer.Argument(help="A name from 'forensix weights list'.")],
@@ -211,22 +234,11 @@ def weights_fetch(
     from .fetching import fetch
 
     with fatal_errors():
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            tasks: dict[str, int] = {}
-
-            def report(file: str, done: int, total: int | None) -> None:
-                if file not in tasks:
-                    tasks[file] = bar.add_task(file, total=total)
-                bar.update(tasks[file], completed=done, total=total)
-
-            paths = fetch(name, url=url, progress=report)
+        bars = _DownloadBars()
+        try:
+            paths = fetch(name, url=url, progress=bars.report)
+        finally:
+            bars.close()
         entry = W.get_entry(name)
         for s in W.status(entry):
             how = s.pin.how() if s.pin else "not pinned"

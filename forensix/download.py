@@ -48,8 +48,8 @@ def download(
     """Download url to dest atomically; return the sha256 hex digest of the file.
 
     ``check(part, digest)``, if given, is called on the complete file (before the sha256 is compared,
-    so it can say what arrived) and before it is moved onto ``dest``; whatever it raises deletes the
-    file and is raised.
+    so it can say what arrived) and before it is moved onto ``dest``; an exception it raises deletes
+    the file and is raised.
 
     A partial file is resumed only when the whole file's sha256 is known (a splice would not match
     it), or when it came from the same ``url`` and the server named its version (ETag or
@@ -221,7 +221,7 @@ def _finish(
     if check is not None:
         try:
             check(part, digest)
-        except BaseException:
+        except Exception:  # not Ctrl-C: the complete file stays, for the next run to check again
             _discard(part)
             raise
     if sha256 is not None and digest != sha256.lower():

@@ -16,8 +16,6 @@ from pathlib import Path
 
 from . import weights as W
 from .download import ChecksumError, DownloadError, download
-from .models.checkpoints import CheckpointError, check_kind, check_loadable, read_model_file, read_state_dict
-from .models.registry import get_format
 from .pins import FIRST_USE, MANIFEST, HeldLock, Pin, editing, now
 
 FileProgress = Callable[[str, int, int | None], None]
@@ -113,6 +111,10 @@ def _check_arrived(
 ) -> None:
     """Refused unless ``path`` is what ``f`` should be: for the entry's main file, the layout the entry
     names, of its kind, needing no files but the entry's own, loading strictly into its model."""
+    # torch and the model families: only once a file is to be checked (a failed fetch is quick).
+    from .models.checkpoints import CheckpointError, check_kind, check_loadable, read_model_file, read_state_dict
+    from .models.registry import get_format
+
     size = path.stat().st_size
     if junk := describe_junk(path):
         raise Refused(f"{what} is {junk}, not {f.file}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -51,8 +52,15 @@ class WeightFile:
 
     @property
     def source(self) -> str | None:
-        """Where it is fetched from, for people; None when nothing is published."""
+        """Where it is fetched from, in full; None when nothing is published."""
         return str(self.hub) if self.hub else self.url
+
+    @property
+    def origin(self) -> str:
+        """Where it is fetched from, in a word or two: 'Hugging Face', or the address's host."""
+        if self.hub:
+            return "Hugging Face"
+        return urllib.parse.urlsplit(self.url).hostname or self.url if self.url else "none published"
 
 
 @dataclass(frozen=True)

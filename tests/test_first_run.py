@@ -203,12 +203,12 @@ def test_url_for_a_pinned_file_must_give_the_pinned_bytes(home, manifest, server
 
 
 def test_an_unexpected_error_while_checking_keeps_nothing(home, manifest, server, release, monkeypatch):  # noqa: F811
-    from forensix import fetching
+    from forensix.models import checkpoints
 
     def broken(found):
         raise RuntimeError("the model could not be built")
 
-    monkeypatch.setattr(fetching, "check_loadable", broken)
+    monkeypatch.setattr(checkpoints, "check_loadable", broken)
     server.files[DEECLIP] = release[0]
     result = runner.invoke(app, ["weights", "fetch", "deeclip"])
     assert result.exit_code == 2 and "the model could not be built" in result.output and "nothing kept" in result.output
@@ -430,3 +430,31 @@ def test_entries_that_share_a_file_agree_on_what_it_is():
         for f in entry.files:
             first = seen.setdefault(f.file, f)
             assert (f.url, f.sha256, f.size, f.hub) == (first.url, first.sha256, first.size, first.hub), f.file
+
+
+def test_the_manifest_has_the_authors_address_for_deeclip():
+    f = W.get_entry("deeclip").file("checkpoint")
+    assert f.url == (
+        "https://www.dropbox.com/scl/fi/ttiqnbxu8atz4on5gqvgd/deeclip_weight_complete_with_lora_5.pth"
+        "?rlkey=6xznuvriabkqfdcofhi1pbihu&st=fk02k7hf&dl=1"
+    )  # as the DeeCLIP README gives it
+    assert f.sha256 is None and f.size is None  # published by no one: pinned on first use
+
+
+def test_list_shows_pins_sources_and_notes_and_verify_needs_something_to_verify(home):
+    result = runner.invoke(app, ["weights", "list"])
+    assert result.exit_code == 0
+    assert "deeclip: The address is the Dropbox share link of the authors' README" in result.output
+    assert "pinned: manifest = its published sha256" in result.output
+    result = runner.invoke(app, ["weights", "verify"])
+    assert result.exit_code == 2 and "nothing to verify: no weights of any known entry in" in result.output
+    assert result.output.strip().count("\n") == 0
+
+
+def test_the_main_install_brings_onnx_and_onnxruntime():
+    """export-onnx and --backend onnx work after the README's `pip install -e .`: no extra needed."""
+    from importlib.metadata import requires
+
+    main = [r for r in requires("forensix") if "extra ==" not in r]
+    assert any(r.startswith("onnx>") for r in main) and any(r.startswith("onnxruntime") for r in main)
+    assert any(r.startswith("huggingface_hub") or r.startswith("huggingface-hub") for r in main)
