@@ -84,6 +84,13 @@ def small_input_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A forensix home of the test's own ($FORENSIX_HOME: weights, the weights lock, caches)."""
+    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
 def own_backbones(monkeypatch):
     """The shipped manifest without the CLIP backbones' published sha256s, so that the tests' tiny CLIPs,
     placed under the backbones' names and pinned (pin_placed), stand in for OpenAI's."""

@@ -39,10 +39,7 @@ runner = CliRunner()
 CASTS = {"gen_a": (90, 0, 0), "gen_b": (0, 0, 90)}  # the two toy "generators": a red and a blue cast
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("home")  # every test: a FORENSIX_HOME of its own (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,7 @@ from typer.testing import CliRunner
 from forensix.cli import app
 from forensix.digests import cached_sha256
 
-
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("home")  # every test: a FORENSIX_HOME of its own (conftest)
 
 
 def sha(data: bytes) -> str:

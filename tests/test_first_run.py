@@ -45,12 +45,6 @@ def release() -> tuple[bytes, RefDeeCLIP]:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def manifest(monkeypatch, server):  # noqa: F811
     """The shipped manifest, with the addresses of its files moved to the loopback server."""
     entries = W.load_manifest()

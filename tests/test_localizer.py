@@ -33,10 +33,7 @@ runner = CliRunner()
 TINY = dict(width=64, layers=4, heads=1, patch=14, image=224, output_dim=48, feature_layer="layer2")
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("home")  # every test: a FORENSIX_HOME of its own (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -33,10 +33,7 @@ ort = pytest.importorskip("onnxruntime")
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("home")  # every test: a FORENSIX_HOME of its own (conftest)
 
 
 @pytest.fixture(scope="module")
