@@ -55,6 +55,8 @@ def fetch_from_hub(
             if isinstance(e, errors.HfHubHTTPError):
                 raise DownloadError(f"cannot fetch {where} -> {dest}: {_hub_reason(e, True)}") from None
             reachable = False  # huggingface_hub would retry for a minute before looking in its cache
+    if sha256 and hub_sha and hub_sha != sha256.lower():  # before downloading what would be refused
+        raise ChecksumError(f"{where}: the Hub says sha256 {hub_sha}, the manifest {sha256}; nothing kept")
     try:
         cached = Path(
             hf_hub_download(
@@ -68,8 +70,6 @@ def fetch_from_hub(
         )
     except Exception as e:  # noqa: BLE001 - huggingface_hub raises many kinds; each is one line here
         raise DownloadError(f"cannot fetch {where} -> {dest}: {_hub_reason(e, reachable)}") from None
-    if sha256 and hub_sha and hub_sha != sha256.lower():
-        raise ChecksumError(f"{where}: the Hub says sha256 {hub_sha}, the manifest {sha256}; nothing kept")
     expected_size = size or hub_size
     actual_size = cached.stat().st_size
     if expected_size is not None and actual_size != expected_size:

@@ -403,8 +403,10 @@ def test_hub_bytes_or_hub_hash_other_than_the_manifest_are_refused(home, hub, se
     assert result.exit_code == 2 and f"sha256 mismatch for huggingface.co/timm/clip@{REVISION[:10]}" in result.output
     assert not (home / "openai_clip_vit_l_14.safetensors").exists()
     server.headers[path]["ETag"] = '"' + "e" * 64 + '"'  # the Hub now says the file is another one
+    server.requests.clear()
     result = runner.invoke(app, ["weights", "fetch", "clip-vit-l-14"])
     assert result.exit_code == 2 and "the Hub says sha256 eeee" in result.output
+    assert all(r[0].startswith("HEAD") for r in server.requests)  # refused before downloading it
     assert not (home / "openai_clip_vit_l_14.safetensors").exists()
 
 
