@@ -602,6 +602,12 @@ def eval_command(
         Path | None, typer.Option("--out", help="Folder for metrics.json/.csv/.md, predictions.csv and plots.")
     ] = None,
     plots: Annotated[bool, typer.Option(help="ROC curves and score histograms per subset in --out.")] = True,
+    embeddings: Annotated[
+        bool, typer.Option(help="t-SNE maps of the embedding the head scores, per subset and for all, in --out.")
+    ] = False,
+    embeddings_max: Annotated[
+        int, typer.Option(min=5, help="--embeddings: at most this many images per subset (a seeded sample).")
+    ] = 1000,
     localizer_spec: Annotated[
         str | None,
         typer.Option("--localizer", help="A DeCLIP localizer (name or file): IoU/F1/AP on images with masks."),
@@ -629,17 +635,23 @@ def eval_command(
         EvalOptions,
         attribution_rows,
         confusion_rows,
+        embedding_maps,
         evaluate,
         localization_rows,
         parse_perturbations,
         table_rows,
+        write_embedding_maps,
         write_outputs,
     )
 
     with fatal_errors():
+        if embeddings and out_dir is None:
+            raise Fatal("--embeddings writes its maps to --out: give the folder")
         perturbations = parse_perturbations(perturb or [])
         dataset = _load_dataset(data, layout, split, inverted_masks)
         detector = load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
+        if embeddings and not detector.has_embeddings:
+            raise Fatal("--embeddings needs the torch backend: an ONNX file outputs only the logit")
         cache = _open_cache(cache_dir, use_cache)
         localizer, masked = None, sum(s.mask is not None for s in dataset.samples)
         if localizer_spec is not None:
@@ -678,6 +690,11 @@ def eval_command(
         _report_unreadable([(s.path, e) for s, e in zip(dataset.samples, first.errors) if e])
         if out_dir is not None:
             written = write_outputs(result, out_dir, plots=plots)
+            if embeddings:
+                picked = sum(min(embeddings_max, sum(s.subset == n for s in dataset.samples)) for n in dataset.subsets)
+                with _counting_progress(show, picked, "embeddings") as advance:
+                    maps = embedding_maps(dataset, detector, options, embeddings_max, progress=advance)
+                written += write_embedding_maps(maps, dataset, out_dir)
             err.print(f"wrote {len(written)} files to {out_dir}", highlight=False)
 
 

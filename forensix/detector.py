@@ -40,6 +40,20 @@ class Detector(Runner):
         """The model's own logits (B,) in float32 for a preprocessed batch (B, 3, H, W)."""
         return self.run(batch)
 
+    def embeddings(self, batch: torch.Tensor) -> torch.Tensor:
+        """The pooled embeddings (B, D) in float32 that the model's head turns into its logits.
+
+        DeeCLIP: the mean of its normalised projected tokens; UnivFD: CLIP's image embedding. The
+        torch backend only: an ONNX file holds the logit alone.
+        """
+        if not self.has_embeddings:
+            raise ValueError(f"{self.name}: embeddings need the torch backend (an ONNX file outputs only the logit)")
+        return self.run_in_pieces(self.backend.embed, batch)  # type: ignore[attr-defined]
+
+    @property
+    def has_embeddings(self) -> bool:
+        return hasattr(self.backend, "embed")
+
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Calibrated logits (B,): the model's divided by the temperature, so P(fake) = sigmoid(logits)."""
         return scale_logits(self.raw_logits(batch), self.temperature)

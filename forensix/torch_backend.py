@@ -72,6 +72,11 @@ class TorchBackend:
         batch = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
         return autocast_forward(self.forward, batch, self.device, self.precision)
 
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        """A detector's pooled embeddings (B, D), what its head scores (never compiled: eval's plots only)."""
+        batch = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        return autocast_forward(self.module.embed, batch, self.device, self.precision)
+
     @staticmethod
     def out_of_memory(error: Exception) -> bool:
         return isinstance(error, torch.OutOfMemoryError)

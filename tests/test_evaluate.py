@@ -353,3 +353,65 @@ def test_eval_csvs_take_any_name_and_run_no_formula(tiny_weights, tmp_path):
     assert sum(r["path"].endswith("/bad\\xff.png") for r in preds) == 1 and all(r["score"] for r in preds)
     metrics = list(csv.DictReader((out / "metrics.csv").open(encoding="utf-8")))
     assert [r["subset"] for r in metrics] == ["'" + subset, "mean"]
+
+
+# ------------------------------------------------------------------------------------------------
+# --embeddings: t-SNE maps of the embedding the head scores
+
+
+def test_the_embedding_is_the_authors_pooled_embedding_and_the_head_scores_it(
+    tmp_path, tiny_official_file, tiny_reference, images
+):
+    """DeeCLIP's embedding, against the authors' architecture built independently (transformers + peft):
+    the mean over tokens of the normalised projected fused tokens; their fc of it is the logit."""
+    from forensix.convert import import_checkpoint
+
+    weights = tmp_path / "tiny.safetensors"
+    import_checkpoint(tiny_official_file, weights, feature_layers=(1, 2, 3), lora_alpha=8.0)
+    detector = load_detector(weights=weights, device="cpu")
+    x = detector.stack(images[:4])
+    ref = tiny_reference
+    with torch.no_grad():
+        hidden = ref.clip_model.base(pixel_values=x, output_hidden_states=True).hidden_states
+        tokens = [hidden[i][:, 1:] for i in ref.feature_layers]
+        e = ref.clip_model.visual_projection(ref.mmfuser(torch.cat(tokens[:-1], dim=1), tokens[-1]))
+        pooled = (e / e.norm(dim=-1, keepdim=True)).mean(dim=1)
+        expected_logits = ref.clip_model.fc(pooled).squeeze(-1)
+        ours = detector.embeddings(x)
+        head = detector.backend.module.head(ours)
+    assert ours.shape == pooled.shape and (ours - pooled).abs().max().item() <= 1e-5
+    assert (head - detector.raw_logits(x)).abs().max().item() <= 1e-6  # the head scores this very embedding
+    assert (head - expected_logits).abs().max().item() <= 1e-4
+    assert (pooled[0] - pooled[1]).abs().max().item() > 1e-3  # images differ: the comparison can fail
+
+
+def test_eval_embeddings_writes_a_map_per_subset_and_one_for_all(tree, tiny_weights, tmp_path):
+    out = tmp_path / "report"
+    args = ["eval", "--data", tree, "--weights", tiny_weights, "--workers", "0", "--out", out]
+    result = runner.invoke(app, [*map(str, args), "--embeddings", "--embeddings-max", "6", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    tables = {name: list(csv.DictReader((out / f"tsne_{name}.csv").open())) for name in ("diffusion", "gan", "all")}
+    assert all((out / f"tsne_{name}.png").stat().st_size > 1000 for name in tables)
+    diffusion, gan, every = tables["diffusion"], tables["gan"], tables["all"]
+    assert sorted(int(r["label"]) for r in diffusion) == [0, 0, 0, 1, 1, 1]  # all six: under the cap
+    assert len(gan) == 5  # 3 real and 3 of the 4 fakes drawn, one of them unreadable
+    assert sorted(r["path"] for r in every) == sorted(r["path"] for r in diffusion + gan)
+    assert all(np.isfinite([float(r["x"]), float(r["y"])]).all() for r in every)
+    again = tmp_path / "again"
+    runner.invoke(app, [*map(str, args[:-1]), str(again), "--embeddings", "--embeddings-max", "6", "--no-plots"])
+    assert (again / "tsne_all.csv").read_text() == (out / "tsne_all.csv").read_text()  # seeded: the same map
+    result = runner.invoke(app, [*map(str, args[:-2]), "--embeddings"])
+    assert result.exit_code == 2 and "--embeddings writes its maps to --out" in result.output
+
+
+def test_embeddings_subsample_is_balanced_and_bounded():
+    from forensix.datasets import Sample
+    from forensix.eval.embeddings import pick
+
+    samples = [Sample(f"r{i}", 0, "a", "real") for i in range(50)] + [Sample(f"f{i}", 1, "a", "gan") for i in range(7)]
+    samples += [Sample(f"s{i}", i % 2, "b", "x") for i in range(4)]
+    picked = pick(samples, 20, seed=3)
+    labels = [samples[i].label for i in picked["a"]]
+    assert len(labels) == 20 and labels.count(1) == 7  # the fakes all in, the rest of the quota real
+    assert len(picked["b"]) == 4 and list(picked["a"]) == sorted(picked["a"])
+    assert list(pick(samples, 20, seed=3)["a"]) == list(picked["a"])

@@ -3,7 +3,8 @@
 One module per job: ``perturbations`` (what degrades the decoded image), ``predict`` (logits
 through the scan's stages, cached), ``detection`` (one subset's metrics), ``tables`` (per-subset
 tables of a pass: detection, localization, attribution), ``run`` (:func:`evaluate`: every pass),
-``outputs`` (metrics.json/.csv/.md, predictions.csv, terminal rows) and ``plots``.
+``outputs`` (metrics.json/.csv/.md, predictions.csv, terminal rows), ``plots`` and ``embeddings``
+(``--embeddings``: t-SNE maps of the embedding the head scores).
 
 Metrics follow the field's tables (UnivFD, DeeCLIP): per subset the accuracy on real images, on
 fake images and on both at the model's threshold, average precision, ROC-AUC, and the accuracy at
@@ -18,6 +19,7 @@ scores nothing twice.
 """
 
 from .detection import DetectionMetrics, detection_metrics, expected_calibration_error, mean_row
+from .embeddings import embedding_maps, write_embedding_maps
 from .outputs import (
     ATTRIBUTION_COLUMNS,
     LOCALIZATION_COLUMNS,
@@ -46,6 +48,7 @@ __all__ = [
     "attribution_rows",
     "confusion_rows",
     "detection_metrics",
+    "embedding_maps",
     "evaluate",
     "expected_calibration_error",
     "localization_rows",
@@ -55,5 +58,6 @@ __all__ = [
     "predict",
     "scores_from_logits",
     "table_rows",
+    "write_embedding_maps",
     "write_outputs",
 ]

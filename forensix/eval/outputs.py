@@ -73,7 +73,7 @@ def write_outputs(result: EvalResult, out_dir: Path, plots: bool = True) -> list
         w.writerow(["perturbation", *COLUMNS])
         for t in result.tables:
             for r in [*t.subsets, t.mean]:
-                w.writerow([t.perturbation.name, *(_cell(getattr(r, c)) for c in COLUMNS)])
+                w.writerow([t.perturbation.name, *(cell(getattr(r, c)) for c in COLUMNS)])
     lines = [f"# {result.model} on {result.dataset.root}", "", f"Threshold {result.threshold:g}; metrics in %.", ""]
     for t in result.tables:
         lines += [f"## {t.perturbation.name}", "", "| " + " | ".join(COLUMNS) + " |"]
@@ -100,14 +100,14 @@ def write_outputs(result: EvalResult, out_dir: Path, plots: bool = True) -> list
             scores = scores_from_logits(np.nan_to_num(p.logits), result.temperature)
             for i, s in enumerate(result.dataset.samples):
                 logit, score = (repr(float(p.logits[i])), repr(float(scores[i]))) if p.ok[i] else ("", "")
-                path, subset, error = _cell(s.path), _cell(s.subset), csv_cell(printable(p.errors[i]))
+                path, subset, error = cell(s.path), cell(s.subset), csv_cell(printable(p.errors[i]))
                 w.writerow([path, subset, s.label, t.perturbation.name, p.sha256[i], logit, score, error])
     if plots:
         written += write_plots(result, out_dir)
     return written
 
 
-def _cell(value: Any) -> Any:
+def cell(value: Any) -> Any:
     """A CSV cell as a scan's report writes it: any file or folder name, never a formula (docs/scan.md)."""
     if value is None:
         return ""

@@ -83,10 +83,18 @@ class DeeCLIP(nn.Module):
 
     def forward_head(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Logits (B,) from the token embeddings."""
-        return self.fc(embeddings.mean(dim=1)).squeeze(-1)
+        return self.head(embeddings.mean(dim=1))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled embedding (B, output_dim) the head scores: the mean of the normalised token embeddings."""
+        return self.forward_features(x).mean(dim=1)
+
+    def head(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Logits (B,) from pooled embeddings."""
+        return self.fc(embedding).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.head(self.embed(x))
 
 
 # --------------------------------------------------------------------------------------------

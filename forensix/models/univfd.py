@@ -28,8 +28,16 @@ class UnivFD(nn.Module):
         self.backbone.requires_grad_(False)
         self.fc = nn.Linear(cfg.vision.output_dim, 1)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled embedding (B, output_dim) the head scores: CLIP's image embedding."""
+        return self.backbone.embed(x)
+
+    def head(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Logits (B,) from embeddings."""
+        return self.fc(embedding).squeeze(-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.backbone.embed(x)).squeeze(-1)
+        return self.head(self.embed(x))
 
 
 # --------------------------------------------------------------------------------------------
