@@ -249,6 +249,7 @@ def test_univfd_matches_open_clip_encode_image(images):
     with torch.no_grad():
         ref = (visual(x) @ head["weight"].T + head["bias"]).squeeze(-1)
         assert (model(x) - ref).abs().max().item() <= TOL
+        assert (model.embed(x) - visual(x)).abs().max().item() <= TOL  # eval --embeddings maps open_clip's embedding
 
 
 def test_univfd_head_must_be_a_linear():
