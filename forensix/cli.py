@@ -695,6 +695,11 @@ def eval_command(
                 with _counting_progress(show, picked, "embeddings") as advance:
                     maps = embedding_maps(dataset, detector, options, embeddings_max, progress=advance)
                 written += write_embedding_maps(maps, dataset, out_dir)
+                mapped = {m.subset for m in maps}
+                for name in (n for n in dataset.subsets if n not in mapped):
+                    err.print(
+                        f"no t-SNE map of {escape(name)}: fewer than 5 of its images could be read", highlight=False
+                    )
             err.print(f"wrote {len(written)} files to {out_dir}", highlight=False)
 
 

@@ -52,7 +52,8 @@ class Detector(Runner):
 
     @property
     def has_embeddings(self) -> bool:
-        return hasattr(self.backend, "embed")
+        """Whether :meth:`embeddings` works: a torch backend, over a model that has ``embed``."""
+        return hasattr(self.backend, "embed") and hasattr(getattr(self.backend, "module", None), "embed")
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Calibrated logits (B,): the model's divided by the temperature, so P(fake) = sigmoid(logits)."""

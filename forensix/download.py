@@ -75,7 +75,7 @@ def download(
     if offset and sha256 is None and not same_source:  # a splice of two files could not be caught
         _discard(part)
         offset = 0
-    validator = source.get("validator") if same_source and source else None
+    validator = source.get("validator") if same_source else None
     if size is not None and offset > size:
         _discard(part)
         offset = 0
@@ -100,10 +100,21 @@ def _read_source(part: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _validator(headers: Any) -> str | None:
+    """The version a server gives a file: a strong ETag, else its Last-Modified date."""
+    etag = headers.get("ETag")
+    return etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+
+
+def _same_version(headers: Any, validator: str | None) -> bool:
+    """False when a resumed response says it is another version than the one the partial file holds."""
+    now = _validator(headers)
+    return validator is None or now is None or now == validator
+
+
 def _note_source(part: Path, url: str, headers: Any) -> None:
     """Record the url and the server's version of the file whose bytes start ``part``."""
-    etag = headers.get("ETag")
-    validator = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+    validator = _validator(headers)
     try:
         _source_of(part).write_text(json.dumps({"url": url, "validator": validator}), encoding="utf-8")
     except OSError:
@@ -134,8 +145,9 @@ def _fetch(
         length = _int(resp.headers.get("Content-Length"))
         if status == 206:
             start, total = _content_range(resp.headers.get("Content-Range"))
-            if start is not None and start != offset:
-                # Appending would corrupt the file; fetching it whole is the safe answer.
+            if (start is not None and start != offset) or not _same_version(resp.headers, validator):
+                # Appending would corrupt the file (another offset, or a server that ignored If-Range
+                # and sent another version's bytes): fetching it whole is the safe answer.
                 resp.close()
                 _discard(part)
                 return _fetch(url, part, 0, size, progress, timeout)
@@ -146,7 +158,7 @@ def _fetch(
             # partial file is dropped.
             offset = 0
             total = length
-            _note_source(part, url, resp.headers)
+            _source_of(part).unlink(missing_ok=True)  # the old bytes' version no longer describes the file
         if size is not None and total is not None and total != size:
             _discard(part)
             raise DownloadError(f"server reports {total} bytes for {url}, expected {size} -> {part}")
@@ -158,6 +170,8 @@ def _fetch(
             f = open(part, "ab" if offset else "wb")
         except OSError as e:
             raise DownloadError(f"cannot write {part} for {url}: {e}") from e
+        if not offset:  # only now that part holds none of the old bytes
+            _note_source(part, url, resp.headers)
         with f:
             while True:
                 try:
@@ -207,7 +221,7 @@ def _open(url: str, part: Path, offset: int, timeout: float, validator: str | No
 
 
 def _finish(
-    url: str, part: Path, dest: Path, sha256: str | None, size: int | None, check: Callable[[Path], None] | None
+    url: str, part: Path, dest: Path, sha256: str | None, size: int | None, check: Callable[[Path, str], None] | None
 ) -> str:
     """Check the finished .part file's size and digest, then move it onto dest."""
     if not part.is_file():
@@ -221,7 +235,7 @@ def _finish(
     if check is not None:
         try:
             check(part, digest)
-        except Exception:  # not Ctrl-C: the complete file stays, for the next run to check again
+        except Exception:  # not Ctrl-C: the complete file stays (resumed, it is checked again)
             _discard(part)
             raise
     if sha256 is not None and digest != sha256.lower():

@@ -72,7 +72,8 @@ def _fetch_file(
     if source is None:
         from .hub import fetch_from_hub  # huggingface_hub: only for Hub files
 
-        assert f.hub is not None and pin is not None  # a Hub file has a manifest sha256 (weights.load_manifest)
+        if f.hub is None or pin is None:  # weights.load_manifest refuses a Hub file without a sha256
+            raise W.WeightsMissing(f"{entry.name}: {f.file} has no sha256 to check a Hub download by")
         fetch_from_hub(f.hub, dest, sha256=pin.sha256, size=pin.size, progress=report)
         return dest
 

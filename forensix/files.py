@@ -13,13 +13,20 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def replacing(dest: Path) -> Iterator[Path]:
+def replacing(dest: Path, durable: bool = False) -> Iterator[Path]:
     """A temporary path beside ``dest`` (hidden, unique) that becomes ``dest`` if the block ends without
-    an error, and is removed whatever happens: a crash or an exception leaves ``dest`` as it was."""
+    an error, and is removed whatever happens: a crash or an exception leaves ``dest`` as it was.
+
+    ``durable``: the new bytes reach the disk before the rename (fsync), so a power cut leaves the
+    old file or the new one, never an empty one.
+    """
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(OSError):

@@ -116,8 +116,7 @@ def _hub_reason(error: Exception, reachable: bool) -> str:
             return "the Hugging Face Hub cannot be reached (offline?), and the file is not in its cache"
     if isinstance(error, errors.RevisionNotFoundError):
         return "the Hub has no such revision"
-    not_found = getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError)  # the name before 1.0
-    if isinstance(error, (errors.RepositoryNotFoundError, not_found)):
+    if isinstance(error, (errors.RepositoryNotFoundError, errors.RemoteEntryNotFoundError)):
         return "the Hub has no such repository or file (or it needs a login: HF_TOKEN)"
     text = " ".join(str(error).split()) or type(error).__name__
     return text[:300]

@@ -9,9 +9,9 @@ keyed by the weights file's name, so a pin outlives the file it was made from:
         {"sha256": "…", "size": 1234, "pinned": "first use", "url": "https://…",
          "date": "2026-12-01T19:00:00+00:00"}}}
 
-Torch-free, like ``weights.py``. Writes replace the file whole, under a lock on the home folder
-that a fetch holds from its first download to its last pin (:func:`editing`), so two fetches at
-once neither interleave nor lose a pin.
+Torch-free, like ``weights.py``. Writes replace the file whole, under a lock that a fetch holds
+from its first download to its last pin (:func:`editing`), so two fetches at once neither
+interleave nor lose a pin.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,19 +118,26 @@ class HeldLock:
         self.pins[file] = pin
         data = {"version": VERSION, "files": {name: asdict(p) for name, p in sorted(self.pins.items())}}
         try:
-            with replacing(self.path) as tmp:
+            with replacing(self.path, durable=True) as tmp:  # the trust anchor: on disk before it is in place
                 tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         except OSError as e:
             raise LockError(f"{self.path}: cannot write the weights lock ({e.strerror or e})") from None
 
 
+_held = threading.local()  # this thread's HeldLock while it holds the lock: entering again reuses it
+
+
 @contextlib.contextmanager
 def editing() -> Iterator[HeldLock]:
-    """Hold the weights lock: other processes' fetches and pins wait, so none is lost or overwritten.
+    """Hold the weights lock: other processes' (and threads') fetches and pins wait, so none is lost.
 
-    Readers never wait (every write replaces the file whole). POSIX only; on Windows writers are
-    not serialised.
+    Readers never wait (every write replaces the file whole). Re-entered in the same thread, it gives
+    the lock already held. The lock is an advisory lock on ``.weights.lock`` beside the lock file
+    (POSIX; on Windows writers are not serialised).
     """
+    if (held := getattr(_held, "lock", None)) is not None:
+        yield held
+        return
     path = lock_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,15 +145,25 @@ def editing() -> Iterator[HeldLock]:
         raise LockError(f"{path}: cannot make the folder of the weights lock ({e.strerror or e})") from None
     try:
         import fcntl
-    except ImportError:  # Windows: no fcntl, writers not serialised
-        yield HeldLock(path)
-        return
-    fd = os.open(path.parent, os.O_RDONLY)  # a lock on the home folder: no lock file left behind
+    except ImportError:  # Windows: no fcntl
+        fcntl = None
+    guard = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield HeldLock(path)
+        if fcntl is not None:
+            try:
+                guard = open(path.with_name(".weights.lock"), "a+b")  # opened for writing: NFS's locks need it
+                fcntl.flock(guard, fcntl.LOCK_EX)
+            except OSError as e:
+                raise LockError(
+                    f"{path}: cannot lock the weights lock ({e.strerror or e}); "
+                    "put the forensix home ($FORENSIX_HOME) on a file system with file locks"
+                ) from None
+        _held.lock = HeldLock(path)
+        yield _held.lock
     finally:
-        os.close(fd)  # closing releases the lock
+        _held.lock = None
+        if guard is not None:
+            guard.close()  # closing releases the lock
 
 
 def record(file: str, pin: Pin) -> Path:

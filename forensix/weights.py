@@ -140,13 +140,13 @@ def pin_of(f: WeightFile, pins: dict[str, Pin] | None = None) -> Pin | None:
 
 def check_pinned(entry: ManifestEntry, f: WeightFile, path: Path, pin: Pin | None) -> str:
     """The sha256 of ``path``; WeightsRefused unless it is what ``pin`` says (and there is a pin)."""
-    digest = cached_sha256(path)
     role = f" --role {f.role}" if len(entry.files) > 1 else ""
-    if pin is None:
+    if pin is None:  # said before hashing: a gigabyte read for nothing otherwise
         raise WeightsRefused(
             f"{path}: not pinned (no published sha256, none in the weights lock); check and pin it with: "
             f"forensix weights fetch {entry.name} (or pin it by hand: forensix weights pin {entry.name}{role} SHA256)"
         )
+    digest = cached_sha256(path)
     if digest != pin.sha256:
         by_hand = f" (or, if this file is the right one: forensix weights pin {entry.name}{role} {digest})"
         raise WeightsRefused(

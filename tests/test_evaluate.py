@@ -390,8 +390,9 @@ def test_eval_embeddings_writes_a_map_per_subset_and_one_for_all(tree, tiny_weig
     args = ["eval", "--data", tree, "--weights", tiny_weights, "--workers", "0", "--out", out]
     result = runner.invoke(app, [*map(str, args), "--embeddings", "--embeddings-max", "6", "--no-plots"])
     assert result.exit_code == 0, result.output
-    tables = {name: list(csv.DictReader((out / f"tsne_{name}.csv").open())) for name in ("diffusion", "gan", "all")}
-    assert all((out / f"tsne_{name}.png").stat().st_size > 1000 for name in tables)
+    stems = {"diffusion": "tsne_diffusion", "gan": "tsne_gan", "all": "tsne"}
+    tables = {name: list(csv.DictReader((out / f"{stem}.csv").open())) for name, stem in stems.items()}
+    assert all((out / f"{stem}.png").stat().st_size > 1000 for stem in stems.values())
     diffusion, gan, every = tables["diffusion"], tables["gan"], tables["all"]
     assert sorted(int(r["label"]) for r in diffusion) == [0, 0, 0, 1, 1, 1]  # all six: under the cap
     assert len(gan) == 5  # 3 real and 3 of the 4 fakes drawn, one of them unreadable
@@ -399,7 +400,7 @@ def test_eval_embeddings_writes_a_map_per_subset_and_one_for_all(tree, tiny_weig
     assert all(np.isfinite([float(r["x"]), float(r["y"])]).all() for r in every)
     again = tmp_path / "again"
     runner.invoke(app, [*map(str, args[:-1]), str(again), "--embeddings", "--embeddings-max", "6", "--no-plots"])
-    assert (again / "tsne_all.csv").read_text() == (out / "tsne_all.csv").read_text()  # seeded: the same map
+    assert (again / "tsne.csv").read_text() == (out / "tsne.csv").read_text()  # seeded: the same map
     result = runner.invoke(app, [*map(str, args[:-2]), "--embeddings"])
     assert result.exit_code == 2 and "--embeddings writes its maps to --out" in result.output
 
@@ -415,3 +416,28 @@ def test_embeddings_subsample_is_balanced_and_bounded():
     assert len(labels) == 20 and labels.count(1) == 7  # the fakes all in, the rest of the quota real
     assert len(picked["b"]) == 4 and list(picked["a"]) == sorted(picked["a"])
     assert list(pick(samples, 20, seed=3)["a"]) == list(picked["a"])
+
+
+def test_embedding_maps_skip_what_cannot_be_mapped(tmp_path, tiny_weights):
+    """A subset with too few readable images has no map (the CLI says so); nothing readable at all is no
+    map, not a crash; a subset named 'all' keeps its own files beside the map of all subsets."""
+    from forensix.datasets import Dataset, Sample
+    from forensix.eval.embeddings import embedding_maps, write_embedding_maps
+
+    detector = load_detector(weights=tiny_weights, device="cpu")
+    paths = []
+    for i in range(8):
+        path = tmp_path / f"{i}.png"
+        random_image(40, 40, seed=i).save(path)
+        paths.append(str(path))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    samples = [Sample(p, i % 2, "all", "x") for i, p in enumerate(paths[:6])]
+    samples += [Sample(p, i % 2, "few", "x") for i, p in enumerate(paths[6:])]
+    dataset = Dataset(str(tmp_path), "list", samples)
+    maps = embedding_maps(dataset, detector, max_per_subset=10)
+    assert [m.subset for m in maps] == ["all", "all subsets"] and [len(m.indices) for m in maps] == [6, 8]
+    written = write_embedding_maps(maps, dataset, tmp_path / "out")
+    assert sorted(p.name for p in written) == ["tsne.csv", "tsne.png", "tsne_all.csv", "tsne_all.png"]
+    unreadable = Dataset(str(tmp_path), "list", [Sample(str(broken), i % 2, "x", "x") for i in range(6)])
+    assert embedding_maps(unreadable, detector) == []

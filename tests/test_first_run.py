@@ -84,7 +84,7 @@ def test_the_readme_first_run_fetches_pins_and_scans(home, manifest, server, rel
         "first use",
         server.url(DEECLIP),
     )
-    assert sorted(p.name for p in home.iterdir() if p.is_file()) == [
+    assert sorted(p.name for p in home.iterdir() if p.is_file() and not p.name.startswith(".")) == [
         "deeclip_weight_complete_with_lora_5.pth",
         pins.LOCK_FILE,
     ]
@@ -119,7 +119,7 @@ def test_a_pinned_file_that_changed_on_the_server_is_refused(home, manifest, ser
     assert result.exit_code == 2
     assert "not the one the sha256 pinned on first use" in result.output and "nothing kept" in result.output
     assert "forensix weights pin deeclip" in result.output and len(result.output.strip().splitlines()) == 1
-    assert sorted(p.name for p in home.iterdir() if p.is_file()) == [pins.LOCK_FILE]
+    assert sorted(p.name for p in home.iterdir() if p.is_file() and not p.name.startswith(".")) == [pins.LOCK_FILE]
 
 
 def test_a_tampered_local_file_is_refused_by_scan_and_verify(home, manifest, server, release, photos):  # noqa: F811
@@ -235,6 +235,35 @@ def test_an_interrupted_unpinned_download_resumes_only_the_same_version(home, ma
     assert server.requests == [(DEECLIP, "bytes=100000-")]  # the same version: resumed
     assert server.if_range == ['"v1"'] and (home / part.name.removesuffix(".part")).read_bytes() == data
     assert not list(home.glob("*.part*"))
+
+
+def test_a_resume_answered_with_another_version_is_fetched_whole(home, manifest, server, release):  # noqa: F811
+    """A server that ignores If-Range but names another version in its 206: the partial file is dropped."""
+    server.files[DEECLIP] = release[0]
+    server.headers[DEECLIP] = {"ETag": '"v1"'}
+    server.cut[DEECLIP] = 100_000
+    assert runner.invoke(app, ["weights", "fetch", "deeclip"]).exit_code == 2
+    server.cut.clear()
+    newer = _official_bytes(seed=14)[0]
+    server.files[DEECLIP] = newer
+    server.headers[DEECLIP] = {"ETag": '"v2"'}
+    server.ignore_if_range = True
+    assert runner.invoke(app, ["weights", "fetch", "deeclip"]).exit_code == 0
+    assert (home / "deeclip_weight_complete_with_lora_5.pth").read_bytes() == newer  # whole, never spliced
+
+
+def test_the_lock_held_twice_in_one_thread_is_the_same_lock(home):
+    import threading
+
+    def nested() -> None:
+        with pins.editing() as outer:
+            pins.record("a.pth", pins.Pin("a" * 64, 1, "by hand"))  # inside a held lock: no deadlock
+            assert outer.pins["a.pth"].sha256 == "a" * 64
+
+    worker = threading.Thread(target=nested, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and pins.read_pins()["a.pth"].size == 1
 
 
 def test_concurrent_pins_are_all_kept(home):

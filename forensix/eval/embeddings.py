@@ -36,7 +36,7 @@ class EmbeddingMap:
     subset: str
     indices: np.ndarray
     xy: np.ndarray  # (n, 2)
-    of: int  # the readable images the subset holds
+    of: int  # the images the subset holds (readable or not)
 
 
 def pick(samples: Sequence[Sample], max_per_subset: int, seed: int) -> dict[str, np.ndarray]:
@@ -60,15 +60,17 @@ def embed(
     detector: Detector,
     options: EvalOptions = EvalOptions(),
     progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """The pooled embeddings (n, D) of ``samples``; rows of NaN for images that could not be read."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled embeddings (n, D) of ``samples`` and which of them are there: read, and finite."""
     out: np.ndarray | None = None
     for read, tensor in read_batches(samples, detector, Perturbation(), options, progress):
         e = detector.embeddings(tensor).cpu().numpy()
         if out is None:
             out = np.full((len(samples), e.shape[1]), np.nan, np.float32)
         out[[p.index for p in read]] = e
-    return out if out is not None else np.full((len(samples), 0), np.nan, np.float32)
+    if out is None:  # nothing could be read
+        return np.zeros((len(samples), 0), np.float32), np.zeros(len(samples), bool)
+    return out, np.isfinite(out).all(axis=1)
 
 
 PCA_DIMS = 50  # scikit-learn's advice for t-SNE on dense data: reduce to about 50 dimensions first
@@ -95,17 +97,21 @@ def embedding_maps(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> list[EmbeddingMap]:
-    """The t-SNE maps of each subset (with at least MIN_POINTS readable images) and of all subsets together."""
+    """The t-SNE maps of each subset with at least MIN_POINTS readable images, and of all subsets together
+    (when there are several); a subset with fewer has no map."""
     picked = pick(dataset.samples, max_per_subset, seed)
     chosen = np.concatenate(list(picked.values())) if picked else np.zeros(0, int)
-    vectors = embed([dataset.samples[i] for i in chosen], detector, options, progress)
+    vectors, there = embed([dataset.samples[i] for i in chosen], detector, options, progress)
     row = {int(i): r for r, i in enumerate(chosen)}
-    together = np.sort(chosen)
-    if len(together) > ALL_MAX:
-        together = np.sort(np.random.default_rng(seed).choice(together, size=ALL_MAX, replace=False))
+    wanted = list(picked.items())
+    if len(picked) > 1:  # with one subset, its own map is the map of all
+        together = np.sort(chosen)
+        if len(together) > ALL_MAX:
+            together = np.sort(np.random.default_rng(seed).choice(together, size=ALL_MAX, replace=False))
+        wanted.append((ALL, together))
     maps = []
-    for name, indices in [*picked.items(), (ALL, together)]:
-        readable = np.array([i for i in indices if not np.isnan(vectors[row[int(i)]]).any()], dtype=int)
+    for name, indices in wanted:
+        readable = np.array([i for i in indices if there[row[int(i)]]], dtype=int)
         if len(readable) < MIN_POINTS:
             continue
         total = len(dataset.samples) if name == ALL else sum(s.subset == name for s in dataset.samples)
@@ -116,13 +122,14 @@ def embedding_maps(
 
 def write_embedding_maps(maps: Sequence[EmbeddingMap], dataset: Dataset, out_dir: Path) -> list[Path]:
     """Per map: ``tsne_<subset>.png`` (real blue, fake red) and ``tsne_<subset>.csv`` (path, subset, label
-    (1 = fake), x, y), names written as predictions.csv writes them."""
+    (1 = fake), x, y), names written as predictions.csv writes them; ``tsne.png``/``tsne.csv`` for the
+    map of all subsets (no subset's name can give that stem)."""
     from matplotlib.figure import Figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for m in maps:
-        stem = "all" if m.subset == ALL else safe_name(m.subset)
+        stem = "tsne" if m.subset == ALL else f"tsne_{safe_name(m.subset)}"
         labels = np.array([dataset.samples[i].label for i in m.indices])
         fig = Figure(figsize=(5, 5))
         ax = fig.add_subplot()
@@ -132,7 +139,7 @@ def write_embedding_maps(maps: Sequence[EmbeddingMap], dataset: Dataset, out_dir
         ax.set(title=f"t-SNE · {m.subset} · {len(m.indices)} of {m.of} images", xticks=[], yticks=[])
         ax.legend(fontsize=7, markerscale=2)
         fig.tight_layout()
-        png, table = out_dir / f"tsne_{stem}.png", out_dir / f"tsne_{stem}.csv"
+        png, table = out_dir / f"{stem}.png", out_dir / f"{stem}.csv"
         fig.savefig(png, dpi=100)
         with open(table, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
