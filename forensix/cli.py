@@ -142,11 +142,6 @@ def _main(
     pass
 
 
-def _pinned(pin: object) -> str:
-    """How a file is pinned, for the list: manifest | first use | by hand | no."""
-    return getattr(pin, "pinned", None) or "no"
-
-
 @weights_app.command("list")
 def weights_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file on stdout.")] = False,
@@ -167,7 +162,7 @@ def weights_list(
                         "present": s.present,
                         "path": str(s.path),
                         "size": s.size or (s.pin.size if s.pin else None),
-                        "pinned": _pinned(s.pin),
+                        "pinned": s.pin.pinned if s.pin else "no",
                         "sha256": s.pin.sha256 if s.pin else None,
                         "source": f.source,
                         "origin": f.origin,
@@ -643,6 +638,7 @@ def eval_command(
         write_embedding_maps,
         write_outputs,
     )
+    from .eval.embeddings import MIN_POINTS, pick
 
     with fatal_errors():
         if embeddings and out_dir is None:
@@ -691,14 +687,15 @@ def eval_command(
         if out_dir is not None:
             written = write_outputs(result, out_dir, plots=plots)
             if embeddings:
-                picked = sum(min(embeddings_max, sum(s.subset == n for s in dataset.samples)) for n in dataset.subsets)
+                picked = sum(len(p) for p in pick(dataset.samples, embeddings_max, seed=0).values())
                 with _counting_progress(show, picked, "embeddings") as advance:
-                    maps = embedding_maps(dataset, detector, options, embeddings_max, progress=advance)
+                    maps = embedding_maps(dataset, detector, options, embeddings_max, seed=0, progress=advance)
                 written += write_embedding_maps(maps, dataset, out_dir)
                 mapped = {m.subset for m in maps}
                 for name in (n for n in dataset.subsets if n not in mapped):
                     err.print(
-                        f"no t-SNE map of {escape(name)}: fewer than 5 of its images could be read", highlight=False
+                        f"no t-SNE map of {escape(name)}: fewer than {MIN_POINTS} of its images could be read",
+                        highlight=False,
                     )
             err.print(f"wrote {len(written)} files to {out_dir}", highlight=False)
 

@@ -44,10 +44,20 @@ def cached_sha256(path: Path) -> str:
     except OSError:
         pass
     digest = sha256_file(path)
+    _store(entry, digest)
+    return digest
+
+
+def remember_sha256(path: Path, digest: str) -> None:
+    """Remember ``digest`` for the file at ``path`` as it is now: forensix just hashed its bytes (a
+    download, before it was renamed into place), so the next cached_sha256 need not read it again."""
+    _store(_cache_entry(Path(path)), digest)
+
+
+def _store(entry: Path, digest: str) -> None:
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         with replacing(entry) as tmp:  # whole or absent: concurrent scans never read half a digest
             tmp.write_text(digest + "\n")
     except OSError:
         pass  # an unwritable cache only costs a re-hash next time
-    return digest

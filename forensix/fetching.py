@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import weights as W
+from .digests import remember_sha256
 from .download import ChecksumError, DownloadError, download
 from .pins import FIRST_USE, MANIFEST, HeldLock, Pin, editing, now
 
@@ -72,9 +73,9 @@ def _fetch_file(
     if source is None:
         from .hub import fetch_from_hub  # huggingface_hub: only for Hub files
 
-        if f.hub is None or pin is None:  # weights.load_manifest refuses a Hub file without a sha256
+        if pin is None:  # weights.load_manifest refuses a Hub file without a sha256
             raise W.WeightsMissing(f"{entry.name}: {f.file} has no sha256 to check a Hub download by")
-        fetch_from_hub(f.hub, dest, sha256=pin.sha256, size=pin.size, progress=report)
+        remember_sha256(dest, fetch_from_hub(f.hub, dest, sha256=pin.sha256, size=pin.size, progress=report))
         return dest
 
     def check(part: Path, digest: str) -> None:
@@ -92,7 +93,7 @@ def _fetch_file(
     # A first-use pin's size is not checked up front: a page in its place should be named as one.
     size = pin.size if pin is not None and pin.pinned == MANIFEST and not url else None
     try:
-        download(source, dest, sha256=pin.sha256 if pin else None, size=size, progress=report, check=check)
+        digest = download(source, dest, sha256=pin.sha256 if pin else None, size=size, progress=report, check=check)
     except ChecksumError as e:
         if pin is None or pin.pinned == MANIFEST:
             raise
@@ -100,6 +101,7 @@ def _fetch_file(
             f"{e}: the file at that address is not the one {pin.describe()}; nothing kept. If its publisher "
             f"replaced it, check the new file and pin it by hand: forensix weights pin {entry.name} SHA256"
         ) from None
+    remember_sha256(dest, digest)  # hashed once, as it arrived: the rename is not a reason to read it again
     return dest
 
 

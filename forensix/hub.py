@@ -29,20 +29,19 @@ def fetch_from_hub(
     hub: HubFile,
     dest: Path,
     *,
-    sha256: str | None,
+    sha256: str,
     size: int | None,
     progress: Progress | None = None,
-    endpoint: str | None = None,
 ) -> str:
     """Download ``hub`` and place it at ``dest`` (a hard link into the Hub cache, else a copy); its sha256.
 
-    ``sha256``/``size``: what the manifest says the file is. The Hub's own sha256 and size (when
-    it can be asked: not offline) must agree, and so must the bytes.
+    ``sha256``/``size``: what the manifest says the file is (every Hub file has a sha256 there). The
+    Hub's own sha256 and size (when it can be asked: not offline) must agree, and so must the bytes.
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     where = str(hub)
-    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None  # as set now, not at huggingface_hub's import
+    endpoint = os.environ.get("HF_ENDPOINT") or None  # as set now, not at huggingface_hub's import
     hub_sha, hub_size, reachable = None, None, not _offline()
     if reachable:
         try:
@@ -55,7 +54,8 @@ def fetch_from_hub(
             if isinstance(e, errors.HfHubHTTPError):
                 raise DownloadError(f"cannot fetch {where} -> {dest}: {_hub_reason(e, True)}") from None
             reachable = False  # huggingface_hub would retry for a minute before looking in its cache
-    if sha256 and hub_sha and hub_sha != sha256.lower():  # before downloading what would be refused
+    sha256 = sha256.lower()
+    if hub_sha and hub_sha != sha256:  # before downloading what would be refused
         raise ChecksumError(f"{where}: the Hub says sha256 {hub_sha}, the manifest {sha256}; nothing kept")
     try:
         cached = Path(
@@ -75,10 +75,9 @@ def fetch_from_hub(
     if expected_size is not None and actual_size != expected_size:
         raise DownloadError(f"{where}: {actual_size} bytes in the Hub cache ({cached}), expected {expected_size}")
     digest = sha256_file(cached)
-    expected = (sha256 or hub_sha or "").lower()
-    if expected and digest != expected:
+    if digest != sha256:
         raise ChecksumError(
-            f"sha256 mismatch for {where} (Hub cache file {cached}): expected {expected}, got {digest}; "
+            f"sha256 mismatch for {where} (Hub cache file {cached}): expected {sha256}, got {digest}; "
             "nothing kept: delete that file from the Hub cache and fetch again"
         )
     _place(cached, dest)

@@ -166,13 +166,6 @@ def editing() -> Iterator[HeldLock]:
             guard.close()  # closing releases the lock
 
 
-def record(file: str, pin: Pin) -> Path:
-    """Add or replace the pin of ``file`` under the held lock; returns the lock's path."""
-    with editing() as lock:
-        lock.record(file, pin)
-    return lock.path
-
-
 def now() -> str:
     """The time of a pin: UTC, ISO 8601, to the second."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()

@@ -131,11 +131,11 @@ def get_entry_of_kind(name: str, kind: str) -> ManifestEntry:
     return entry
 
 
-def pin_of(f: WeightFile, pins: dict[str, Pin] | None = None) -> Pin | None:
-    """What ``f`` must be: the manifest's sha256, else its pin in the lock; None if unpinned."""
+def pin_of(f: WeightFile, pins: dict[str, Pin]) -> Pin | None:
+    """What ``f`` must be: the manifest's sha256, else its pin in the lock (``pins``); None if unpinned."""
     if f.sha256:
         return Pin(f.sha256.lower(), f.size, MANIFEST)
-    return (read_pins() if pins is None else pins).get(f.file)
+    return pins.get(f.file)
 
 
 def check_pinned(entry: ManifestEntry, f: WeightFile, path: Path, pin: Pin | None) -> str:
@@ -170,10 +170,16 @@ def resolve(name: str) -> dict[str, Path]:
             f"weights for {name!r} are missing ({', '.join(missing)} in {weights_dir()}); "
             f"get them with: forensix weights fetch {name}"
         )
-    pins = read_pins()
-    for f in entry.files:
-        check_pinned(entry, f, paths[f.role], pin_of(f, pins))
+    check_files(entry, paths)
     return paths
+
+
+def check_files(entry: ManifestEntry, paths: dict[str, Path]) -> None:
+    """WeightsRefused unless each of ``paths`` (by role, those present) is the file its pin names."""
+    pins = read_pins()
+    for role, path in paths.items():
+        if path.is_file():
+            check_pinned(entry, entry.file(role), path, pin_of(entry.file(role), pins))
 
 
 @dataclass(frozen=True)

@@ -112,10 +112,11 @@ def pin_placed(*paths: Path) -> None:
     """Pin files put in the weights folder by hand to what they hold, as `forensix weights pin` would:
     loads refuse a manifest name's file that has no pin."""
     from forensix.digests import sha256_file
-    from forensix.pins import BY_HAND, Pin, record
+    from forensix.pins import BY_HAND, Pin, editing
 
-    for path in paths:
-        record(path.name, Pin(sha256_file(path), path.stat().st_size, BY_HAND))
+    with editing() as lock:
+        for path in paths:
+            lock.record(path.name, Pin(sha256_file(path), path.stat().st_size, BY_HAND))
 
 
 def decoder_crashing_on(bomb: bytes, decode):

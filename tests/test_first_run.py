@@ -256,8 +256,8 @@ def test_the_lock_held_twice_in_one_thread_is_the_same_lock(home):
     import threading
 
     def nested() -> None:
-        with pins.editing() as outer:
-            pins.record("a.pth", pins.Pin("a" * 64, 1, "by hand"))  # inside a held lock: no deadlock
+        with pins.editing() as outer, pins.editing() as inner:  # inside a held lock: no deadlock
+            inner.record("a.pth", pins.Pin("a" * 64, 1, "by hand"))
             assert outer.pins["a.pth"].sha256 == "a" * 64
 
     worker = threading.Thread(target=nested, daemon=True)
@@ -271,7 +271,10 @@ def test_concurrent_pins_are_all_kept(home):
 
     def pin_many(prefix: str) -> None:
         for i in range(15):
-            pins.record(f"{prefix}{i}.pth", pins.Pin(hashlib.sha256(f"{prefix}{i}".encode()).hexdigest(), i, "by hand"))
+            with pins.editing() as lock:
+                lock.record(
+                    f"{prefix}{i}.pth", pins.Pin(hashlib.sha256(f"{prefix}{i}".encode()).hexdigest(), i, "by hand")
+                )
 
     threads = [threading.Thread(target=pin_many, args=(p,)) for p in "abc"]
     for t in threads:

@@ -296,10 +296,7 @@ def companion_files(
         if entry is None:
             raise CheckpointError(f"{path}: a {fmt.name} checkpoint needs its {', '.join(roles)} files; none are known")
         files = {role: W.local_path(entry.file(role)) for role in roles}
-        pins = W.read_pins()
-        for role, p in files.items():
-            if p.is_file():
-                W.check_pinned(entry, entry.file(role), p, W.pin_of(entry.file(role), pins))
+        W.check_files(entry, files)
     missing = [str(files.get(role, role)) for role in roles if role not in files or not files[role].is_file()]
     if missing:
         fetch = ""
