@@ -402,6 +402,10 @@ def scan(
     ] = None,
     use_cache: Annotated[bool, _USE_CACHE_OPTION] = False,
     cache_dir: Annotated[Path | None, _CACHE_OPTION] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write the report as a page to look at, once the scan is done (needs --out)."),
+    ] = None,
 ) -> None:
     """Score every image and write one row per input image (see docs/scan.md)."""
     import tempfile
@@ -412,6 +416,8 @@ def scan(
     from .scan_report import write_report
 
     with tempfile.TemporaryDirectory(prefix="forensix-") as spool, fatal_errors():
+        if html is not None and out_path is None:
+            raise Fatal("--html makes its page from the report file: add --out FILE")
         spec = _scan_spec(paths or [], from_list or [], from_list0 or [], Path(spool))
         localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
         attributor = _load_attributor(attributor_spec, device, precision)
@@ -448,7 +454,11 @@ def scan(
         )
     _print_summary(summary)
     if summary.interrupted:
+        if html is not None:
+            err.print(f"no page written: the scan was interrupted (forensix report {out_path} --html {html} makes it)")
         raise typer.Exit(130)
+    if html is not None:
+        _write_page(out_path, html, fmt, None, None, _workers(workers), max_pixels, decode_timeout)
     if fail_on_fake and summary.stats.fake:
         raise typer.Exit(1)
     if fail_on_fake and summary.stats.errors:
@@ -504,6 +514,65 @@ def _print_summary(summary: ScanSummary) -> None:
     )
     for notice in summary.notices:
         err.print(f"note: {notice}", highlight=False)
+
+
+@app.command("report")
+def report_command(
+    report: Annotated[Path, typer.Argument(help="A report forensix wrote (.csv, .json, .jsonl).", show_default=False)],
+    html: Annotated[Path, typer.Option("--html", help="The page to write; its pictures go in NAME_files/ beside it.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="csv | json | jsonl (default: from the name).")] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="Where the report's relative paths start (default: this folder).")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="The page's title (default: from the report's name).")] = None,
+    workers: WorkersOpt = None,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, in pixels (decompression bombs).")] = (
+        DEFAULT_MAX_PIXELS
+    ),
+    decode_timeout: DecodeTimeoutOpt = DEFAULT_DECODE_TIMEOUT,
+) -> None:
+    """A page of a report to look at: thumbnails, scores, notes, provenance, masks (see docs/report.md)."""
+    with fatal_errors():
+        _write_page(report, html, fmt, root, title, _workers(workers), max_pixels, decode_timeout)
+
+
+def _write_page(
+    report: Path,
+    html: Path,
+    fmt: str | None,
+    root: Path | None,
+    title: str | None,
+    workers: int,
+    max_pixels: int,
+    decode_timeout: float,
+) -> None:
+    """The HTML report, and on stderr what it holds and which images it could not find again."""
+    from .html_report import write_html
+
+    page = write_html(
+        report,
+        html,
+        fmt=fmt,
+        root=root,
+        title=title,
+        workers=workers,
+        max_pixels=max_pixels,
+        decode_timeout=decode_timeout,
+    )
+    err.print(
+        f"wrote {escape(str(page.page))} ({page.rows} rows, {page.pictures} with pictures in "
+        f"{escape(str(page.folder))}/; {page.bytes / 1e6:.1f} MB)",
+        highlight=False,
+    )
+    if page.missing:
+        err.print(f"{len(page.missing)} images could not be found again (their rows have no picture):", highlight=False)
+        for name, why in page.missing[:MISSING_LISTED]:
+            err.print(f"  {escape(plain(name))}: {escape(plain(why))}", highlight=False)
+        if len(page.missing) > MISSING_LISTED:
+            err.print(f"  and {len(page.missing) - MISSING_LISTED} more (each one's card says why)", highlight=False)
+
+
+MISSING_LISTED = 10  # images found no more, listed by name on stderr
 
 
 def main() -> None:

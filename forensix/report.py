@@ -28,10 +28,11 @@ import re
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .schema import COLUMNS
+from .schema import COLUMNS, filled, typed
 
 FORMATS = ("csv", "json", "jsonl")
 NAME_FIELDS = ("path", "member")  # names from the input: written by name_text, with *_bytes in JSON
+NAME_BYTES = tuple(f"{key}_bytes" for key in NAME_FIELDS)
 FORMULA_STARTS = frozenset("=+-@\t\r")  # a spreadsheet runs a cell that begins with one of these (OWASP)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -240,14 +241,13 @@ def _csv_records(data: bytes) -> list[tuple[bytes, int]]:
             start, quotes = pos, 0
 
 
-def _read_csv(data: bytes, name: str) -> ExistingReport:
-    report = ExistingReport()
+def _read_csv(data: bytes, name: str, report: ExistingReport) -> ExistingReport:
     records = _csv_records(data)
     if not records:
         return report  # empty or a partial header: start over
     header = tuple(next(csv.reader([records[0][0].decode("utf-8")])))
     if not _is_forensix_header(header):
-        raise ReportError(f"{name}: its header is not a forensix report's; not resuming into it")
+        raise ReportError(f"{name}: its header is not a forensix report's")
     report.columns = header
     for record, end in records[1:]:
         values = next(csv.reader(io.StringIO(record.decode("utf-8"), newline="")))
@@ -264,14 +264,13 @@ def _is_forensix_header(header: tuple[str, ...]) -> bool:
     return {"path", "member", "sha256"} <= set(header) and min(places) >= 0 and places == sorted(set(places))
 
 
-def _read_lines(data: bytes, name: str, fmt: str) -> ExistingReport:
+def _read_lines(data: bytes, name: str, fmt: str, report: ExistingReport) -> ExistingReport:
     """JSON Lines, or forensix's JSON array (one row per line between '[' and ']')."""
-    report = ExistingReport()
     pos = 0
     if fmt == "json":
         if not data.startswith(b"["):
             if data.strip():
-                raise ReportError(f"{name}: not a JSON array written by forensix; not resuming into it")
+                raise ReportError(f"{name}: not a JSON array written by forensix")
             return report
         pos = report.end = 1
     while pos < len(data):
@@ -288,12 +287,12 @@ def _read_lines(data: bytes, name: str, fmt: str) -> ExistingReport:
             except json.JSONDecodeError:
                 # Only the last row may be cut off (by a killed scan); anything else is not ours.
                 if nl >= 0 and data[nl + 1 :].strip() not in (b"", b"]"):
-                    raise ReportError(f"{name}: byte {pos} is not a report row; not resuming into it") from None
+                    raise ReportError(f"{name}: byte {pos} is not a report row") from None
                 break
             if nl < 0 and fmt == "jsonl":
                 break  # a JSONL row is complete only with its newline
             if not isinstance(row, dict):
-                raise ReportError(f"{name}: byte {pos} is not a report row; not resuming into it")
+                raise ReportError(f"{name}: byte {pos} is not a report row")
             report.add(row)
             report.end = pos + len(data[pos:line_end].rstrip().removesuffix(b",")) if fmt == "json" else line_end + 1
         if nl < 0:
@@ -305,15 +304,53 @@ def _read_lines(data: bytes, name: str, fmt: str) -> ExistingReport:
 def read_report(path: str | os.PathLike[str], fmt: str) -> ExistingReport:
     """The rows of an existing report (a missing or empty file has none)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        return _read(path, fmt, ExistingReport())
     except FileNotFoundError:
         return ExistingReport()
+    except ReportError as e:
+        raise ReportError(f"{e}; not resuming into it") from None
+
+
+class _RowsRead(ExistingReport):
+    """A report read whole: each complete row kept as well."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        super().add(row)
+        self.full.append(row)
+
+
+def read_rows(path: str | os.PathLike[str], fmt: str | None = None) -> list[dict[str, Any]]:
+    """Every complete row of a report as the scan made it (a row cut off by a killed scan is left out).
+
+    Names are the walk's again (:func:`name_from_text`, or their exact bytes), a CSV's cells their
+    values (numbers as numbers, empty as None: :func:`forensix.schema.typed`); JSON rows keep their
+    nested fields. ``fmt`` defaults to the file's extension. Raises OSError, or ReportError for a file
+    that is not a forensix report.
+    """
+    fmt = format_for(os.fspath(path), fmt)
+    report = _read(path, fmt, _RowsRead())
+    rows = []
+    for number, (row, (file_path, member, _)) in enumerate(zip(report.full, report.keys), 1):
+        try:
+            row = typed(row) if fmt == "csv" else filled({k: v for k, v in row.items() if k not in NAME_BYTES})
+        except ValueError as e:
+            raise ReportError(f"{os.fspath(path)}: row {number}: {e}") from None
+        rows.append({**row, "path": file_path, "member": member})
+    return rows
+
+
+def _read(path: str | os.PathLike[str], fmt: str, report: ExistingReport) -> ExistingReport:
+    with open(path, "rb") as f:
+        data = f.read()
     name = os.fspath(path)
     try:
-        report = _read_csv(data, name) if fmt == "csv" else _read_lines(data, name, fmt)
+        report = _read_csv(data, name, report) if fmt == "csv" else _read_lines(data, name, fmt, report)
     except UnicodeDecodeError:
-        raise ReportError(f"{name}: not UTF-8 text; not resuming into it") from None
+        raise ReportError(f"{name}: not UTF-8 text") from None
     tail = data[report.end :]
     report.dropped = 0 if fmt == "json" and tail.strip() == b"]" else len(tail)  # a closing bracket is no row
     return report

@@ -53,3 +53,31 @@ _BLANK = {f.name: None if f.default is MISSING else f.default for f in fields(Ro
 def new_row(item: InputItem) -> dict[str, Any]:
     """The row of an input entry before it is read: every CSV column, an error if listing it failed."""
     return {**_BLANK, "path": item.path, "member": item.member, "error": item.error}
+
+
+def filled(row: dict[str, Any]) -> dict[str, Any]:
+    """A row read back with every CSV column, those it lacks at their defaults (an older forensix's row)."""
+    return {**_BLANK, **row}
+
+
+def _cell_type(annotation: str) -> type | None:
+    return next((t for t in (int, float) if annotation.startswith(t.__name__)), None)
+
+
+_CELL_TYPES = {f.name: t for f in fields(Row) if f.name in COLUMNS and (t := _cell_type(str(f.type)))}
+
+
+def typed(cells: dict[str, str]) -> dict[str, Any]:
+    """A CSV row's cells as a row's values: numbers as numbers, an empty number as None, text as text.
+
+    A column missing from the CSV (an older forensix's) takes the field's default. Raises ValueError
+    naming the column of a number that is not one.
+    """
+    row = dict(_BLANK)
+    for name, cell in cells.items():
+        kind = _CELL_TYPES.get(name)
+        try:
+            row[name] = cell if kind is None else (kind(cell) if cell != "" else None)
+        except ValueError:
+            raise ValueError(f"{name} is not a number: {cell[:40]!r}") from None
+    return row

@@ -12,7 +12,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 
 from reference_deeclip import RefDeeCLIP  # noqa: E402
-from tiny_models import tiny_deeclip_file  # noqa: E402
+from tiny_models import random_image, tiny_deeclip_file  # noqa: E402, F401 (random_image: for the tests)
 
 UNIVFD_HEAD = Path(__file__).parent / "data" / "univfd_fc_weights.pth"
 
@@ -32,19 +32,6 @@ def tiny_official_file(tmp_path_factory, tiny_reference) -> Path:
     path = tmp_path_factory.mktemp("official") / "deeclip_tiny.pth"
     torch.save(tiny_reference.official_state_dict(), path)
     return path
-
-
-def random_image(w: int, h: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
-    rng = np.random.default_rng(seed)
-    # Smooth gradients plus noise: resampling filters see realistic structure, not only noise. Each
-    # seed has its own colours and directions, so that images differ in content, as photos do.
-    y, x = np.mgrid[0:h, 0:w]
-    angle = rng.uniform(0, 2 * np.pi, 3)
-    low, high = np.sort(rng.uniform(0, 255, (2, 3)), axis=0)
-    t = np.cos(angle) * x[..., None] / max(w - 1, 1) + np.sin(angle) * y[..., None] / max(h - 1, 1)
-    t = (t - t.min((0, 1))) / np.maximum(np.ptp(t, (0, 1)), 1e-9)
-    img = np.clip(low + (high - low) * t + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
-    return Image.fromarray(img, "RGB").convert(mode)
 
 
 def assert_spread(scores, tolerance: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import assert_spread, random_image
 from PIL import Image
+from tiny_models import tiny_attributor_file, tiny_localizer_file
 from typer.testing import CliRunner
 
 import forensix
@@ -47,22 +48,9 @@ def exported(tiny_weights, tmp_path_factory) -> Path:
     return path
 
 
-def save_localizer(path: Path, cnn: ResNetConfig | None = None) -> Path:
-    torch.manual_seed(2)
-    cfg = replace(get_config("declip-tiny"), cnn=cnn)
-    model = create_model(cfg).eval()
-    # Mask logits centred on images like the tests': each mask then covers its own part (and fraction)
-    # of its image, so a tolerance on mask_fraction means something (random weights give all or none).
-    probe = [random_image(300 - 20 * i, 240 + 30 * i, seed=i) for i in range(4)]
-    with torch.no_grad():
-        model.decoder.fc[-1].bias -= model(torch.stack([preprocess(im, cfg.preprocess) for im in probe])).median()
-    save_checkpoint(path, cfg, model.state_dict(), provenance={"source": "random init for tests"})
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_localizer(tmp_path_factory) -> Path:
-    return save_localizer(tmp_path_factory.mktemp("localizer") / "declip-tiny.safetensors")
+    return tiny_localizer_file(tmp_path_factory.mktemp("localizer") / "declip-tiny.safetensors")
 
 
 @pytest.fixture
@@ -188,7 +176,7 @@ def test_a_failed_check_writes_nothing_and_exits_2(tiny_weights, tmp_path, monke
 
 @pytest.mark.parametrize("cnn", [None, ResNetConfig(layers=(1, 2, 1, 1), width=8)], ids=["vit", "vit+rn50"])
 def test_localizer_export_matches_pytorch(tmp_path, cnn):
-    weights = save_localizer(tmp_path / "declip-tiny.safetensors", cnn)
+    weights = tiny_localizer_file(tmp_path / "declip-tiny.safetensors", cnn)
     loaded = load_weights(weights, "localizer")
     out = tmp_path / "declip-tiny.onnx"
     result = runner.invoke(app, ["export-onnx", "--localizer", str(weights), "--out", str(out)])
@@ -206,12 +194,7 @@ def test_localizer_export_matches_pytorch(tmp_path, cnn):
 
 @pytest.fixture(scope="module")
 def tiny_attributor(tmp_path_factory) -> Path:
-    torch.manual_seed(3)
-    cfg = get_config("attribution-tiny")
-    cfg = replace(cfg, attribution=replace(cfg.attribution, classes=("real", "gen_a", "gen_b")))
-    path = tmp_path_factory.mktemp("attributor") / "attribution-tiny.safetensors"
-    save_checkpoint(path, cfg, create_model(cfg).state_dict(), provenance={"source": "random init for tests"})
-    return path
+    return tiny_attributor_file(tmp_path_factory.mktemp("attributor"))
 
 
 def test_attributor_export_matches_pytorch_without_its_text_tower(tmp_path, tiny_attributor):

@@ -78,6 +78,7 @@ class Record:
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     raw: bytes | None = None
     jpeg: bytes | None = None
+    views: dict[str, bytes] = field(default_factory=dict)  # pictures for people, by name (the HTML report's)
     logit: float | None = None
     label: int | None = None  # training: the sample's class
 
@@ -90,27 +91,31 @@ class Record:
 # A change to the decoded RGB image before preprocessing (a perturbation, an augmentation); it may
 # add inputs of its own to the record (a training target).
 Transform = Callable[[Image.Image, Record], Image.Image]
+# Pictures of the decoded RGB image for people to look at (thumbnails), each an encoded file's bytes.
+Views = Callable[[Image.Image], dict[str, bytes]]
 
 
 @dataclass(frozen=True)
 class RecordBuilder:
     """``build(index, entry)``: the record of one entry, made as the scan makes it.
 
-    ``cfg`` makes ``inputs[IMAGE]``; ``extra`` makes one more input per (name, preprocessing) from
-    the same decoded image. ``done(path, member, sha256, repeats)`` says whether an input is
-    certainly already reported (it is then skipped, undecoded; an input it is unsure of is
-    prepared, and the scan decides); ``lookup(sha256)`` may give a cached logit, and then nothing is decoded;
-    ``device_jpegs`` leaves complete JPEGs undecoded in ``jpeg`` (only the header and notes are read).
+    ``cfg`` makes ``inputs[IMAGE]`` (None: no model input); ``extra`` makes one more input per
+    (name, preprocessing) from the same decoded image; ``views`` makes pictures of it for people.
+    ``done(path, member, sha256, repeats)`` says whether an input is certainly already reported (it is
+    then skipped, undecoded; an input it is unsure of is prepared, and the scan decides);
+    ``lookup(sha256)`` may give a cached logit, and then nothing is decoded; ``device_jpegs`` leaves
+    complete JPEGs undecoded in ``jpeg`` (only the header and notes are read).
     ``decode_timeout`` is each entry's budget in seconds once its bytes are read: header, decoding, notes,
     transform and preprocessing (0: none).
     """
 
-    cfg: PreprocessConfig
+    cfg: PreprocessConfig | None
     max_pixels: int = DEFAULT_MAX_PIXELS
     metadata: bool = False
     extra: tuple[tuple[str, PreprocessConfig], ...] = ()
     keep_bytes: bool = False
     transform: Transform | None = None
+    views: Views | None = None
     lookup: Callable[[str], float | None] | None = None
     done: Callable[[str, str, str, int], bool] | None = None
     device_jpegs: bool = False
@@ -188,7 +193,10 @@ class RecordBuilder:
         record.width, record.height, record.format = decoded.width, decoded.height, decoded.format
         self._notes(data, decoded.source, record, decoded.warnings)
         image = self.transform(decoded.image, record) if self.transform is not None else decoded.image
-        record.inputs[IMAGE] = preprocess(image, self.cfg)
+        if self.cfg is not None:
+            record.inputs[IMAGE] = preprocess(image, self.cfg)
+        if self.views is not None:
+            record.views = self.views(image)
         for name, cfg in self.extra:
             record.inputs[name] = preprocess(image, cfg)
         if self.keep_bytes:

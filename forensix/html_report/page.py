@@ -1,0 +1,261 @@
+"""The page itself: a report's rows as the page's data, its summary and histogram, and the HTML.
+
+Every string of a row is untrusted (file names, EXIF, prompts): the template escapes what it writes
+(jinja2's autoescape), the rows travel as JSON in a ``<script type="application/json">`` block with
+``<``, ``>`` and ``&`` escaped, and the page's script writes text only through ``textContent``. The
+Content-Security-Policy lets the page load nothing but its own script and style (by hash) and
+images from its own folder: no remote request, whatever a row holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from ..metadata import GENERATION_KEYS
+from .views import PREVIEW, THUMB, Found
+
+BINS = 20  # the histogram's bars over [0, 1]
+MAX_GROUPS = 100  # folders and archives listed in the summary (the largest)
+VERDICT_ORDER = ("fake", "real", "error")  # the summary's columns (any other verdict follows)
+# Where a text chunk's generation parameters are: the keys forensix.metadata keeps, in this order.
+PARAMETER_KEYS = (*GENERATION_KEYS, "comment", "description")
+_TEXT_LIMIT = 4000  # chars of one field kept for the page (a prompt, a ComfyUI workflow)
+
+
+@dataclass(frozen=True)
+class Summary:
+    total: int
+    verdicts: list[tuple[str, int]]  # (verdict, count), in VERDICT_ORDER then the others
+    groups: list[tuple[str, list[int]]]  # (folder or archive, counts in ``verdicts`` order), largest first
+    more_groups: int  # groups not listed
+    thresholds: list[float]
+
+
+def page_rows(rows: Sequence[dict[str, Any]], found: Found, files_url: str) -> list[dict[str, Any]]:
+    """What the page's script shows of each row: plain values only (strings, numbers, booleans, lists)."""
+    return [_page_row(i, row, found, files_url) for i, row in enumerate(rows)]
+
+
+def _page_row(i: int, row: dict[str, Any], found: Found, files_url: str) -> dict[str, Any]:
+    path, member = _text(row.get("path")), _text(row.get("member"))
+    sha256 = _text(row.get("sha256"))
+    provenance = provenance_fields(row.get("metadata"), _text(row.get("notes")))
+    out: dict[str, Any] = {
+        "i": i,
+        "path": path,
+        "member": member,
+        "group": group_of(path, member),
+        "sha256": sha256,
+        "verdict": _text(row.get("verdict")) or "error",
+        "score": _number(row.get("score")),
+        "threshold": _number(row.get("threshold")),
+        "model": _text(row.get("model")),
+        "size": _size(row),
+        "format": _text(row.get("format")),
+        "notes": _text(row.get("notes")),
+        "error": _text(row.get("error")),
+        "source": _text(row.get("source")),
+        "source_score": _number(row.get("source_score")),
+        "mask_fraction": _number(row.get("mask_fraction")),
+        "provenance": provenance,
+        "has_provenance": any(label != "JPEG quality" for label, _ in provenance),
+    }
+    if not out["error"]:
+        views = found.views.get(sha256, {})
+        out["thumb"] = _url(files_url, views.get(THUMB))
+        out["preview"] = _url(files_url, views.get(PREVIEW) or views.get(THUMB))
+        out["missing"] = found.why_missing(path, member, sha256)
+        mask_sha = found.masks.get(_text(row.get("mask")))
+        masks = found.views.get(mask_sha, {}) if mask_sha else {}
+        out["mask_thumb"] = _url(files_url, masks.get(THUMB))
+        out["mask_preview"] = _url(files_url, masks.get(PREVIEW) or masks.get(THUMB))
+    return out
+
+
+def provenance_fields(metadata: Any, notes: str) -> list[tuple[str, str]]:
+    """(label, text) pairs a person reads: C2PA, generation parameters, XMP, EXIF camera and software,
+    JPEG quality. A CSV report has no metadata: its notes then stand for them."""
+    if not isinstance(metadata, dict):
+        return [("Notes", notes)] if notes else []
+    fields: list[tuple[str, Any]] = []
+    c2pa, text, exif = (_dict(metadata.get(k)) for k in ("c2pa", "png_text", "exif"))
+    xmp = _dict(metadata.get("xmp"))
+    if c2pa.get("present"):
+        fields += [
+            ("C2PA", c2pa.get("validation_state") or "present"),
+            ("C2PA source type", c2pa.get("digital_source_type_name")),
+            ("C2PA generator", c2pa.get("claim_generator")),
+            ("C2PA signer", c2pa.get("issuer")),
+        ]
+    elif c2pa.get("error"):
+        fields.append(("C2PA", f"unreadable: {c2pa['error']}"))
+    for where, keys in ((text, PARAMETER_KEYS), (exif, ("user_comment",))):
+        if where.get("generation_parameters"):
+            fields.append(("Generator", where.get("generator") or "unknown"))
+            fields.append(("Generation parameters", _first_of(where, keys)))
+    fields += [
+        ("XMP source type", xmp.get("digital_source_type_name")),
+        ("Creator tool", xmp.get("creator_tool")),
+        ("Camera", " ".join(str(exif[k]) for k in ("make", "model") if exif.get(k))),
+        ("Software", exif.get("software")),
+        ("Taken", exif.get("date_taken")),
+        ("JPEG quality", metadata.get("jpeg_quality")),
+    ]
+    return [(label, _text(value)) for label, value in fields if value not in (None, "", False)]
+
+
+def group_of(path: str, member: str) -> str:
+    """What a row is counted under in the summary: its archive, or its file's folder."""
+    return path if member else (os.path.dirname(path) or ".")
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> Summary:
+    """Counts by verdict, and by folder or archive, of the page's rows."""
+    by_verdict = Counter(row["verdict"] for row in rows)
+    verdicts = sorted(by_verdict, key=_verdict_rank)
+    groups: dict[str, Counter[str]] = {}
+    for row in rows:
+        groups.setdefault(row["group"], Counter())[row["verdict"]] += 1
+    largest = sorted(groups.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    thresholds = sorted({row["threshold"] for row in rows if row["threshold"] is not None})
+    return Summary(
+        total=len(rows),
+        verdicts=[(v, by_verdict[v]) for v in verdicts],
+        groups=[(name, [counts[v] for v in verdicts]) for name, counts in largest[:MAX_GROUPS]],
+        more_groups=max(0, len(largest) - MAX_GROUPS),
+        thresholds=thresholds,
+    )
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    verdict: str
+    count: int
+    low: float  # the scores of its bin: [low, high)
+    high: float
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """The scores in BINS bins over [0, 1], stacked by verdict, and the thresholds: SVG coordinates."""
+
+    width: int
+    height: int
+    bars: list[Bar]
+    thresholds: list[tuple[float, float]]  # (x, threshold)
+    peak: int  # the tallest bin's count
+
+
+def histogram(
+    rows: Sequence[dict[str, Any]], thresholds: Sequence[float], width: int = 640, height: int = 120
+) -> Histogram:
+    counts: list[Counter[str]] = [Counter() for _ in range(BINS)]
+    for row in rows:
+        score = row["score"]
+        if score is not None and 0.0 <= score <= 1.0:
+            counts[min(int(score * BINS), BINS - 1)][row["verdict"]] += 1
+    peak = max((sum(c.values()) for c in counts), default=0)
+    step = width / BINS
+    bars = []
+    for b, c in enumerate(counts):
+        y = float(height)
+        for verdict in sorted(c, key=_verdict_rank):
+            h = height * c[verdict] / peak
+            y -= h
+            x, w = round(b * step + 1, 2), round(step - 2, 2)
+            bars.append(Bar(x, round(y, 2), w, round(h, 2), verdict, c[verdict], b / BINS, (b + 1) / BINS))
+    lines = [(round(width * t, 2), t) for t in thresholds if 0.0 <= t <= 1.0]
+    return Histogram(width, height, bars, lines, peak)
+
+
+def _verdict_rank(verdict: str) -> tuple[int, str]:
+    return (VERDICT_ORDER.index(verdict) if verdict in VERDICT_ORDER else len(VERDICT_ORDER), verdict)
+
+
+def render(rows: list[dict[str, Any]], summary: Summary, title: str, source: str, made: str) -> str:
+    """The whole page: the template filled, its script and style hashed into its Content-Security-Policy."""
+    import jinja2
+
+    here = resources.files(__package__)
+    script, style = (here.joinpath(name).read_text(encoding="utf-8") for name in ("page.js", "page.css"))
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    template = env.from_string(here.joinpath("page.html.j2").read_text(encoding="utf-8"))
+    return template.render(
+        title=title,
+        source=source,
+        made=made,
+        summary=summary,
+        histogram=histogram(rows, summary.thresholds),
+        data=json_for_script(rows),
+        script=script,
+        style=style,
+        script_hash=csp_hash(script),
+        style_hash=csp_hash(style),
+    )
+
+
+def json_for_script(value: Any) -> str:
+    """JSON that can sit inside a <script> element: no '<', '>' or '&' (so no '</script>'), no U+2028/9."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for c in "<>&\u2028\u2029":
+        text = text.replace(c, f"\\u{ord(c):04x}")
+    return text
+
+
+def csp_hash(text: str) -> str:
+    """The CSP source that allows exactly this inline script or style."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def _url(files_url: str, name: str | None) -> str | None:
+    return f"{files_url}/{name}" if name else None
+
+
+def files_url_of(folder_name: str) -> str:
+    """The picture folder's name as a relative URL (any character of a file name, percent-encoded)."""
+    return quote(folder_name, safe="")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 1] + "…"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _size(row: dict[str, Any]) -> str:
+    w, h = row.get("width"), row.get("height")
+    return f"{w}×{h}" if isinstance(w, int) and isinstance(h, int) else ""
+
+
+def _first_of(found: dict[str, Any], keys: Sequence[str]) -> Any:
+    """The value under the first of ``keys`` (any case) that ``found`` has."""
+    lower = {k.lower(): v for k, v in found.items() if isinstance(k, str) and v}
+    return next((lower[k] for k in keys if k in lower), None)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
