@@ -23,7 +23,15 @@ from forensix import report as report_module
 from forensix.cli import app
 from forensix.detector import load_detector
 from forensix.html_report import pictures_folder, write_html
-from forensix.html_report.page import csp_hash, group_of, histogram, json_for_script, provenance_fields, summarise
+from forensix.html_report.page import (
+    csp_hash,
+    group_of,
+    has_provenance,
+    histogram,
+    json_for_script,
+    provenance_fields,
+    summarise,
+)
 from forensix.html_report.views import Thumbnails, make_views
 from forensix.report import ReportError, ReportWriter, read_rows
 from forensix.scan_report import write_report
@@ -139,13 +147,11 @@ def test_every_image_gets_a_bounded_thumbnail_and_preview_made_from_its_input(sc
     assert thumb.size == (256, 171) and diff < 12
 
 
-def test_an_input_changed_moved_or_gone_from_its_archive_is_named_and_has_no_picture(
-    scanned, inputs, tmp_path
-):
+def test_an_input_changed_moved_or_gone_from_its_archive_is_named_and_has_no_picture(scanned, inputs, tmp_path):
     random_image(120, 90, seed=99).save(inputs / "sub" / "small.png")  # other pixels now
     (inputs / "camera.jpg").unlink()
     with zipfile.ZipFile(inputs / "set.zip", "w") as z:  # z1.png gone from the archive
-        z.writestr("z0.png", (lambda b: b)(png_bytes(random_image(100, 80, seed=10))))
+        z.writestr("z0.png", png_bytes(random_image(100, 80, seed=10)))
     (inputs / "set.tar.gz").unlink()
     page = write_html(scanned, tmp_path / "page.html")
     missing = dict(page.missing)
@@ -279,9 +285,8 @@ def test_the_page_data_of_a_scan(scanned, inputs, tmp_path):
     assert not by_name["small.png"]["has_provenance"]
     assert not by_name["big.jpg"]["has_provenance"]  # a JPEG quality is no provenance
     assert by_name["broken.png"]["verdict"] == "error" and "thumb" not in by_name["broken.png"]
-    assert by_name["z1.png"]["group"] == str(inputs / "set.zip") and by_name["small.png"]["group"] == str(
-        inputs / "sub"
-    )
+    assert by_name["z1.png"]["group"] == str(inputs / "set.zip")
+    assert by_name["small.png"]["group"] == str(inputs / "sub")
     assert by_name["t1.png"]["thumb"] == f"page_files/thumb/{by_name['t1.png']['sha256'][:32]}.jpg"
 
 
@@ -298,9 +303,8 @@ def test_summary_and_histogram_count_every_row():
     assert sum(b.count for b in h.bars) == 5 and h.peak == 2  # 0.99 and 1.0 share the last bin
     last = [b for b in h.bars if b.low == 0.95]
     assert [(b.verdict, b.count) for b in last] == [("fake", 2)] and h.thresholds == [(320.0, 0.5)]
-    assert (
-        group_of("/a/b.png", "") == "/a" and group_of("set.zip", "m.png") == "set.zip" and group_of("x.png", "") == "."
-    )
+    assert group_of("/a/b.png", "") == "/a" and group_of("set.zip", "m.png") == "set.zip"
+    assert group_of("x.png", "") == "."
 
 
 def test_scan_html_writes_the_page_at_the_end_of_the_scan(inputs, tiny_weights, tmp_path):
@@ -318,3 +322,9 @@ def test_scan_html_writes_the_page_at_the_end_of_the_scan(inputs, tiny_weights, 
 def _page_data(page: Path) -> list[dict]:
     html = page.read_text(encoding="utf-8")
     return json.loads(re.search(r'<script type="application/json" id="rows">(.*?)</script>', html, re.S).group(1))
+
+
+def test_a_csv_report_has_provenance_when_its_notes_say_more_than_the_file_format():
+    assert has_provenance(provenance_fields(None, "Generation parameters in PNG text (A1111); JPEG quality ≈ 90"))
+    assert not has_provenance(provenance_fields(None, "JPEG quality ≈ 90; decoder warning: Corrupt EXIF data"))
+    assert not has_provenance(provenance_fields(None, ""))

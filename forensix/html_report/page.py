@@ -24,6 +24,7 @@ from urllib.parse import quote
 from ..metadata import GENERATION_KEYS
 from .views import PREVIEW, THUMB, Found
 
+NOT_PROVENANCE = ("JPEG quality", "decoder warning")  # notes that say nothing of where an image came from
 BINS = 20  # the histogram's bars over [0, 1]
 MAX_GROUPS = 100  # folders and archives listed in the summary (the largest)
 VERDICT_ORDER = ("fake", "real", "error")  # the summary's columns (any other verdict follows)
@@ -68,7 +69,7 @@ def _page_row(i: int, row: dict[str, Any], found: Found, files_url: str) -> dict
         "source_score": _number(row.get("source_score")),
         "mask_fraction": _number(row.get("mask_fraction")),
         "provenance": provenance,
-        "has_provenance": any(label != "JPEG quality" for label, _ in provenance),
+        "has_provenance": has_provenance(provenance),
     }
     if not out["error"]:
         views = found.views.get(sha256, {})
@@ -112,6 +113,13 @@ def provenance_fields(metadata: Any, notes: str) -> list[tuple[str, str]]:
         ("JPEG quality", metadata.get("jpeg_quality")),
     ]
     return [(label, _text(value)) for label, value in fields if value not in (None, "", False)]
+
+
+def has_provenance(fields: list[tuple[str, str]]) -> bool:
+    """Whether anything says where the image came from: not a JPEG quality or a decoder's warning alone."""
+    if fields[:1] and fields[0][0] == "Notes":  # a CSV's notes: their parts
+        return any(not part.startswith(NOT_PROVENANCE) for part in fields[0][1].split("; "))
+    return any(label != "JPEG quality" for label, _ in fields)
 
 
 def group_of(path: str, member: str) -> str:
