@@ -28,6 +28,8 @@ from .limits import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_RATIO,
+    PREVIEW_SIZE,
+    THUMB_SIZE,
     Limits,
 )
 from .pins import lock_path
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from .cache import PredictionCache
     from .calibrate import Rate
     from .datasets import Dataset
+    from .html_report.views import Thumbnails
     from .inputs import InputSpec
     from .localizer import Localizer
     from .scan_report import ScanSummary
@@ -458,7 +461,7 @@ def scan(
             err.print(f"no page written: the scan was interrupted (forensix report {out_path} --html {html} makes it)")
         raise typer.Exit(130)
     if html is not None:
-        _write_page(out_path, html, fmt, None, None, _workers(workers), max_pixels, decode_timeout)
+        _write_page(out_path, html, fmt, None, None, None, _workers(workers), max_pixels, decode_timeout)
     if fail_on_fake and summary.stats.fake:
         raise typer.Exit(1)
     if fail_on_fake and summary.stats.errors:
@@ -525,6 +528,10 @@ def report_command(
         Path | None, typer.Option(help="Where the report's relative paths start (default: this folder).")
     ] = None,
     title: Annotated[str | None, typer.Option(help="The page's title (default: from the report's name).")] = None,
+    thumb_size: Annotated[int, typer.Option(min=16, help="Longest edge of a card's picture, px.")] = THUMB_SIZE,
+    preview_size: Annotated[
+        int, typer.Option(min=0, help="Longest edge of the detail view's picture, px (0: none, the thumbnail).")
+    ] = PREVIEW_SIZE,
     workers: WorkersOpt = None,
     max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, in pixels (decompression bombs).")] = (
         DEFAULT_MAX_PIXELS
@@ -532,8 +539,11 @@ def report_command(
     decode_timeout: DecodeTimeoutOpt = DEFAULT_DECODE_TIMEOUT,
 ) -> None:
     """A page of a report to look at: thumbnails, scores, notes, provenance, masks (see docs/report.md)."""
+    from .html_report.views import Thumbnails
+
     with fatal_errors():
-        _write_page(report, html, fmt, root, title, _workers(workers), max_pixels, decode_timeout)
+        pictures = Thumbnails(thumb_size, preview_size)
+        _write_page(report, html, fmt, root, title, pictures, _workers(workers), max_pixels, decode_timeout)
 
 
 def _write_page(
@@ -542,6 +552,7 @@ def _write_page(
     fmt: str | None,
     root: Path | None,
     title: str | None,
+    thumbnails: Thumbnails | None,
     workers: int,
     max_pixels: int,
     decode_timeout: float,
@@ -555,6 +566,7 @@ def _write_page(
         fmt=fmt,
         root=root,
         title=title,
+        thumbnails=thumbnails,
         workers=workers,
         max_pixels=max_pixels,
         decode_timeout=decode_timeout,

@@ -1,5 +1,5 @@
 """The limits that keep hostile inputs (decompression and zip bombs, huge files, slow decodes) from exhausting
-memory or time.
+memory or time, and the sizes that bound the HTML report's pictures.
 
 Their one home, free of heavy imports: the command line shows the defaults in ``--help`` without
 loading torch, and a scan's ``.meta.json`` records them so that a resume can insist on the same.
@@ -19,6 +19,9 @@ DEFAULT_DECODE_TIMEOUT = 30.0
 # A worker process still decoding one image at this multiple of its budget is killed (the decoder is
 # stuck in C, where the budget's own signal cannot reach it; see forensix/timeouts.py).
 HARD_TIMEOUT_FACTOR = 2.0
+# The HTML report's pictures, long edge in px: what bounds its folder (docs/report.md: MB per 1,000 images).
+THUMB_SIZE = 256  # a card's
+PREVIEW_SIZE = 1024  # the detail view's (an image smaller keeps its size)
 
 
 @dataclass(frozen=True)

@@ -248,9 +248,9 @@ def test_a_hundred_thousand_rows_open_page_and_sort(browser, tmp_path):
          "verdict": "fake" if i % 7 == 0 else "real", "threshold": 0.5, "notes": notes}
         for i in range(n)
     ]  # fmt: skip
-    shown = page_rows(rows, Found(), "page_files")
+    shown = page_rows(rows, Found())
     page = tmp_path / "big.html"
-    page.write_text(render(shown, summarise(shown), "big", "big.jsonl", "today"), encoding="utf-8")
+    page.write_text(render(shown, summarise(shown), "big", "big.jsonl", "today", "big_files", True), encoding="utf-8")
     assert page.stat().st_size < 60e6
     t = Tab(browser, page)
     try:

@@ -165,7 +165,7 @@ def test_an_input_changed_moved_or_gone_from_its_archive_is_named_and_has_no_pic
     assert page.pictures == 9 - len(missing)
     rows = _page_data(tmp_path / "page.html")
     small = next(r for r in rows if r["path"].endswith("small.png"))
-    assert small["thumb"] is None and small["missing"].startswith("changed since the scan")
+    assert "picture" not in small and small["missing"].startswith("changed since the scan")
 
 
 def test_the_cli_says_which_inputs_it_could_not_find_again(scanned, inputs, tmp_path):
@@ -211,7 +211,7 @@ def test_a_decoder_that_crashes_on_a_file_costs_only_its_picture(scanned, inputs
     found = make_views(rows, tmp_path / "files", workers=2)
     sd = next(r for r in rows if r["path"].endswith("sd.png"))
     assert found.why_missing(sd["path"], "", sd["sha256"]).startswith("cannot decode image")
-    assert sum(1 for r in rows if r["sha256"] in found.views) == 8
+    assert sum(1 for r in rows if r["sha256"] in found.pictures) == 8
 
 
 def test_the_page_escapes_every_string_and_allows_only_its_own_script_and_style(tmp_path):
@@ -277,17 +277,17 @@ def test_the_page_data_of_a_scan(scanned, inputs, tmp_path):
     data = _page_data(tmp_path / "page.html")
     rows = read_rows(scanned)
     assert [(d["path"], d["member"]) for d in data] == [(r["path"], r["member"]) for r in rows]
-    assert [d["score"] for d in data] == [r["score"] for r in rows]
+    assert [d.get("score") for d in data] == [r["score"] for r in rows]  # the error row's left out
     by_name = {Path(d["member"] or d["path"]).name: d for d in data}
     assert by_name["sd.png"]["has_provenance"] and ["Generator", "A1111"] in by_name["sd.png"]["provenance"]
     assert ["Camera", "Canon Canon EOS 5D"] in by_name["camera.jpg"]["provenance"]
     assert ["Software", "<b>editor</b>"] in by_name["camera.jpg"]["provenance"]
-    assert not by_name["small.png"]["has_provenance"]
-    assert not by_name["big.jpg"]["has_provenance"]  # a JPEG quality is no provenance
-    assert by_name["broken.png"]["verdict"] == "error" and "thumb" not in by_name["broken.png"]
+    assert "has_provenance" not in by_name["small.png"]  # left out: false
+    assert "has_provenance" not in by_name["big.jpg"]  # a JPEG quality is no provenance
+    assert by_name["broken.png"]["verdict"] == "error" and "picture" not in by_name["broken.png"]
     assert by_name["z1.png"]["group"] == str(inputs / "set.zip")
     assert by_name["small.png"]["group"] == str(inputs / "sub")
-    assert by_name["t1.png"]["thumb"] == f"page_files/thumb/{by_name['t1.png']['sha256'][:32]}.jpg"
+    assert by_name["t1.png"]["picture"] == by_name["t1.png"]["sha256"][:32]
 
 
 def test_summary_and_histogram_count_every_row():
@@ -321,7 +321,9 @@ def test_scan_html_writes_the_page_at_the_end_of_the_scan(inputs, tiny_weights, 
 
 def _page_data(page: Path) -> list[dict]:
     html = page.read_text(encoding="utf-8")
-    return json.loads(re.search(r'<script type="application/json" id="rows">(.*?)</script>', html, re.S).group(1))
+    data = json.loads(re.search(r'<script type="application/json" id="rows">(.*?)</script>', html, re.S).group(1))
+    assert data["files"] == f"{page.stem}_files" and data["previews"] is True
+    return data["rows"]
 
 
 def test_a_csv_report_has_provenance_when_its_notes_say_more_than_the_file_format():

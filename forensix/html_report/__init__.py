@@ -61,29 +61,32 @@ def write_html(
     when the report cannot be read.
     """
     rows = read_rows(report, fmt)
+    thumbnails = thumbnails or Thumbnails()
     page = Path(out)
     folder = pictures_folder(page)
     found = make_views(
         rows,
         folder,
         os.fspath(root) if root is not None else "",
-        thumbnails or Thumbnails(),
+        thumbnails,
         workers=workers,
         limits=limits,
         max_pixels=max_pixels,
         decode_timeout=decode_timeout,
     )
-    shown = page_rows(rows, found, files_url_of(folder.name))
+    shown = page_rows(rows, found)
     html = render(
         shown,
         summarise(shown),
         title=title or f"forensix report: {Path(report).name}",
         source=os.fspath(report),
         made=time.strftime("%Y-%m-%d %H:%M %Z"),
+        files=files_url_of(folder.name),
+        previews=thumbnails.preview > 0,
     )
     with replacing(page) as tmp:
         tmp.write_text(html, encoding="utf-8")
-    pictures = sum(1 for r in shown if r.get("thumb"))
+    pictures = sum(1 for r in shown if "picture" in r)
     missing = [(_name(r), r["missing"]) for r in shown if r.get("missing")]
     size = page.stat().st_size + sum(p.stat().st_size for p in folder.rglob("*.jpg"))
     return PageSummary(page, folder, len(shown), pictures, missing, size)

@@ -4,7 +4,15 @@
 // state lives in the address's fragment (#verdict=fake&sort=score-desc&page=2&open=17), so a view
 // can be bookmarked and Back closes what was opened.
 (() => {
-  const rows = JSON.parse(document.getElementById("rows").textContent);
+  const data = JSON.parse(document.getElementById("rows").textContent);
+  // A row's empty fields are left out of the page's data: they are filled in here.
+  const EMPTY = { member: "", sha256: "", score: null, threshold: null, model: "", size: "", format: "", notes: "",
+    error: "", source: "", source_score: null, mask_fraction: null, provenance: [], has_provenance: false,
+    picture: null, mask_picture: null, missing: "" };
+  const rows = data.rows.map((r) => ({ ...EMPTY, ...r }));
+  const picture = (kind, name) => (name ? data.files + "/" + kind + "/" + name + ".jpg" : null);
+  const thumb = (name) => picture("thumb", name);
+  const preview = (name) => picture(data.previews ? "preview" : "thumb", name);
   const PAGE_SIZE = 100;
   const $ = (id) => document.getElementById(id);
   const cards = $("cards");
@@ -102,7 +110,7 @@
     return bar;
   }
 
-  function picture(src, why) {
+  function thumbnail(src, why) {
     if (src) {
       const img = el("img");
       img.loading = "lazy";
@@ -121,8 +129,8 @@
     link.href = fragment({ ...s, open: r.i });
     link.setAttribute("aria-label", r.verdict + ", " + scoreText(r.score) + ": " + name(r));
     const frame = el("div", "thumb");
-    frame.append(picture(r.thumb, r.error ? "unreadable" : r.missing));
-    if (r.mask_thumb) frame.append(el("span", "has-mask", "mask"));
+    frame.append(thumbnail(thumb(r.picture), r.error ? "unreadable" : r.missing));
+    if (r.mask_picture) frame.append(el("span", "has-mask", "mask"));
     link.append(frame);
     item.append(link);
     const head = el("p", "head");
@@ -176,12 +184,12 @@
     $("detail-name").textContent = name(r);
     $("detail-img").removeAttribute("src");
     $("detail-mask-img").removeAttribute("src");
-    if (r.preview) $("detail-img").src = r.preview;
-    $("detail-image").hidden = !r.preview;
-    if (r.mask_preview) $("detail-mask-img").src = r.mask_preview;
-    $("detail-mask").hidden = !r.mask_preview;
-    $("detail-mask-figure").hidden = !r.mask_preview || $("detail-mask").getAttribute("aria-pressed") !== "true";
-    $("detail-missing").textContent = r.preview ? "" : r.error ? "unreadable: " + r.error : "no picture: " + (r.missing || "none made");
+    if (r.picture) $("detail-img").src = preview(r.picture);
+    $("detail-image").hidden = !r.picture;
+    if (r.mask_picture) $("detail-mask-img").src = preview(r.mask_picture);
+    $("detail-mask").hidden = !r.mask_picture;
+    $("detail-mask-figure").hidden = !r.mask_picture || $("detail-mask").getAttribute("aria-pressed") !== "true";
+    $("detail-missing").textContent = r.picture ? "" : r.error ? "unreadable: " + r.error : "no picture: " + (r.missing || "none made");
     const fields = [
       ["verdict", r.verdict],
       ["score, P(fake)", scoreText(r.score)],

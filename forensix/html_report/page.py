@@ -22,9 +22,10 @@ from typing import Any
 from urllib.parse import quote
 
 from ..metadata import GENERATION_KEYS
-from .views import PREVIEW, THUMB, Found
+from .views import Found, picture_name
 
 NOT_PROVENANCE = ("JPEG quality", "decoder warning")  # notes that say nothing of where an image came from
+KEPT = ("i", "path", "member", "group", "verdict")  # a page row's fields that are there even when empty
 BINS = 20  # the histogram's bars over [0, 1]
 MAX_GROUPS = 100  # folders and archives listed in the summary (the largest)
 VERDICT_ORDER = ("fake", "real", "error")  # the summary's columns (any other verdict follows)
@@ -42,12 +43,13 @@ class Summary:
     thresholds: list[float]
 
 
-def page_rows(rows: Sequence[dict[str, Any]], found: Found, files_url: str) -> list[dict[str, Any]]:
-    """What the page's script shows of each row: plain values only (strings, numbers, booleans, lists)."""
-    return [_page_row(i, row, found, files_url) for i, row in enumerate(rows)]
+def page_rows(rows: Sequence[dict[str, Any]], found: Found) -> list[dict[str, Any]]:
+    """What the page's script shows of each row: plain values only (strings, numbers, booleans, lists),
+    an empty one left out but for KEPT (the script fills them in: a page of 100,000 rows is half the size)."""
+    return [_page_row(i, row, found) for i, row in enumerate(rows)]
 
 
-def _page_row(i: int, row: dict[str, Any], found: Found, files_url: str) -> dict[str, Any]:
+def _page_row(i: int, row: dict[str, Any], found: Found) -> dict[str, Any]:
     path, member = _text(row.get("path")), _text(row.get("member"))
     sha256 = _text(row.get("sha256"))
     provenance = provenance_fields(row.get("metadata"), _text(row.get("notes")))
@@ -72,15 +74,11 @@ def _page_row(i: int, row: dict[str, Any], found: Found, files_url: str) -> dict
         "has_provenance": has_provenance(provenance),
     }
     if not out["error"]:
-        views = found.views.get(sha256, {})
-        out["thumb"] = _url(files_url, views.get(THUMB))
-        out["preview"] = _url(files_url, views.get(PREVIEW) or views.get(THUMB))
+        out["picture"] = picture_name(sha256) if sha256 in found.pictures else None
         out["missing"] = found.why_missing(path, member, sha256)
-        mask_sha = found.masks.get(_text(row.get("mask")))
-        masks = found.views.get(mask_sha, {}) if mask_sha else {}
-        out["mask_thumb"] = _url(files_url, masks.get(THUMB))
-        out["mask_preview"] = _url(files_url, masks.get(PREVIEW) or masks.get(THUMB))
-    return out
+        mask = found.masks.get(_text(row.get("mask")))
+        out["mask_picture"] = picture_name(mask) if mask in found.pictures else None
+    return {k: v for k, v in out.items() if k in KEPT or not (v is None or v is False or v == "" or v == [])}
 
 
 def provenance_fields(metadata: Any, notes: str) -> list[tuple[str, str]]:
@@ -135,7 +133,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> Summary:
     for row in rows:
         groups.setdefault(row["group"], Counter())[row["verdict"]] += 1
     largest = sorted(groups.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
-    thresholds = sorted({row["threshold"] for row in rows if row["threshold"] is not None})
+    thresholds = sorted({row["threshold"] for row in rows if row.get("threshold") is not None})
     return Summary(
         total=len(rows),
         verdicts=[(v, by_verdict[v]) for v in verdicts],
@@ -173,7 +171,7 @@ def histogram(
 ) -> Histogram:
     counts: list[Counter[str]] = [Counter() for _ in range(BINS)]
     for row in rows:
-        score = row["score"]
+        score = row.get("score")
         if score is not None and 0.0 <= score <= 1.0:
             counts[min(int(score * BINS), BINS - 1)][row["verdict"]] += 1
     peak = max((sum(c.values()) for c in counts), default=0)
@@ -194,8 +192,13 @@ def _verdict_rank(verdict: str) -> tuple[int, str]:
     return (VERDICT_ORDER.index(verdict) if verdict in VERDICT_ORDER else len(VERDICT_ORDER), verdict)
 
 
-def render(rows: list[dict[str, Any]], summary: Summary, title: str, source: str, made: str) -> str:
-    """The whole page: the template filled, its script and style hashed into its Content-Security-Policy."""
+def render(
+    rows: list[dict[str, Any]], summary: Summary, title: str, source: str, made: str, files: str, previews: bool
+) -> str:
+    """The whole page: the template filled, its script and style hashed into its Content-Security-Policy.
+
+    ``files`` is the pictures folder as a URL relative to the page; ``previews`` whether it holds previews.
+    """
     import jinja2
 
     here = resources.files(__package__)
@@ -208,7 +211,7 @@ def render(rows: list[dict[str, Any]], summary: Summary, title: str, source: str
         made=made,
         summary=summary,
         histogram=histogram(rows, summary.thresholds),
-        data=json_for_script(rows),
+        data=json_for_script({"files": files, "previews": previews, "rows": rows}),
         script=script,
         style=style,
         script_hash=csp_hash(script),
@@ -227,10 +230,6 @@ def json_for_script(value: Any) -> str:
 def csp_hash(text: str) -> str:
     """The CSP source that allows exactly this inline script or style."""
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
-
-
-def _url(files_url: str, name: str | None) -> str | None:
-    return f"{files_url}/{name}" if name else None
 
 
 def files_url_of(folder_name: str) -> str:

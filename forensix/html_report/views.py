@@ -23,13 +23,11 @@ from PIL import Image
 from ..files import replacing
 from ..imaging import DEFAULT_MAX_PIXELS
 from ..inputs import InputItem, Limits, file_entry, iter_entries
-from ..limits import DEFAULT_DECODE_TIMEOUT
+from ..limits import DEFAULT_DECODE_TIMEOUT, PREVIEW_SIZE, THUMB_SIZE
 from ..stages.loader import LoaderOptions, prepared_blocks
 from ..stages.records import RecordBuilder
 
 THUMB, PREVIEW = "thumb", "preview"  # the two pictures of an image, and the folders they go in
-THUMB_SIZE = 256  # px, the long edge of a card's picture
-PREVIEW_SIZE = 1024  # px, the long edge of the detail view's picture (an image smaller keeps its size)
 JPEG_QUALITY = 85
 
 
@@ -67,14 +65,14 @@ def _jpeg(image: Image.Image) -> bytes:
 class Found:
     """What reading the inputs again gave: the pictures by sha256, and why the others have none."""
 
-    views: dict[str, dict[str, str]] = field(default_factory=dict)  # sha256 → {THUMB: file, PREVIEW: file}
+    pictures: set[str] = field(default_factory=set)  # the sha256s whose pictures are in the folder
     read: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (path, member) → sha256s read there
     errors: dict[tuple[str, str], str] = field(default_factory=dict)  # (path, member) → why it gave nothing
     masks: dict[str, str] = field(default_factory=dict)  # a mask overlay's path → the sha256 of its pictures
 
     def why_missing(self, path: str, member: str, sha256: str) -> str:
         """Why the row's image has no pictures ('' when it has them)."""
-        if sha256 in self.views:
+        if sha256 in self.pictures:
             return ""
         if error := self.errors.get((path, member)):
             return error
@@ -98,7 +96,7 @@ def make_views(
     Relative paths in the rows are taken from ``root`` (default: the current folder).
     """
     found = Found()
-    wanted = _wanted(rows, _pictures_in(folder, thumbnails), thumbnails, found)
+    wanted = _wanted(rows, _pictures_in(folder, thumbnails), found)
     jobs: list[tuple[str, str]] = []  # per entry of the stream: the row key (path, member), or ("", a mask's path)
     build = RecordBuilder(
         cfg=None, max_pixels=max_pixels, views=thumbnails, decode_timeout=decode_timeout, metadata=False
@@ -119,13 +117,12 @@ def make_views(
             else:
                 found.read.setdefault((path, member), set()).add(record.sha256)
             if record.views:
-                found.views[record.sha256] = _write(folder, record.sha256, record.views)
+                _write(folder, record.sha256, record.views)
+                found.pictures.add(record.sha256)
     return found
 
 
-def _wanted(
-    rows: Sequence[dict[str, Any]], have: set[str], thumbnails: Thumbnails, found: Found
-) -> dict[tuple[str, str], set[str]]:
+def _wanted(rows: Sequence[dict[str, Any]], have: set[str], found: Found) -> dict[tuple[str, str], set[str]]:
     """The sha256s each (path, member) must be read again for: rows with an image but no pictures yet."""
     wanted: dict[tuple[str, str], set[str]] = {}
     for row in rows:
@@ -133,9 +130,9 @@ def _wanted(
         if row.get("error") or not isinstance(sha256, str) or not sha256:
             continue
         key = (row["path"], row["member"])
-        if sha256[:32] in have:
+        if picture_name(sha256) in have:
             found.read.setdefault(key, set()).add(sha256)
-            found.views[sha256] = _names(sha256, thumbnails)
+            found.pictures.add(sha256)
         else:
             wanted.setdefault(key, set()).add(sha256)
     return wanted
@@ -176,9 +173,9 @@ def _entries(
         yield file_entry(os.path.join(root, mask), limits.max_bytes)
 
 
-def _names(sha256: str, thumbnails: Thumbnails) -> dict[str, str]:
-    kinds = (THUMB, PREVIEW) if thumbnails.preview else (THUMB,)
-    return {kind: f"{kind}/{sha256[:32]}.jpg" for kind in kinds}
+def picture_name(sha256: str) -> str:
+    """The name of an image's pictures (``thumb/NAME.jpg``, ``preview/NAME.jpg``): its sha256's first 128 bits."""
+    return sha256[:32]
 
 
 def _pictures_in(folder: Path, thumbnails: Thumbnails) -> set[str]:
@@ -192,12 +189,8 @@ def _pictures_in(folder: Path, thumbnails: Thumbnails) -> set[str]:
     return made
 
 
-def _write(folder: Path, sha256: str, views: dict[str, bytes]) -> dict[str, str]:
-    names = {}
+def _write(folder: Path, sha256: str, views: dict[str, bytes]) -> None:
     for kind, data in views.items():
-        name = f"{kind}/{sha256[:32]}.jpg"
         (folder / kind).mkdir(parents=True, exist_ok=True)
-        with replacing(folder / name) as tmp, open(tmp, "wb") as f:
+        with replacing(folder / kind / f"{picture_name(sha256)}.jpg") as tmp, open(tmp, "wb") as f:
             f.write(data)
-        names[kind] = name
-    return names
