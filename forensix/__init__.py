@@ -6,6 +6,7 @@
 >>> for row in forensix.scan(["photos/", "set.zip"], detector, workers=4):
 ...     print(row["path"], row["member"], row["verdict"], row["score"])
 >>> summary = forensix.write_report(["photos/"], detector, "report.csv", resume=True)
+>>> forensix.write_html("report.csv", "report.html")            # report_files/ beside it
 
 The functions are imported on first use (``import forensix`` does not import torch, which takes
 seconds): ``forensix --help`` stays fast, and each name is the real function, signature and all.
@@ -26,6 +27,7 @@ _LAZY = {
     "scan": "pipeline",  # one row per image, in input order
     "write_report": "scan_report",  # a whole scan into a CSV/JSON/JSONL report, resumable, interrupt-safe
     "ScanSummary": "scan_report",
+    "write_html": "html_report",  # a page of a report to look at, its pictures beside it
 }
 
 
