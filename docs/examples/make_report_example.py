@@ -43,7 +43,7 @@ def inputs(folder: Path) -> None:
     shutil.copy(HERE / "gradient.jpg", folder / "desk" / "incoming" / "gradient.jpg")
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", A1111)
-    random_image(512, 512, seed=3).save(folder / "desk" / "incoming" / "lighthouse.png", pnginfo=info)
+    random_image(360, 360, seed=3).save(folder / "desk" / "incoming" / "lighthouse.png", pnginfo=info)
     random_image(300, 200, seed=4).save(folder / "desk" / "incoming" / "<b>not bold.png")
     (folder / "desk" / "incoming" / "cut.jpg").write_bytes((HERE / "gradient.jpg").read_bytes()[:600])
     with zipfile.ZipFile(folder / "desk" / "tips.zip", "w") as z:
