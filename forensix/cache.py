@@ -100,10 +100,10 @@ def weights_identity(info: ModelInfo) -> str:
 
 
 def model_key(detector: Detector) -> str:
-    """What a raw logit depends on: weights, architecture and preprocessing, precision (not threshold).
+    """What a raw logit depends on: weights, architecture and preprocessing, precision (not threshold or band).
 
     onnxruntime computes fp16 otherwise than torch's autocast, so its logits get keys of their own.
     """
-    arch = replace(detector.config, threshold=0.5, temperature=1.0).to_json()
+    arch = replace(detector.config, threshold=0.5, temperature=1.0, band_low=None).to_json()
     key = f"{weights_identity(detector.info)}:{hashlib.sha256(arch.encode()).hexdigest()[:16]}:{detector.precision}"
     return key if detector.backend.name == "torch" else f"{key}:{detector.backend.name}"

@@ -1,7 +1,10 @@
-"""`forensix calibrate`: a threshold (and optionally a temperature) chosen on labelled data, stored with the weights.
+"""`forensix calibrate`: a threshold (and optionally an uncertain band and a temperature) chosen on
+labelled data, stored with the weights.
 
 The threshold is chosen for a target false-positive rate on the real images, or for the best
-balanced accuracy; the temperature T (score = sigmoid(logit / T)) minimises the log-loss. Both go
+balanced accuracy. With a target false-negative rate, a lower edge too: scores between it and the
+threshold are ``uncertain`` (:mod:`forensix.verdicts`), so that at most that share of the fakes is
+called real. The temperature T (score = sigmoid(logit / T)) minimises the log-loss. All go
 where ``forensix scan`` finds them by default: a new forensix .safetensors with the updated config,
 or, for official weights that forensix does not rewrite, a ``<weights>.calibration.json`` sidecar
 (read by :func:`forensix.loading.apply_calibration`). The expected FPR and TPR at the threshold
@@ -27,6 +30,7 @@ from .detector import Detector
 from .eval import scores_from_logits
 from .loading import calibration_sidecar
 from .models.checkpoints import CheckpointError, is_safetensors, read_checkpoint, save_checkpoint
+from .verdicts import in_band
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 _LOG_T_RANGE = (math.log(1e-2), math.log(1e2))
@@ -75,6 +79,23 @@ def threshold_for_fpr(real_scores: np.ndarray, target: float) -> float:
     return _just_above(r[allowed])  # excludes the (allowed+1)-th highest real score and all below
 
 
+def band_low_for_fnr(fake_scores: np.ndarray, target: float, threshold: float) -> float:
+    """The highest lower edge of the uncertain band at which at most ``target`` of the fakes score
+    below it (and so are called real); never above ``threshold`` (the band is then empty).
+
+    Highest, so that the band holds as few images as that false-negative rate allows.
+    """
+    if not 0 <= target <= 1:
+        raise ValueError(f"the target FNR must be in [0, 1], got {target}")
+    f = np.sort(np.asarray(fake_scores, dtype=np.float64))
+    if not len(f):
+        raise ValueError("choosing an uncertain band for a target FNR needs fake images")
+    allowed = math.floor(target * len(f) + 1e-9)  # fakes that may be called real
+    if allowed >= len(f):
+        return threshold
+    return min(float(f[allowed]), threshold)  # the (allowed+1)-th lowest fake score is in the band or above
+
+
 def threshold_balanced(labels: np.ndarray, scores: np.ndarray) -> float:
     """The threshold of best balanced accuracy (TPR + TNR) / 2; the highest one among ties."""
     y = np.asarray(labels, dtype=int)
@@ -121,6 +142,13 @@ class Calibration:
     fpr: Rate  # real images with score >= threshold, on the calibration data
     tpr: Rate  # fake images with score >= threshold
     unreadable: int
+    # With a target FNR: the band [band_low, threshold) and what it does on the calibration data.
+    target_fnr: float | None = None
+    band_low: float | None = None
+    fnr: Rate | None = None  # fake images with score < band_low (called real)
+    tnr: Rate | None = None  # real images with score < band_low (called real)
+    uncertain: Rate | None = None  # images in the band
+    decided_accuracy: Rate | None = None  # images outside the band judged right
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,8 +160,10 @@ def calibrate(
     target_fpr: float | None = None,
     fit_temp: bool = False,
     unreadable: int = 0,
+    target_fnr: float | None = None,
 ) -> Calibration:
-    """Threshold (for ``target_fpr``, or best balanced accuracy when None) and temperature from raw logits."""
+    """Threshold (for ``target_fpr``, or best balanced accuracy when None), the uncertain band's lower
+    edge (for ``target_fnr``; none when None) and temperature, from raw logits."""
     y = np.asarray(labels, dtype=int)
     x = np.asarray(logits, dtype=np.float64)
     temperature = fit_temperature(x, y) if fit_temp else 1.0
@@ -143,7 +173,7 @@ def calibrate(
     else:
         threshold = threshold_balanced(y, scores)
     flagged = scores >= threshold
-    return Calibration(
+    result = Calibration(
         method="target-fpr" if target_fpr is not None else "balanced",
         target_fpr=target_fpr,
         threshold=threshold,
@@ -151,6 +181,20 @@ def calibrate(
         fpr=wilson(int(flagged[y == 0].sum()), int((y == 0).sum())),
         tpr=wilson(int(flagged[y == 1].sum()), int((y == 1).sum())),
         unreadable=unreadable,
+    )
+    if target_fnr is None:
+        return result
+    low = band_low_for_fnr(scores[y == 1], target_fnr, threshold)
+    below, band = scores < low, in_band(scores, threshold, low)
+    decided = ~band
+    return replace(
+        result,
+        target_fnr=target_fnr,
+        band_low=low,
+        fnr=wilson(int(below[y == 1].sum()), int((y == 1).sum())),
+        tnr=wilson(int(below[y == 0].sum()), int((y == 0).sum())),
+        uncertain=wilson(int(band.sum()), len(scores)),
+        decided_accuracy=wilson(int((flagged[decided] == (y[decided] == 1)).sum()), int(decided.sum())),
     )
 
 
@@ -168,13 +212,13 @@ def calibration_record(calibration: Calibration, detector: Detector, dataset: Da
 
 
 def store_calibration(detector: Detector, record: dict[str, Any], out: Path | None) -> Path:
-    """Write the calibrated threshold and temperature where loading the weights picks them up.
+    """Write the calibrated threshold, band and temperature where loading the weights picks them up.
 
     A forensix .safetensors is copied to ``out`` (a new file) with the updated config; official
     weights get the sidecar next to them (``out`` may only name that file).
     """
     source = Path(detector.info.source)
-    threshold, temperature = record["threshold"], record["temperature"]
+    threshold, temperature, band_low = record["threshold"], record["temperature"], record["band_low"]
     if source.is_file() and is_safetensors(source):
         if out is None:
             raise ValueError("calibrating a forensix .safetensors writes a new one: give --out FILE.safetensors")
@@ -183,7 +227,7 @@ def store_calibration(detector: Detector, record: dict[str, Any], out: Path | No
         if out.exists() and out.resolve() == source.resolve():
             raise ValueError(f"{out}: write the calibrated weights to a new file, not over the ones being read")
         cfg, state, provenance = read_checkpoint(source)
-        cfg = replace(cfg, threshold=threshold, temperature=temperature)
+        cfg = replace(cfg, threshold=threshold, temperature=temperature, band_low=band_low)
         save_checkpoint(out, cfg, state, {**provenance, "calibration": record, "calibrated_from": source.name})
         return out
     sidecar = calibration_sidecar(source)
@@ -193,6 +237,7 @@ def store_calibration(detector: Detector, record: dict[str, Any], out: Path | No
         )
     if not source.is_file():
         raise CheckpointError(f"{source}: the weights file to calibrate is not there")
-    data = {"threshold": threshold, "temperature": temperature, "weights_sha256": detector.info.sha256}
+    data = {"threshold": threshold, "band_low": band_low, "temperature": temperature}
+    data["weights_sha256"] = detector.info.sha256
     sidecar.write_text(json.dumps({**data, "calibration": record}, indent=2) + "\n", encoding="utf-8")
     return sidecar

@@ -34,6 +34,7 @@ from .limits import (
 )
 from .pins import lock_path
 from .text import plain
+from .verdicts import parse_band
 
 if TYPE_CHECKING:
     from .attributor import Attributor
@@ -70,6 +71,14 @@ BackendOpt = Annotated[
 PrecisionOpt = Annotated[
     str, typer.Option(help="fp32 | bf16 | fp16 (autocast, LayerNorm and softmax in fp32; fp16 on CUDA only)")
 ]
+UncertainOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--uncertain",
+        metavar="LOW,HIGH",
+        help="Verdict 'uncertain' for scores in [LOW, HIGH), 'fake' from HIGH (default: the weights' band).",
+    ),
+]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
 WorkersOpt = Annotated[
     int | None, typer.Option(min=0, help="Decode workers (default: CPU count - 1; 0 = in this process).")
@@ -105,6 +114,15 @@ def _workers(workers: int | None) -> int:
     return default_workers() if workers is None else workers
 
 
+def _band(uncertain: str | None, threshold: float | None) -> tuple[float, float] | None:
+    """--uncertain LOW,HIGH as numbers; refused beside --threshold, since HIGH is the threshold."""
+    if uncertain is None:
+        return None
+    if threshold is not None:
+        raise Fatal("--uncertain LOW,HIGH sets the threshold too (HIGH): leave out --threshold")
+    return parse_band(uncertain)
+
+
 def _show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
@@ -128,6 +146,7 @@ def fatal_errors() -> Iterator[None]:
 
 
 EXIT_UNSCORED = 3  # --fail-on-fake: no image judged fake, but some could not be scored (error rows)
+EXIT_UNCERTAIN = 4  # --fail-on-fake: no image judged fake, but some uncertain (unless --uncertain-passes)
 
 
 def _version(value: bool) -> None:
@@ -379,9 +398,20 @@ def scan(
         Path | None, typer.Option("--meta", help="Where to write the scan's provenance (default: <out>.meta.json).")
     ] = None,
     progress: ProgressOpt = None,
+    uncertain: UncertainOpt = None,
     fail_on_fake: Annotated[
-        bool, typer.Option(help="Exit 1 when any image is judged fake, else 3 when any could not be scored.")
+        bool,
+        typer.Option(
+            help="Exit 1 when any image is judged fake, else 4 when any is uncertain, else 3 when any was not scored."
+        ),
     ] = False,
+    uncertain_fails: Annotated[
+        bool,
+        typer.Option(
+            "--uncertain-fails/--uncertain-passes",
+            help="With --fail-on-fake: whether an uncertain image fails the gate (exit 4) or passes it.",
+        ),
+    ] = True,
     compile_model: Annotated[
         bool, typer.Option("--compile", help="Run the model through torch.compile (compiles on the first batch).")
     ] = False,
@@ -432,6 +462,7 @@ def scan(
             threshold=threshold,
             compile=compile_model,
             backend=backend,
+            band=_band(uncertain, threshold),
         )
         summary = write_report(
             spec,
@@ -464,6 +495,9 @@ def scan(
         _write_page(out_path, html, fmt, None, None, None, _workers(workers), max_pixels, decode_timeout)
     if fail_on_fake and summary.stats.fake:
         raise typer.Exit(1)
+    if fail_on_fake and uncertain_fails and summary.stats.uncertain:
+        # Fails closed too: an image in the band was not shown to be real.
+        raise typer.Exit(EXIT_UNCERTAIN)
     if fail_on_fake and summary.stats.errors:
         # A gate fails closed: an image that could not be scored was not shown to be real.
         raise typer.Exit(EXIT_UNSCORED)
@@ -509,9 +543,11 @@ def _print_summary(summary: ScanSummary) -> None:
     resumed = f", {s.resumed} already in the report" if s.resumed else ""
     masks = f", {s.masks} masks" if s.masks else ""
     cached = f", {s.cached} scores from the cache" if s.cached else ""
+    uncertain = f"{s.uncertain} uncertain, " if s.uncertain else ""
     err.print(
         f"{'interrupted after' if summary.interrupted else 'scanned'} {s.images} images ({s.fake} fake, "
-        f"{s.real} real, {s.errors} errors{masks}{cached}), skipped {s.skipped_non_images} non-images{resumed}; "
+        f"{s.real} real, {uncertain}{s.errors} errors{masks}{cached}), "
+        f"skipped {s.skipped_non_images} non-images{resumed}; "
         f"{elapsed:.1f}s, {s.images / max(elapsed, 1e-9):.1f} images/s",
         highlight=False,
     )
@@ -670,6 +706,7 @@ def eval_command(
     model: ModelOpt = "deeclip",
     weights_file: WeightsOpt = None,
     threshold: ThresholdOpt = None,
+    uncertain: UncertainOpt = None,
     perturb: Annotated[
         list[str] | None,
         typer.Option(help="Also under KIND=V1,V2: jpeg=QUALITY, resize=FACTOR, blur=SIGMA (repeatable)."),
@@ -726,7 +763,14 @@ def eval_command(
             raise Fatal("--embeddings writes its maps to --out: give the folder")
         perturbations = parse_perturbations(perturb or [])
         dataset = _load_dataset(data, layout, split, inverted_masks)
-        detector = load_detector(model, weights=weights_file, device=device, precision=precision, threshold=threshold)
+        detector = load_detector(
+            model,
+            weights=weights_file,
+            device=device,
+            precision=precision,
+            threshold=threshold,
+            band=_band(uncertain, threshold),
+        )
         if embeddings and not detector.has_embeddings:
             raise Fatal("--embeddings needs the torch backend: an ONNX file outputs only the logit")
         cache = _open_cache(cache_dir, use_cache)
@@ -790,6 +834,14 @@ def calibrate_command(
         float | None, typer.Option(min=0.0, max=1.0, help="Threshold for this false-positive rate on real images.")
     ] = None,
     balanced: Annotated[bool, typer.Option(help="Threshold for the best balanced accuracy instead.")] = False,
+    target_fnr: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Also an uncertain band below the threshold: at most this share of fakes called real.",
+        ),
+    ] = None,
     temperature: Annotated[
         bool, typer.Option(help="Also fit temperature scaling: score = sigmoid(logit / T).")
     ] = False,
@@ -828,7 +880,9 @@ def calibrate_command(
             predictions = predict(dataset.samples, detector, options=options, cache=cache, progress=advance)
         ok = predictions.ok
         labels = np.array([s.label for s in dataset.samples])[ok]
-        result = calibrate(labels, predictions.logits[ok], target_fpr, temperature, unreadable=int((~ok).sum()))
+        result = calibrate(
+            labels, predictions.logits[ok], target_fpr, temperature, unreadable=int((~ok).sum()), target_fnr=target_fnr
+        )
         _report_unreadable([(s.path, e) for s, e in zip(dataset.samples, predictions.errors) if e])
 
         table = Table(title=f"{detector.name} calibrated on {data}")
@@ -838,12 +892,23 @@ def calibrate_command(
         table.add_row("temperature", f"{result.temperature:.4g}")
         table.add_row("FPR (95% CI)", _rate(result.fpr))
         table.add_row("TPR (95% CI)", _rate(result.tpr))
+        if result.band_low is not None:
+            table.add_row("uncertain band", f"[{result.band_low:.6g}, {result.threshold:.6g})")
+            table.add_row("FNR below the band (95% CI)", _rate(result.fnr))
+            table.add_row("TNR below the band (95% CI)", _rate(result.tnr))
+            table.add_row("images in the band (95% CI)", _rate(result.uncertain))
+            table.add_row("accuracy outside it (95% CI)", _rate(result.decided_accuracy))
         out.print(table)
         if dry_run:
             err.print("dry run: nothing written", highlight=False)
             return
         written = store_calibration(detector, calibration_record(result, detector, dataset), out_path)
-        err.print(f"wrote {written}: 'forensix scan' now uses threshold {result.threshold:.6g}", highlight=False)
+        band = (
+            ""
+            if result.band_low is None
+            else f" and the uncertain band [{result.band_low:.6g}, {result.threshold:.6g})"
+        )
+        err.print(f"wrote {written}: 'forensix scan' now uses threshold {result.threshold:.6g}{band}", highlight=False)
 
 
 # --- cache --------------------------------------------------------------------------------------

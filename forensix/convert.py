@@ -33,7 +33,7 @@ def import_checkpoint(
     found = read_model_file(src, options=options)
     if found.native:
         raise CheckpointError(f"{src}: already a forensix checkpoint ({found.config.name}); nothing to import")
-    cfg = found.config if threshold is None else replace(found.config, threshold=threshold)
+    cfg = found.config if threshold is None else replace(found.config, threshold=threshold, band_low=None)
     kept_lora = has_lora_keys(found.state)
     check_loadable(replace(found, config=cfg))
     recipe = {"lora": "kept" if kept_lora else "merged"} if cfg.lora is not None else {}

@@ -12,25 +12,46 @@ from PIL import Image
 
 from .loading import open_backend
 from .runner import Backend, ModelInfo, Runner
+from .verdicts import verdict
 
 
 class Detector(Runner):
     """Scores images: P(fake) = sigmoid(logit / temperature), with the model's own preprocessing.
 
-    The threshold and temperature come from the weights (a config, or a calibration sidecar for
-    official files; see ``forensix calibrate``); an explicit ``threshold`` wins. On the torch backend
-    the model runs in channels-last (see :class:`~forensix.torch_backend.TorchBackend`).
+    The threshold, uncertain band and temperature come from the weights (a config, or a calibration
+    sidecar for official files; see ``forensix calibrate``). An explicit ``threshold`` wins and judges
+    real or fake alone (no band); an explicit ``band`` (low, high) is the uncertain band [low, high)
+    with ``high`` the threshold. On the torch backend the model runs in channels-last (see
+    :class:`~forensix.torch_backend.TorchBackend`).
     """
 
     channels_last = True
 
-    def __init__(self, backend: Backend, info: ModelInfo, threshold: float | None = None) -> None:
-        config = info.config if threshold is None else replace(info.config, threshold=threshold)
+    def __init__(
+        self, backend: Backend, info: ModelInfo, threshold: float | None = None, band: tuple[float, float] | None = None
+    ) -> None:
+        config = info.config
+        if threshold is not None and band is not None:
+            raise ValueError("give a threshold or an uncertain band (whose upper edge is the threshold), not both")
+        if threshold is not None:
+            config = replace(config, threshold=threshold, band_low=None)
+        elif band is not None:
+            config = replace(config, threshold=band[1], band_low=band[0])
         super().__init__(backend, info, config)
 
     @property
     def threshold(self) -> float:
+        """Scores at or above it are ``fake``."""
         return self.config.threshold
+
+    @property
+    def band_low(self) -> float | None:
+        """Scores in [band_low, threshold) are ``uncertain``; None: no band, every score is real or fake."""
+        return self.config.band_low
+
+    def verdict(self, score: float) -> str:
+        """``fake``, ``uncertain`` or ``real`` for a finite score (:func:`forensix.verdicts.verdict`)."""
+        return verdict(score, self.threshold, self.band_low)
 
     @property
     def temperature(self) -> float:
@@ -79,8 +100,11 @@ def load_detector(
     threshold: float | None = None,
     compile: bool = False,
     backend: str | None = None,
+    band: tuple[float, float] | None = None,
 ) -> Detector:
     """A ready detector from a manifest name or a weights file (``model``, or ``weights`` when given).
+
+    ``threshold`` or ``band`` (the uncertain band (low, high)) override the weights' own.
 
     ``backend`` is ``torch`` or ``onnx`` (onnxruntime; the default for a ``.onnx`` file, whose
     precision was fixed at export: ``fp32`` then means "as exported").
@@ -94,4 +118,4 @@ def load_detector(
         channels_last=Detector.channels_last,
         compile=compile,
     )
-    return Detector(found, info, threshold)
+    return Detector(found, info, threshold, band)

@@ -106,13 +106,14 @@ def calibration_sidecar(weights_file: Path) -> Path:
 def apply_calibration(
     weights_file: Path, digest: str, cfg: ModelConfig, provenance: dict[str, Any]
 ) -> tuple[ModelConfig, dict[str, Any]]:
-    """``cfg`` with the threshold and temperature of the weights' calibration sidecar, if there is one."""
+    """``cfg`` with the threshold, band and temperature of the weights' calibration sidecar, if there is one."""
     sidecar = calibration_sidecar(weights_file)
     if not sidecar.is_file():
         return cfg, provenance
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
         threshold, temperature = float(data["threshold"]), float(data.get("temperature", 1.0))
+        band_low = None if data.get("band_low") is None else float(data["band_low"])
         made_for = data["weights_sha256"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{sidecar}: not a readable calibration file ({e}); delete it or calibrate again") from e
@@ -122,7 +123,7 @@ def apply_calibration(
             "delete it or calibrate again"
         )
     try:
-        calibrated = replace(cfg, threshold=threshold, temperature=temperature)
+        calibrated = replace(cfg, threshold=threshold, temperature=temperature, band_low=band_low)
     except ValueError as e:
         raise CheckpointError(f"{sidecar}: {e}; delete it or calibrate again") from None
     return calibrated, {**provenance, "calibration": data.get("calibration", {}), "calibration_file": sidecar.name}

@@ -211,6 +211,7 @@ class ScanStats:
     images: int = 0  # rows written
     fake: int = 0
     real: int = 0
+    uncertain: int = 0  # in the detector's uncertain band
     errors: int = 0
     skipped_non_images: int = 0
     resumed: int = 0
@@ -486,13 +487,15 @@ class Scanner:
                 row["error"] = f"mask files not written: {e}"
         row["model"] = self.detector.name
         row["threshold"] = self.detector.threshold
+        row["band_low"] = self.detector.band_low
         if row["score"] is not None and not math.isfinite(row["score"]):
             row["score"], row["error"] = None, "the model returned a non-finite score (try --precision fp32)"
         if row["score"] is not None:
-            row["verdict"] = "fake" if row["score"] >= self.detector.threshold else "real"
+            row["verdict"] = self.detector.verdict(row["score"])
         self.stats.images += 1
         self.stats.fake += row["verdict"] == "fake"
         self.stats.real += row["verdict"] == "real"
+        self.stats.uncertain += row["verdict"] == "uncertain"
         self.stats.errors += row["verdict"] == "error"
         return row
 

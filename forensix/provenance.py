@@ -58,6 +58,7 @@ def provenance(
     return {
         **model_provenance(detector),
         "threshold": detector.threshold,
+        "band_low": detector.band_low,
         "temperature": detector.temperature,
         "localizer": None if localizer is None else model_provenance(localizer),
         "attributor": None

@@ -198,6 +198,7 @@ class ExistingReport:
     keys: list[tuple[str, str, str]] = field(default_factory=list)  # (path, member, sha256) per row
     models: set[str] = field(default_factory=set)
     thresholds: set[float] = field(default_factory=set)
+    bands: set[float | None] = field(default_factory=set)  # band_low of the rows with a threshold (None: no band)
     end: int = 0  # byte offset just after the last complete row
     dropped: int = 0  # bytes of a partial last row (a killed scan) to cut
     columns: tuple[str, ...] = COLUMNS  # a CSV's header: an older forensix's has fewer columns
@@ -214,6 +215,7 @@ class ExistingReport:
             self.models.add(str(row["model"]))
         if row.get("threshold") not in (None, ""):
             self.thresholds.add(float(row["threshold"]))
+            self.bands.add(None if row.get("band_low") in (None, "") else float(row["band_low"]))
 
 
 def _read_name(row: dict[str, Any], key: str) -> str:

@@ -167,8 +167,8 @@ def check_resumable(
 ) -> None:
     """Refuse to resume a report whose rows were made differently: mixing them makes verdicts incomparable.
 
-    The model and threshold are checked against the rows, the limits and the notes setting against
-    the sidecar ``recorded`` (None: there is none, as for a report of an older forensix).
+    The model, threshold and uncertain band are checked against the rows, the limits and the notes
+    setting against the sidecar ``recorded`` (None: there is none, as for a report of an older forensix).
     """
     if not existing.rows:
         return
@@ -183,6 +183,13 @@ def check_resumable(
             f"{path} was written with threshold {min(thresholds)}, not {detector.threshold}; "
             f"pass --threshold {min(thresholds)} to resume it, or use a new --out"
         )
+    bands = existing.bands - {detector.band_low}
+    if bands:
+        was = min(bands, key=lambda b: -1.0 if b is None else b)
+        before = "no uncertain band" if was is None else f"the uncertain band [{was}, {detector.threshold})"
+        now = "none" if detector.band_low is None else f"[{detector.band_low}, {detector.threshold})"
+        how = "give no --uncertain" if was is None else f"pass --uncertain {was},{detector.threshold}"
+        raise ReportError(f"{path} was written with {before}, not {now}; {how} to resume it, or use a new --out")
     if recorded is None:
         return
     was = {**recorded.get("limits", {}), "metadata": recorded.get("metadata")}

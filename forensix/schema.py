@@ -23,9 +23,10 @@ class Row:
     path: str  # the file, or the archive a member came from
     member: str = ""  # the archive member's name
     sha256: str = ""  # of the image's bytes
-    verdict: str = "error"  # real | fake | error
+    verdict: str = "error"  # real | fake | uncertain | error
     score: float | None = None  # P(fake); None on error
     threshold: float | None = None
+    band_low: float | None = None  # the uncertain band is [band_low, threshold); None: no band
     model: str = ""  # name@short hash of the weights
     width: int | None = None
     height: int | None = None

@@ -330,3 +330,15 @@ def test_a_csv_report_has_provenance_when_its_notes_say_more_than_the_file_forma
     assert has_provenance(provenance_fields(None, "Generation parameters in PNG text (A1111); JPEG quality ≈ 90"))
     assert not has_provenance(provenance_fields(None, "JPEG quality ≈ 90; decoder warning: Corrupt EXIF data"))
     assert not has_provenance(provenance_fields(None, ""))
+
+
+def test_the_summary_shows_the_uncertain_band():
+    rows = [
+        {"verdict": "uncertain", "score": 0.4, "threshold": 0.6, "band_low": 0.3, "group": "a"},
+        {"verdict": "fake", "score": 0.7, "threshold": 0.6, "band_low": 0.3, "group": "a"},
+        {"verdict": "real", "score": 0.1, "threshold": 0.6, "band_low": 0.3, "group": "a"},
+    ]
+    summary = summarise(rows)
+    assert summary.verdicts == [("fake", 1), ("uncertain", 1), ("real", 1)] and summary.bands == [(0.3, 0.6)]
+    h = histogram(rows, summary.thresholds, summary.bands)
+    assert h.bands == [(192.0, 192.0)] and h.thresholds == [(384.0, 0.6)]

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from ..verdicts import in_band
+
 
 @dataclass
 class DetectionMetrics:
@@ -28,9 +30,15 @@ class DetectionMetrics:
     ece: float | None  # expected calibration error of the scores as P(fake), 15 equal-width bins
     flipped: float | None  # perturbed passes: images whose verdict differs from the clean pass's
     best_threshold: float | None  # the best_acc threshold (None: calling every image real was best)
+    # With an uncertain band (None without): the images in it, and the accuracy on the others.
+    uncertain: float | None = None
+    decided_acc: float | None = None
 
 
-METRIC_FIELDS = ("real_acc", "fake_acc", "acc", "ap", "auc", "best_acc", "tpr_at_1pct_fpr", "ece", "flipped")
+METRIC_FIELDS = (
+    "real_acc", "fake_acc", "acc", "ap", "auc", "best_acc", "tpr_at_1pct_fpr", "ece", "flipped",
+    "uncertain", "decided_acc",
+)  # fmt: skip
 ECE_BINS = 15
 LOW_FPR = 0.01
 
@@ -54,10 +62,14 @@ def detection_metrics(
     subset: str = "",
     unreadable: int = 0,
     clean_scores: np.ndarray | None = None,
+    band_low: float | None = None,
 ) -> DetectionMetrics:
     """The metrics of one subset from labels (1 = fake) and scores (P(fake)); verdict fake when score >= threshold.
 
-    ``clean_scores`` (the same images unperturbed, NaN where unread) gives ``flipped``.
+    ``clean_scores`` (the same images unperturbed, NaN where unread) gives ``flipped``. With an
+    uncertain band [``band_low``, threshold), ``uncertain`` is the share of images in it and
+    ``decided_acc`` the accuracy on the rest (coverage against accuracy); the other metrics are the
+    threshold's alone, as without a band.
     """
     y = np.asarray(labels, dtype=int)
     s = np.asarray(scores, dtype=np.float64)
@@ -79,6 +91,10 @@ def detection_metrics(
         flipped=None,
         best_threshold=None,
     )
+    if band_low is not None and len(s):
+        band = in_band(s, threshold, band_low)
+        m.uncertain = float(np.mean(band))
+        m.decided_acc = float(np.mean(flagged[~band] == (y[~band] == 1))) if (~band).any() else None
     if clean_scores is not None:
         both = ~np.isnan(clean_scores)
         if both.any():

@@ -74,7 +74,13 @@ def write_outputs(result: EvalResult, out_dir: Path, plots: bool = True) -> list
         for t in result.tables:
             for r in [*t.subsets, t.mean]:
                 w.writerow([t.perturbation.name, *(cell(getattr(r, c)) for c in COLUMNS)])
-    lines = [f"# {result.model} on {result.dataset.root}", "", f"Threshold {result.threshold:g}; metrics in %.", ""]
+    band = "" if result.band_low is None else f", uncertain band [{result.band_low:g}, {result.threshold:g})"
+    lines = [
+        f"# {result.model} on {result.dataset.root}",
+        "",
+        f"Threshold {result.threshold:g}{band}; metrics in %.",
+        "",
+    ]
     for t in result.tables:
         lines += [f"## {t.perturbation.name}", "", "| " + " | ".join(COLUMNS) + " |"]
         lines.append("|" + "---|" * len(COLUMNS))

@@ -41,7 +41,9 @@ def evaluate(
         if p.kind == "none":
             clean = predictions
         reference = clean if p.kind != "none" else None
-        table = table_for(dataset, predictions, p, detector.threshold, detector.temperature, reference)
+        table = table_for(
+            dataset, predictions, p, detector.threshold, detector.temperature, reference, detector.band_low
+        )
         if localizer is not None and masked:
             scores = localize(masked, localizer, dataset.masks_inverted, p, options, progress)
             names = [s.subset for s in masked]
@@ -55,4 +57,6 @@ def evaluate(
             table.attribution = attribution_table(dataset.samples, probs, attributor.classes)
         tables.append(table)
     record = provenance(detector, localizer, attributor, model_key=model_key(detector), batch_size=options.batch_size)
-    return EvalResult(detector.name, detector.threshold, detector.temperature, dataset, tables, record)
+    return EvalResult(
+        detector.name, detector.threshold, detector.temperature, dataset, tables, record, detector.band_low
+    )

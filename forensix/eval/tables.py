@@ -134,6 +134,7 @@ class EvalResult:
     dataset: Dataset
     tables: list[PerturbationResult]
     provenance: dict[str, Any]
+    band_low: float | None = None  # the uncertain band [band_low, threshold); None: none
 
     def to_dict(self) -> dict[str, Any]:
         """metrics.json (docs/evaluation.md lists every key)."""
@@ -146,6 +147,7 @@ class EvalResult:
         return {
             "model": self.model,
             "threshold": self.threshold,
+            "band_low": self.band_low,
             "temperature": self.temperature,
             "dataset": self.dataset.summary(),
             "perturbations": [
@@ -176,6 +178,7 @@ def table_for(
     threshold: float,
     temperature: float,
     clean: Predictions | None = None,
+    band_low: float | None = None,
 ) -> PerturbationResult:
     """The table of one pass; with ``clean`` (the unperturbed pass), how many verdicts it flipped."""
     labels = np.array([s.label for s in dataset.samples], dtype=int)
@@ -191,5 +194,5 @@ def table_for(
         keep = mine & ok
         reference = clean_scores[keep] if clean_scores is not None else None
         unread = int((mine & ~ok).sum())
-        rows.append(detection_metrics(labels[keep], scores[keep], threshold, name, unread, reference))
+        rows.append(detection_metrics(labels[keep], scores[keep], threshold, name, unread, reference, band_low))
     return PerturbationResult(perturbation, rows, mean_row(rows), predictions)

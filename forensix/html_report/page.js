@@ -6,7 +6,7 @@
 (() => {
   const data = JSON.parse(document.getElementById("rows").textContent);
   // A row's empty fields are left out of the page's data: they are filled in here.
-  const EMPTY = { member: "", sha256: "", score: null, threshold: null, model: "", size: "", format: "", notes: "",
+  const EMPTY = { member: "", sha256: "", score: null, threshold: null, band_low: null, model: "", size: "", format: "", notes: "",
     error: "", source: "", source_score: null, mask_fraction: null, provenance: [], has_provenance: false,
     picture: null, mask_picture: null, missing: "" };
   const rows = data.rows.map((r) => ({ ...EMPTY, ...r }));
@@ -194,6 +194,7 @@
       ["verdict", r.verdict],
       ["score, P(fake)", scoreText(r.score)],
       ["threshold", r.threshold],
+      ["uncertain band", r.band_low === null ? "" : "[" + r.band_low + ", " + r.threshold + ")"],
       ["model", r.model],
       ["source", r.source ? r.source + (r.source_score === null ? "" : " (" + r.source_score.toFixed(3) + ")") : ""],
       ["mask fraction", r.mask_fraction === null ? "" : r.mask_fraction.toFixed(3)],

@@ -28,7 +28,7 @@ NOT_PROVENANCE = ("JPEG quality", "decoder warning")  # notes that say nothing o
 KEPT = ("i", "path", "member", "group", "verdict")  # a page row's fields that are there even when empty
 BINS = 20  # the histogram's bars over [0, 1]
 MAX_GROUPS = 100  # folders and archives listed in the summary (the largest)
-VERDICT_ORDER = ("fake", "real", "error")  # the summary's columns (any other verdict follows)
+VERDICT_ORDER = ("fake", "uncertain", "real", "error")  # the summary's columns (any other verdict follows)
 # Where a text chunk's generation parameters are: the keys forensix.metadata keeps, in this order.
 PARAMETER_KEYS = (*GENERATION_KEYS, "comment", "description")
 _TEXT_LIMIT = 4000  # chars of one field kept for the page (a prompt, a ComfyUI workflow)
@@ -41,6 +41,7 @@ class Summary:
     groups: list[tuple[str, list[int]]]  # (folder or archive, counts in ``verdicts`` order), largest first
     more_groups: int  # groups not listed
     thresholds: list[float]
+    bands: list[tuple[float, float]]  # uncertain bands [low, high) of the rows that have one
 
 
 def page_rows(rows: Sequence[dict[str, Any]], found: Found) -> list[dict[str, Any]]:
@@ -62,6 +63,7 @@ def _page_row(i: int, row: dict[str, Any], found: Found) -> dict[str, Any]:
         "verdict": _text(row.get("verdict")) or "error",
         "score": _number(row.get("score")),
         "threshold": _number(row.get("threshold")),
+        "band_low": _number(row.get("band_low")),
         "model": _text(row.get("model")),
         "size": _size(row),
         "format": _text(row.get("format")),
@@ -134,12 +136,14 @@ def summarise(rows: Sequence[dict[str, Any]]) -> Summary:
         groups.setdefault(row["group"], Counter())[row["verdict"]] += 1
     largest = sorted(groups.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
     thresholds = sorted({row["threshold"] for row in rows if row.get("threshold") is not None})
+    bands = sorted({(row["band_low"], row["threshold"]) for row in rows if row.get("band_low") is not None})
     return Summary(
         total=len(rows),
         verdicts=[(v, by_verdict[v]) for v in verdicts],
         groups=[(name, [counts[v] for v in verdicts]) for name, counts in largest[:MAX_GROUPS]],
         more_groups=max(0, len(largest) - MAX_GROUPS),
         thresholds=thresholds,
+        bands=bands,
     )
 
 
@@ -163,11 +167,16 @@ class Histogram:
     height: int
     bars: list[Bar]
     thresholds: list[tuple[float, float]]  # (x, threshold)
+    bands: list[tuple[float, float]]  # (x, width) of each uncertain band
     peak: int  # the tallest bin's count
 
 
 def histogram(
-    rows: Sequence[dict[str, Any]], thresholds: Sequence[float], width: int = 640, height: int = 120
+    rows: Sequence[dict[str, Any]],
+    thresholds: Sequence[float],
+    bands: Sequence[tuple[float, float]] = (),
+    width: int = 640,
+    height: int = 120,
 ) -> Histogram:
     counts: list[Counter[str]] = [Counter() for _ in range(BINS)]
     for row in rows:
@@ -185,7 +194,8 @@ def histogram(
             x, w = round(b * step + 1, 2), round(step - 2, 2)
             bars.append(Bar(x, round(y, 2), w, round(h, 2), verdict, c[verdict], b / BINS, (b + 1) / BINS))
     lines = [(round(width * t, 2), t) for t in thresholds if 0.0 <= t <= 1.0]
-    return Histogram(width, height, bars, lines, peak)
+    shaded = [(round(width * low, 2), round(width * (high - low), 2)) for low, high in bands]
+    return Histogram(width, height, bars, lines, shaded, peak)
 
 
 def _verdict_rank(verdict: str) -> tuple[int, str]:
@@ -210,7 +220,7 @@ def render(
         source=source,
         made=made,
         summary=summary,
-        histogram=histogram(rows, summary.thresholds),
+        histogram=histogram(rows, summary.thresholds, summary.bands),
         data=json_for_script({"files": files, "previews": previews, "rows": rows}),
         script=script,
         style=style,

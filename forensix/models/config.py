@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from typing import Any
 
+from ..verdicts import check_band
 from .registry import Family, families, get_family
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -247,6 +248,7 @@ class ModelConfig:
     attribution: AttributionConfig | None = None
     threshold: float = 0.5
     temperature: float = 1.0  # score = sigmoid(logit / temperature); set by `forensix calibrate`
+    band_low: float | None = None  # scores in [band_low, threshold) are 'uncertain' (forensix.verdicts)
     settings: dict[str, Any] = field(default_factory=dict)  # a family's own settings (Family.settings)
 
     def __post_init__(self) -> None:
@@ -255,6 +257,7 @@ class ModelConfig:
             raise ValueError(f"threshold must be a number in [0, 1], got {self.threshold!r}")
         if not _is_number(self.temperature) or not 0.0 < self.temperature < math.inf:
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+        check_band(self.band_low, self.threshold)
         get_family(self.arch).validate(self)
 
     @property
@@ -287,6 +290,8 @@ class ModelConfig:
             del data["attribution"]  # likewise for every model but the attributor
         if self.temperature == 1.0:
             del data["temperature"]  # likewise for uncalibrated models
+        if self.band_low is None:
+            del data["band_low"]  # likewise for models without an uncertain band
         if not self.settings:
             del data["settings"]  # likewise for the families without settings of their own
         return data
