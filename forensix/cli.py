@@ -123,6 +123,29 @@ def _band(uncertain: str | None, threshold: float | None) -> tuple[float, float]
     return parse_band(uncertain)
 
 
+def _watermarks(asked: bool | None) -> bool:
+    """--watermarks, else on when forensix[watermark] is installed; asked for without it is an error."""
+    from .watermarks import available
+
+    if asked and not available():
+        raise Fatal("--watermarks needs pip install 'forensix[watermark]' (the invisible-watermark library)")
+    return available() if asked is None else asked
+
+
+def _c2pa_trust(path: Path | None) -> str | None:
+    """The --c2pa-trust file's text, checked by c2pa-python before the scan starts."""
+    if path is None:
+        return None
+    from .metadata import check_c2pa_trust
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        check_c2pa_trust(text)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise Fatal(f"--c2pa-trust {path}: {getattr(e, 'strerror', None) or e}") from None
+    return text
+
+
 def _show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
@@ -380,6 +403,20 @@ def scan(
     workers: WorkersOpt = None,
     threshold: ThresholdOpt = None,
     metadata: Annotated[bool, typer.Option(help="Read EXIF/XMP/PNG-text/C2PA notes.")] = True,
+    watermarks: Annotated[
+        bool | None,
+        typer.Option(
+            "--watermarks/--no-watermarks",
+            help="Read Stable Diffusion's invisible watermarks (forensix[watermark]; default: on when installed).",
+        ),
+    ] = None,
+    c2pa_trust: Annotated[
+        Path | None,
+        typer.Option(
+            "--c2pa-trust",
+            help="Trust anchors (PEM) or a c2pa settings file (JSON): Content Credentials they sign are Trusted.",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Skip inputs already in --out and append to it.")] = False,
     max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, in pixels (decompression bombs).")] = (
         DEFAULT_MAX_PIXELS
@@ -452,6 +489,8 @@ def scan(
         if html is not None and out_path is None:
             raise Fatal("--html makes its page from the report file: add --out FILE")
         spec = _scan_spec(paths or [], from_list or [], from_list0 or [], Path(spool))
+        read_marks = _watermarks(watermarks)
+        trust = _c2pa_trust(c2pa_trust)
         localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
         attributor = _load_attributor(attributor_spec, device, precision)
         detector = load_detector(
@@ -482,6 +521,8 @@ def scan(
             max_pixels=max_pixels,
             decode_timeout=decode_timeout,
             metadata=metadata,
+            watermarks=read_marks,
+            c2pa_trust=trust,
             masks_dir=masks_dir,
             masks_all=masks_all,
             gpu_decode=gpu_decode,

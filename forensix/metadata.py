@@ -12,8 +12,10 @@ Metadata.fields holds only what was found:
                 Software, Comment, ...), generation_parameters (bool), generator (A1111, ComfyUI, ...), other_keys
   xmp           creator_tool, digital_source_type (IPTC URI) and digital_source_type_name, credit, creator;
                 or error when the packet was rejected (DOCTYPE/ENTITY) or too large
-  c2pa          present (bool), validation_state, validation_status (codes), claim_generator, title, issuer,
-                digital_source_type(_name); error when a manifest store could not be read. Only with c2pa-python.
+  c2pa          present (bool), validation_state (Trusted / Valid / Invalid, against the trust given),
+                validation_status (failure codes), claim_generator, title, issuer, signer, digital_source_type(_name),
+                generated_by_ai / edited_with_ai (when the active manifest's actions say so); error when a
+                manifest store could not be read. Only with c2pa-python.
   jpeg_quality  IJG quality 1-100 whose luminance table is nearest the file's
   decoder_warnings  what the decoder warned of while reading the file (corrupt EXIF, a malformed MPO, an
                 invalid APNG, a TIFF tag past the end of the file), distinct messages, at most 20
@@ -139,14 +141,18 @@ class Metadata:
     notes: str  # a short human sentence, '' when nothing notable
 
 
-def read_metadata(data: bytes, image: Image.Image | None = None, decoder_warnings: Sequence[str] = ()) -> Metadata:
+def read_metadata(
+    data: bytes, image: Image.Image | None = None, decoder_warnings: Sequence[str] = (), c2pa_trust: str | None = None
+) -> Metadata:
     """Provenance fields and a one-line note for one image file; never raises.
 
     data is the file's bytes; image the same file already opened and loaded by Pillow (before orientation
     or mode conversion), so text chunks, image.info and quantization tables come without decoding again.
     Without it the file is opened here, and readers that need it are skipped if that fails.
     decoder_warnings are what decoding the file warned of (forensix.imaging.file_warnings): a damaged
-    file is a fact about it, kept in the fields and the notes.
+    file is a fact about it, kept in the fields and the notes. c2pa_trust is what a Content Credential
+    is validated against (:func:`c2pa_trust_settings`: PEM trust anchors, or a c2pa settings file's
+    text); without it no signer is trusted, and a sound manifest is at best Valid.
     """
     fields: dict[str, Any] = {}
     if decoder_warnings:
@@ -160,7 +166,8 @@ def read_metadata(data: bytes, image: Image.Image | None = None, decoder_warning
                 image = _guarded(_open_image, data)
             fmt = (image.format if image is not None else None) or _sniff_format(data)
             for key, reader in READERS:
-                value = _guarded(reader, data, image)
+                # the one reader with a setting of its own
+                value = _guarded(reader, data, image, c2pa_trust) if key == "c2pa" else _guarded(reader, data, image)
                 if value:
                     fields[key] = value
             notes = _guarded(_notes, fields, fmt) or ""
@@ -483,7 +490,7 @@ def _source_type_fields(value: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- C2PA
 
 
-def _read_c2pa(data: bytes, image: Image.Image | None) -> dict[str, Any]:
+def _read_c2pa(data: bytes, image: Image.Image | None, trust: str | None = None) -> dict[str, Any]:
     fmt = image.format if image is not None else None
     mime = MIME_TYPES.get(fmt or "") or MIME_TYPES.get(_sniff_format(data) or "")
     if not C2PA_AVAILABLE or mime is None:  # no library, or not an image format that can carry a manifest
@@ -493,7 +500,7 @@ def _read_c2pa(data: bytes, image: Image.Image | None) -> dict[str, Any]:
     if b"c2pa" not in data:
         return {"present": False}
     try:
-        with c2pa.Reader(mime, io.BytesIO(data), context=_c2pa_context(os.getpid())) as reader:
+        with c2pa.Reader(mime, io.BytesIO(data), context=_c2pa_context(os.getpid(), trust)) as reader:
             store = json.loads(reader.json())
     except (c2pa.C2paError.ManifestNotFound, c2pa.C2paError.NotSupported):
         return {"present": False}
@@ -502,12 +509,40 @@ def _read_c2pa(data: bytes, image: Image.Image | None) -> dict[str, Any]:
     return _c2pa_fields(store if isinstance(store, dict) else {})
 
 
+def c2pa_trust_settings(trust: str | None) -> dict[str, Any]:
+    """The c2pa settings a manifest is validated with: PEM trust anchors (the C2PA trust list, or a
+    CA of your own), or a c2pa settings file's JSON (its ``trust`` and ``verify`` sections); never a
+    remote manifest fetched. ValueError for text that is neither."""
+    settings: dict[str, Any] = {}
+    if trust is not None and trust.lstrip().startswith("{"):
+        try:
+            settings = json.loads(trust)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not a c2pa settings file: {e}") from None
+        if not isinstance(settings, dict) or not isinstance(settings.get("trust"), dict):
+            raise ValueError("a c2pa settings file needs a 'trust' section (trust_anchors, allowed_list, trust_config)")
+    elif trust is not None:
+        if "-----BEGIN CERTIFICATE-----" not in trust:
+            raise ValueError("neither PEM certificates (-----BEGIN CERTIFICATE-----) nor a c2pa settings file (JSON)")
+        settings = {"trust": {"trust_anchors": trust}}
+    verify = settings.get("verify") if isinstance(settings.get("verify"), dict) else {}
+    return {**settings, "verify": {**verify, "verify_trust": True, "remote_manifest_fetch": False}}
+
+
+def check_c2pa_trust(trust: str) -> None:
+    """ValueError unless c2pa-python takes these trust settings (checked once, before a scan starts)."""
+    if not C2PA_AVAILABLE:
+        raise ValueError("C2PA trust needs c2pa-python: pip install 'forensix[provenance]'")
+    try:
+        c2pa.Context(c2pa.Settings.from_dict(c2pa_trust_settings(trust)))
+    except c2pa.C2paError as e:
+        raise ValueError(f"c2pa-python refuses these trust settings: {_one_line(str(e))[:200]}") from None
+
+
 @functools.cache
-def _c2pa_context(pid: int) -> Any:
-    """One reader context per process (DataLoader workers are forked); never fetch remote manifests."""
-    settings = c2pa.Settings()
-    settings.set("verify.remote_manifest_fetch", "false")
-    return c2pa.Context(settings)
+def _c2pa_context(pid: int, trust: str | None) -> Any:
+    """One reader context per process (DataLoader workers are forked) and trust setting."""
+    return c2pa.Context(c2pa.Settings.from_dict(c2pa_trust_settings(trust)))
 
 
 def _c2pa_fields(store: dict[str, Any]) -> dict[str, Any]:
@@ -525,11 +560,23 @@ def _c2pa_fields(store: dict[str, Any]) -> dict[str, Any]:
         found["claim_generator"] = generator
     if isinstance(manifest.get("title"), str):
         found["title"] = _one_line(manifest["title"])
-    if isinstance(issuer := _as_dict(manifest.get("signature_info")).get("issuer"), str):
+    signature = _as_dict(manifest.get("signature_info"))
+    if isinstance(issuer := signature.get("issuer"), str):
         found["issuer"] = _one_line(issuer)
-    if source_type := _c2pa_source_type(manifest):
-        found.update(_source_type_fields(source_type))
+    if isinstance(signer := signature.get("common_name"), str):
+        found["signer"] = _one_line(signer)
+    types = _c2pa_source_types(manifest)
+    if types:
+        found.update(_source_type_fields(types[0][1]))
+    if any(created and _is_generative(t) for created, t in types):
+        found["generated_by_ai"] = True  # the active manifest's c2pa.created action says so
+    if any(not created and _is_generative(t) for created, t in types):
+        found["edited_with_ai"] = True  # another action (c2pa.edited, c2pa.placed...) used a generative tool
     return found
+
+
+def _is_generative(uri: str) -> bool:
+    return uri.rstrip("/").rsplit("/", 1)[-1] in GENERATIVE_SOURCE_TYPES
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -545,8 +592,8 @@ def _claim_generator(manifest: dict[str, Any]) -> str:
     return _one_line(" ".join(str(p) for p in parts if isinstance(p, str | int | float) and str(p)))
 
 
-def _c2pa_source_type(manifest: dict[str, Any]) -> str:
-    """digitalSourceType of the c2pa.actions assertion: the c2pa.created action's first, else any action's."""
+def _c2pa_source_types(manifest: dict[str, Any]) -> list[tuple[bool, str]]:
+    """(is the c2pa.created action, digitalSourceType) of the c2pa.actions assertions' actions: created first."""
     assertions = manifest.get("assertions")
     found: list[tuple[bool, str]] = []
     for assertion in assertions[:100] if isinstance(assertions, list) else []:
@@ -559,7 +606,7 @@ def _c2pa_source_type(manifest: dict[str, Any]) -> str:
             if isinstance(action.get("digitalSourceType"), str):
                 found.append((action.get("action") == "c2pa.created", action["digitalSourceType"]))
     found.sort(key=lambda item: not item[0])  # stable: created first, then in manifest order
-    return found[0][1] if found else ""
+    return found
 
 
 # --------------------------------------------------------------------------------------- JPEG quality
@@ -601,7 +648,7 @@ def _notes(fields: dict[str, Any], fmt: str | None) -> str:
     if exif.get("generation_parameters"):
         generative.append(_generation_note(exif.get("generator"), "EXIF UserComment"))
     if credentials.get("present"):
-        ai = credentials.get("digital_source_type_name") in GENERATIVE_SOURCE_TYPES
+        ai = credentials.get("digital_source_type_name") in GENERATIVE_SOURCE_TYPES or credentials.get("edited_with_ai")
         (generative if ai else other).append(_c2pa_note(credentials))
     elif credentials.get("error"):
         other.append("C2PA data unreadable")
@@ -636,6 +683,8 @@ def _c2pa_note(credentials: dict[str, Any]) -> str:
     details = [credentials["validation_state"].lower()] if credentials.get("validation_state") else []
     if credentials.get("digital_source_type_name"):
         details.append(credentials["digital_source_type_name"])
+    if credentials.get("edited_with_ai"):
+        details.append("edited with an AI tool")
     note = "C2PA manifest" + (f" ({'; '.join(details)})" if details else "")
     if credentials.get("claim_generator"):
         note += f", generator: {credentials['claim_generator'][:60]}"

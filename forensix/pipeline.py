@@ -77,6 +77,8 @@ class ScanOptions:
     limits: Limits = field(default_factory=Limits)
     max_pixels: int = DEFAULT_MAX_PIXELS
     metadata: bool = True
+    watermarks: bool = False  # read invisible generator watermarks (forensix[watermark]; forensix.watermarks)
+    c2pa_trust: str | None = None  # PEM trust anchors or c2pa settings JSON: Content Credentials can be Trusted
     prefetch: int = 4  # blocks in flight per worker
     masks_dir: Path | None = None  # where mask files go (needs a localizer)
     masks_all: bool = False  # masks for every image, not only those judged fake
@@ -191,6 +193,8 @@ def start_row(record: Record) -> dict[str, Any]:
     row["notes"] = record.notes
     if record.metadata is not None:
         row["metadata"] = record.metadata
+    if record.watermark is not None:
+        row["watermark"] = record.watermark
     return row
 
 
@@ -280,6 +284,8 @@ class Scanner:
             lookup=lookup,
             done=self.done.reported if self.done is not None else None,
             device_jpegs=o.gpu_decode and self._device_decodes(),
+            watermarks=o.watermarks,
+            c2pa_trust=o.c2pa_trust,
             decode_timeout=o.decode_timeout,
         )
 
@@ -457,6 +463,8 @@ class Scanner:
             batch_size=o.batch_size,
             limits={**asdict(o.limits), "max_pixels": o.max_pixels, "decode_timeout": o.decode_timeout},
             metadata=o.metadata,
+            watermarks=o.watermarks,
+            c2pa_trust=None if o.c2pa_trust is None else hashlib.sha256(o.c2pa_trust.encode()).hexdigest(),
             gpu_decode=o.gpu_decode,
             cache=None if self.cache is None else {"path": str(self.cache.path), "model_key": self.cache_key},
             resumed_from_rows=len(self.done) if self.done is not None else 0,

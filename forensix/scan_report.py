@@ -15,6 +15,7 @@ and promises:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -192,10 +193,14 @@ def check_resumable(
         raise ReportError(f"{path} was written with {before}, not {now}; {how} to resume it, or use a new --out")
     if recorded is None:
         return
-    was = {**recorded.get("limits", {}), "metadata": recorded.get("metadata")}
+    # What the sidecar recorded (an older forensix's records fewer settings: those are not checked).
+    was = {
+        **recorded.get("limits", {}),
+        **{k: recorded[k] for k in ("metadata", "watermarks", "c2pa_trust") if k in recorded},
+    }
     for name, now in _row_settings(options).items():
         before = was.get(name)
-        if before is not None and before != now:
+        if name in was and (before is not None or name == "c2pa_trust") and before != now:
             raise ReportError(
                 f"{path} was written with {_option(name, before)}, not {_option(name, now)}; "
                 f"pass {_option(name, before)} to resume it, or use a new --out"
@@ -211,13 +216,17 @@ def _row_settings(options: ScanOptions) -> dict[str, Any]:
         "max_archive_bytes": limits.max_archive_bytes,
         "max_ratio": limits.max_ratio,
         "metadata": options.metadata,
+        "watermarks": options.watermarks,
+        "c2pa_trust": None if options.c2pa_trust is None else hashlib.sha256(options.c2pa_trust.encode()).hexdigest(),
     }
 
 
 def _option(name: str, value: Any) -> str:
     """A setting as the command-line option that gives it."""
-    if name == "metadata":
-        return "--metadata" if value else "--no-metadata"
+    if name in ("metadata", "watermarks"):
+        return f"--{name}" if value else f"--no-{name}"
+    if name == "c2pa_trust":
+        return "no --c2pa-trust" if value is None else f"the --c2pa-trust file of sha256 {value[:12]}"
     return f"--{name.replace('_', '-')} {value}"
 
 

@@ -40,6 +40,7 @@ class Row:
     # Present only when filled in (the notes were read, the mask files written).
     metadata: dict[str, Any] | None = field(default=None, metadata=JSON_ONLY)
     mask_map: str | None = field(default=None, metadata=JSON_ONLY)
+    watermark: dict[str, Any] | None = field(default=None, metadata=JSON_ONLY)  # forensix.watermarks
     # Filled in by the report writers, for a name whose text in the report is not the name itself
     # (not UTF-8, or backslashes doubled): its exact bytes, base64 (report.name_text).
     path_bytes: str | None = field(default=None, metadata=JSON_ONLY)

@@ -542,7 +542,7 @@ def test_names_that_are_not_utf8_reach_the_report_and_a_resume_skips_them(tiny_w
     root = odd_names(tmp_path, [b"a.png", b"back\\slash.png", b"bad\xff\xfe.png"])
     latin1_tar(root / "z.tar")
     out = tmp_path / f"report.{fmt}"
-    result = scan(root, "--weights", tiny_weights, "--out", out, "--workers", "0")
+    result = scan(root, "--weights", tiny_weights, "--out", out, "--workers", "0", "--no-watermarks")
     assert result.exit_code == 0, result.output
     complete = out.read_bytes()
     rows = read_rows(complete.decode("utf-8"), fmt)  # UTF-8 text, whatever the names
@@ -563,7 +563,7 @@ def test_names_that_are_not_utf8_reach_the_report_and_a_resume_skips_them(tiny_w
             ["member_bytes", "metadata"],
         ]
     out.write_bytes(cut_after(complete, fmt, 3))  # killed while writing the tar member's row
-    result = scan(root, "--weights", tiny_weights, "--out", out, "--resume", "--workers", "0")
+    result = scan(root, "--weights", tiny_weights, "--out", out, "--resume", "--workers", "0", "--no-watermarks")
     assert result.exit_code == 0, result.output
     assert "3 already in the report" in result.stderr  # the row of bad\xff\xfe.png matched its file
     assert read_rows(out.read_bytes().decode("utf-8"), fmt) == rows

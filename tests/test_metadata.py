@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from forensix import metadata
-from forensix.metadata import Metadata, read_metadata
+from forensix.metadata import Metadata, c2pa_trust_settings, read_metadata
 
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 A1111 = (
@@ -416,8 +416,14 @@ def test_c2pa_absent_manifest():
 
 
 @pytest.fixture(scope="module")
-def c2pa_signer_info():
-    """A throwaway CA and signing certificate (C2PA refuses self-signed end-entity certificates)."""
+def c2pa_signer_info(c2pa_test_ca):
+    return c2pa_test_ca[0]
+
+
+@pytest.fixture(scope="module")
+def c2pa_test_ca():
+    """A throwaway CA and signing certificate (C2PA refuses self-signed end-entity certificates):
+    the signer's info, and the CA's certificate as PEM (a trust anchor)."""
     c2pa = pytest.importorskip("c2pa")
     pytest.importorskip("cryptography")
     from cryptography import x509
@@ -458,10 +464,11 @@ def c2pa_signer_info():
     )
     chain = leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain, pem, None)
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain, pem, None), ca_pem
 
 
-def c2pa_sign(signer_info, data: bytes, mime: str) -> bytes:
+def c2pa_sign(signer_info, data: bytes, mime: str, actions: list | None = None) -> bytes:
     import c2pa
 
     manifest = {
@@ -470,7 +477,7 @@ def c2pa_sign(signer_info, data: bytes, mime: str) -> bytes:
         "assertions": [
             {
                 "label": "c2pa.actions",
-                "data": {"actions": [{"action": "c2pa.created", "digitalSourceType": TRAINED}]},
+                "data": {"actions": actions or [{"action": "c2pa.created", "digitalSourceType": TRAINED}]},
             }
         ],
     }
@@ -491,8 +498,10 @@ def test_c2pa_signed_manifest(c2pa_signer_info, fmt, mime):
         "claim_generator": "forensix-test 1.0",
         "title": "generated.jpg",
         "issuer": "forensix tests",
+        "signer": "forensix test signer",
         "digital_source_type": TRAINED,
         "digital_source_type_name": "trainedAlgorithmicMedia",
+        "generated_by_ai": True,
     }
     assert meta.notes.startswith("C2PA manifest (valid; trainedAlgorithmicMedia), generator: forensix-test 1.0")
 
@@ -503,3 +512,86 @@ def test_c2pa_tampered_pixels_are_invalid(c2pa_signer_info):
     credentials = read_metadata(bytes(signed)).fields["c2pa"]
     assert credentials["present"] is True and credentials["validation_state"] == "Invalid"
     assert "assertion.dataHash.mismatch" in credentials["validation_status"]
+
+
+COMPOSITE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+CAPTURE = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+
+
+def test_c2pa_is_trusted_only_against_its_anchors_and_invalid_once_the_pixels_change(c2pa_test_ca):
+    info, ca_pem = c2pa_test_ca
+    signed = c2pa_sign(info, encode(noise(), "JPEG", quality=90), "image/jpeg")
+    untrusted = read_metadata(signed).fields["c2pa"]
+    trusted = read_metadata(signed, c2pa_trust=ca_pem).fields["c2pa"]
+    assert untrusted["validation_state"] == "Valid" and untrusted["validation_status"] == [
+        "signingCredential.untrusted"
+    ]
+    assert trusted["validation_state"] == "Trusted" and "validation_status" not in trusted
+    assert trusted["generated_by_ai"] is True and "edited_with_ai" not in trusted
+    assert read_metadata(signed, c2pa_trust=ca_pem).notes.startswith("C2PA manifest (trusted; trainedAlgorithmicMedia)")
+    # the same anchors as a c2pa settings file
+    settings = json.dumps({"trust": {"trust_anchors": ca_pem}, "verify": {"remote_manifest_fetch": True}})
+    assert read_metadata(signed, c2pa_trust=settings).fields["c2pa"]["validation_state"] == "Trusted"
+    assert c2pa_trust_settings(settings)["verify"]["remote_manifest_fetch"] is False  # never fetched, whatever it says
+    tampered = bytearray(signed)
+    tampered[-100] ^= 0xFF
+    changed = read_metadata(bytes(tampered), c2pa_trust=ca_pem).fields["c2pa"]
+    assert changed["validation_state"] == "Invalid" and "assertion.dataHash.mismatch" in changed["validation_status"]
+
+
+def test_c2pa_says_when_an_ai_tool_edited_a_capture(c2pa_signer_info):
+    actions = [
+        {"action": "c2pa.created", "digitalSourceType": CAPTURE},
+        {"action": "c2pa.edited", "digitalSourceType": COMPOSITE},
+    ]
+    meta = read_metadata(c2pa_sign(c2pa_signer_info, encode(noise(), "PNG"), "image/png", actions))
+    credentials = meta.fields["c2pa"]
+    assert credentials["digital_source_type_name"] == "digitalCapture" and credentials["edited_with_ai"] is True
+    assert "generated_by_ai" not in credentials
+    assert meta.notes.startswith(
+        "C2PA manifest (valid; digitalCapture; edited with an AI tool)"
+    )  # a generative signal: first
+
+
+def test_c2pa_trust_text_is_checked():
+    for bad, message in (
+        ("hello", "neither PEM"),
+        ("{", "not a c2pa settings file"),
+        ('{"verify": {}}', "'trust' section"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            c2pa_trust_settings(bad)
+    assert c2pa_trust_settings(None) == {"verify": {"verify_trust": True, "remote_manifest_fetch": False}}
+
+
+def test_scan_c2pa_trust_makes_the_rows_trusted_and_resume_holds_to_it(
+    c2pa_test_ca, small_input_weights, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from forensix.cli import app
+
+    monkeypatch.setenv("FORENSIX_HOME", str(tmp_path / "home"))
+    info, ca_pem = c2pa_test_ca
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"{i}.jpg").write_bytes(c2pa_sign(info, encode(noise(i), "JPEG"), "image/jpeg"))
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_text(ca_pem)
+    out = tmp_path / "r.jsonl"
+    base = ["scan", str(folder), "--weights", str(small_input_weights), "--workers", "0", "--out", str(out)]
+    runner = CliRunner()
+    result = runner.invoke(app, [*base, "--c2pa-trust", str(anchors)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["metadata"]["c2pa"]["validation_state"] for r in rows] == ["Trusted", "Trusted"]
+    meta = json.loads((tmp_path / "r.jsonl.meta.json").read_text())
+    assert len(meta["c2pa_trust"]) == 64  # the anchors' sha256, not the anchors
+    out.write_text(out.read_text().splitlines()[0] + "\n")
+    refused = runner.invoke(app, [*base, "--resume"])
+    assert refused.exit_code == 2 and "not no --c2pa-trust" in refused.stderr, refused.output
+    assert runner.invoke(app, [*base, "--resume", "--c2pa-trust", str(anchors)]).exit_code == 0
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    bad = runner.invoke(app, [*base, "--c2pa-trust", str(tmp_path / "bad.pem")])
+    assert bad.exit_code == 2 and "neither PEM certificates" in bad.stderr

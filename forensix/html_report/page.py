@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..metadata import GENERATION_KEYS
+from ..watermarks import watermark_note
 from .views import Found, picture_name
 
 NOT_PROVENANCE = ("JPEG quality", "decoder warning")  # notes that say nothing of where an image came from
@@ -53,7 +54,7 @@ def page_rows(rows: Sequence[dict[str, Any]], found: Found) -> list[dict[str, An
 def _page_row(i: int, row: dict[str, Any], found: Found) -> dict[str, Any]:
     path, member = _text(row.get("path")), _text(row.get("member"))
     sha256 = _text(row.get("sha256"))
-    provenance = provenance_fields(row.get("metadata"), _text(row.get("notes")))
+    provenance = provenance_fields(row.get("metadata"), _text(row.get("notes")), row.get("watermark"))
     out: dict[str, Any] = {
         "i": i,
         "path": path,
@@ -83,12 +84,14 @@ def _page_row(i: int, row: dict[str, Any], found: Found) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k in KEPT or not (v is None or v is False or v == "" or v == [])}
 
 
-def provenance_fields(metadata: Any, notes: str) -> list[tuple[str, str]]:
-    """(label, text) pairs a person reads: C2PA, generation parameters, XMP, EXIF camera and software,
-    JPEG quality. A CSV report has no metadata: its notes then stand for them."""
+def provenance_fields(metadata: Any, notes: str, watermark: Any = None) -> list[tuple[str, str]]:
+    """(label, text) pairs a person reads: an invisible watermark, C2PA, generation parameters, XMP,
+    EXIF camera and software, JPEG quality. A CSV report has no metadata: its notes then stand for them."""
     if not isinstance(metadata, dict):
         return [("Notes", notes)] if notes else []
     fields: list[tuple[str, Any]] = []
+    if isinstance(watermark, dict) and watermark.get("found"):
+        fields.append(("Invisible watermark", watermark_note(watermark).removeprefix("invisible watermark: ")))
     c2pa, text, exif = (_dict(metadata.get(k)) for k in ("c2pa", "png_text", "exif"))
     xmp = _dict(metadata.get("xmp"))
     if c2pa.get("present"):

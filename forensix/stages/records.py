@@ -23,13 +23,14 @@ import torch
 from PIL import Image
 
 from ..gpu_decode import is_complete_jpeg
-from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, file_warnings, open_image, preprocess
+from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, decode_image, file_warnings, open_image, preprocess, to_rgb
 from ..inputs import READ_ERRORS, NotAnImage
 from ..limits import DEFAULT_DECODE_TIMEOUT
 from ..metadata import read_metadata
 from ..models.config import PreprocessConfig
 from ..text import one_line
 from ..timeouts import TimeLimit, hard_timeout
+from ..watermarks import read_watermark, watermark_note
 from ..workers import worker_time_limit
 
 IMAGE = "image"  # the main model's input (the detector's, or the model being trained)
@@ -75,6 +76,7 @@ class Record:
     format: str = ""
     notes: str = ""
     metadata: dict[str, Any] | None = None  # only when notes were read
+    watermark: dict[str, Any] | None = None  # only when watermarks were read (forensix.watermarks)
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     raw: bytes | None = None
     jpeg: bytes | None = None
@@ -104,7 +106,9 @@ class RecordBuilder:
     ``done(path, member, sha256, repeats)`` says whether an input is certainly already reported (it is
     then skipped, undecoded; an input it is unsure of is prepared, and the scan decides);
     ``lookup(sha256)`` may give a cached logit, and then nothing is decoded; ``device_jpegs`` leaves
-    complete JPEGs undecoded in ``jpeg`` (only the header and notes are read).
+    complete JPEGs undecoded in ``jpeg`` (only the header and notes are read). ``watermarks`` reads
+    invisible watermarks from the decoded pixels into ``watermark`` and the notes: every image is
+    then decoded here, cached or not.
     ``decode_timeout`` is each entry's budget in seconds once its bytes are read: header, decoding, notes,
     transform and preprocessing (0: none).
     """
@@ -119,6 +123,8 @@ class RecordBuilder:
     lookup: Callable[[str], float | None] | None = None
     done: Callable[[str, str, str, int], bool] | None = None
     device_jpegs: bool = False
+    watermarks: bool = False
+    c2pa_trust: str | None = None  # the notes' C2PA trust anchors or settings (forensix.metadata.c2pa_trust_settings)
     decode_timeout: float = DEFAULT_DECODE_TIMEOUT
 
     @property
@@ -143,10 +149,11 @@ class RecordBuilder:
             # file_warnings: what decoding warns of goes to the notes (decode_image keeps it), the rest
             # about this file (a notes reader's, a transform's) to no stderr
             with worker_time_limit(self.hard_timeout), TimeLimit(self.decode_timeout), file_warnings(None):
-                if self.lookup is not None and (logit := self.lookup(record.sha256)) is not None:
-                    record.logit = logit
+                if self.lookup is not None:
+                    record.logit = self.lookup(record.sha256)
+                if record.logit is not None and not self.watermarks:
                     self._header(data, record)
-                elif self.device_jpegs and not self.extra and is_complete_jpeg(data):
+                elif self.device_jpegs and not self.extra and not self.watermarks and is_complete_jpeg(data):
                     record.jpeg = data
                     self._header(data, record)
                 else:
@@ -192,6 +199,10 @@ class RecordBuilder:
         decoded = decode_image(data, self.max_pixels)
         record.width, record.height, record.format = decoded.width, decoded.height, decoded.format
         self._notes(data, decoded.source, record, decoded.warnings)
+        if self.watermarks:
+            self._watermark(decoded.source, record)
+        if record.logit is not None:
+            return  # decoded for its watermark alone: the cache has its score
         image = self.transform(decoded.image, record) if self.transform is not None else decoded.image
         if self.cfg is not None:
             record.inputs[IMAGE] = preprocess(image, self.cfg)
@@ -202,7 +213,13 @@ class RecordBuilder:
         if self.keep_bytes:
             record.raw = data
 
+    def _watermark(self, stored: Image.Image, record: Record) -> None:
+        """The marks in the pixels as stored (before EXIF orientation: the pipelines mark those)."""
+        record.watermark = read_watermark(to_rgb(stored))
+        if note := watermark_note(record.watermark):
+            record.notes = f"{note}; {record.notes}" if record.notes else note
+
     def _notes(self, data: bytes, source: Image.Image, record: Record, warned: tuple[str, ...]) -> None:
         if self.metadata:
-            meta = read_metadata(data, source, warned)
+            meta = read_metadata(data, source, warned, self.c2pa_trust)
             record.notes, record.metadata = meta.notes, meta.fields
