@@ -110,7 +110,7 @@ def detection(count: int, rng: np.random.Generator) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--synthetic", type=int, default=3000)
+    parser.add_argument("--synthetic", type=int, default=2000)
     parser.add_argument("--photos", type=int, default=200)
     parser.add_argument("--marked", type=int, default=10, help="photos per mark and size")
     args = parser.parse_args()

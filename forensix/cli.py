@@ -486,8 +486,8 @@ def scan(
     from .scan_report import write_report
 
     with tempfile.TemporaryDirectory(prefix="forensix-") as spool, fatal_errors():
-        if html is not None and out_path is None:
-            raise Fatal("--html makes its page from the report file: add --out FILE")
+        if html is not None:
+            _check_page_path(html, out_path)
         spec = _scan_spec(paths or [], from_list or [], from_list0 or [], Path(spool))
         read_marks = _watermarks(watermarks)
         trust = _c2pa_trust(c2pa_trust)
@@ -533,7 +533,9 @@ def scan(
             err.print(f"no page written: the scan was interrupted (forensix report {out_path} --html {html} makes it)")
         raise typer.Exit(130)
     if html is not None:
-        _write_page(out_path, html, fmt, None, None, None, _workers(workers), max_pixels, decode_timeout)
+        with fatal_errors():
+            limits = Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio)
+            _write_page(out_path, html, fmt, None, None, None, _workers(workers), max_pixels, decode_timeout, limits)
     if fail_on_fake and summary.stats.fake:
         raise typer.Exit(1)
     if fail_on_fake and uncertain_fails and summary.stats.uncertain:
@@ -610,17 +612,33 @@ def report_command(
         int, typer.Option(min=0, help="Longest edge of the detail view's picture, px (0: none, the thumbnail).")
     ] = PREVIEW_SIZE,
     workers: WorkersOpt = None,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, in pixels (decompression bombs).")] = (
-        DEFAULT_MAX_PIXELS
-    ),
-    decode_timeout: DecodeTimeoutOpt = DEFAULT_DECODE_TIMEOUT,
+    max_pixels: Annotated[
+        int | None, typer.Option(min=1, help="Largest image, in pixels (default: the scan's, from its .meta.json).")
+    ] = None,
+    decode_timeout: Annotated[
+        float | None, typer.Option(min=0.0, help="Seconds to decode one image (default: the scan's). 0 = no limit.")
+    ] = None,
 ) -> None:
-    """A page of a report to look at: thumbnails, scores, notes, provenance, masks (see docs/report.md)."""
+    """A page of a report to look at: thumbnails, scores, notes, provenance, masks (see docs/report.md).
+
+    The input limits are the scan's, read from the report's .meta.json (else a scan's defaults).
+    """
     from .html_report.views import Thumbnails
 
     with fatal_errors():
         pictures = Thumbnails(thumb_size, preview_size)
-        _write_page(report, html, fmt, root, title, pictures, _workers(workers), max_pixels, decode_timeout)
+        _write_page(report, html, fmt, root, title, pictures, _workers(workers), max_pixels, decode_timeout, None)
+
+
+def _check_page_path(html: Path, report: Path | None) -> None:
+    """Before a scan: that --html can be written at its end (a page made from --out, beside it or elsewhere)."""
+    if report is None:
+        raise Fatal("--html makes its page from the report file: add --out FILE")
+    if html.resolve() == report.resolve():
+        raise Fatal(f"--html {html}: that is the report; the page needs a name of its own")
+    folder = html.resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise Fatal(f"--html {html}: cannot write in {folder}")
 
 
 def _write_page(
@@ -631,8 +649,9 @@ def _write_page(
     title: str | None,
     thumbnails: Thumbnails | None,
     workers: int,
-    max_pixels: int,
-    decode_timeout: float,
+    max_pixels: int | None,
+    decode_timeout: float | None,
+    limits: Limits | None,
 ) -> None:
     """The HTML report, and on stderr what it holds and which images it could not find again."""
     from .html_report import write_html
@@ -647,6 +666,7 @@ def _write_page(
         workers=workers,
         max_pixels=max_pixels,
         decode_timeout=decode_timeout,
+        limits=limits,
     )
     err.print(
         f"wrote {escape(str(page.page))} ({page.rows} rows, {page.pictures} with pictures in "

@@ -511,8 +511,8 @@ def _read_c2pa(data: bytes, image: Image.Image | None, trust: str | None = None)
 
 def c2pa_trust_settings(trust: str | None) -> dict[str, Any]:
     """The c2pa settings a manifest is validated with: PEM trust anchors (the C2PA trust list, or a
-    CA of your own), or a c2pa settings file's JSON (its ``trust`` and ``verify`` sections); never a
-    remote manifest fetched. ValueError for text that is neither."""
+    CA of your own), or a c2pa settings file's JSON (its ``trust`` and ``verify`` sections only);
+    never a network request (no remote manifest, no OCSP). ValueError for text that is neither."""
     settings: dict[str, Any] = {}
     if trust is not None and trust.lstrip().startswith("{"):
         try:
@@ -526,7 +526,8 @@ def c2pa_trust_settings(trust: str | None) -> dict[str, Any]:
             raise ValueError("neither PEM certificates (-----BEGIN CERTIFICATE-----) nor a c2pa settings file (JSON)")
         settings = {"trust": {"trust_anchors": trust}}
     verify = settings.get("verify") if isinstance(settings.get("verify"), dict) else {}
-    return {**settings, "verify": {**verify, "verify_trust": True, "remote_manifest_fetch": False}}
+    offline = {"verify_trust": True, "remote_manifest_fetch": False, "ocsp_fetch": False}
+    return {**({"trust": settings["trust"]} if "trust" in settings else {}), "verify": {**verify, **offline}}
 
 
 def check_c2pa_trust(trust: str) -> None:

@@ -36,7 +36,7 @@ METADATA_KEYS = (
     "kind",  # "detector" | "localizer" | "attributor"
     "model_name",
     "weights_sha256",  # of the weights file exported (not of the .onnx file)
-    "threshold",  # JSON number: verdict "fake" when the score >= threshold
+    "threshold",  # JSON number: verdict "fake" when the score >= threshold (see band_low below)
     "temperature",  # JSON number: score = sigmoid(logit / temperature) (1 unless calibrated)
     "preprocess",  # JSON: PreprocessConfig (mode, resize, crop, interpolation, mean, std)
     "config",  # JSON: the full ModelConfig
@@ -45,6 +45,10 @@ METADATA_KEYS = (
     "input",  # input name; float32 (B, 3, crop, crop)
     "output",  # output name; float32 (B,) logits or (B, S, S) mask logits
     "forensix_version",
+)
+# Written when there is one, and optional to read (files exported before it are complete without it).
+OPTIONAL_METADATA_KEYS = (
+    "band_low",  # JSON number: verdict "uncertain" for scores in [band_low, threshold) (forensix.verdicts)
 )
 
 

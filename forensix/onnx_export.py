@@ -69,7 +69,8 @@ def compared_quantity(kind: str, precision: str) -> str:
 
 
 def metadata(loaded: LoadedWeights, kind: str, precision: str) -> dict[str, str]:
-    """The metadata_props of an exported model (keys: forensix.onnx_backend.METADATA_KEYS)."""
+    """The metadata_props of an exported model (keys: forensix.onnx_backend.METADATA_KEYS, and
+    OPTIONAL_METADATA_KEYS when they apply)."""
     cfg = loaded.config
     return {
         "format": FORMAT_NAME,
@@ -86,6 +87,7 @@ def metadata(loaded: LoadedWeights, kind: str, precision: str) -> dict[str, str]
         "input": INPUT_NAME,
         "output": OUTPUT_NAMES[kind],
         "forensix_version": __version__,
+        **({} if cfg.band_low is None else {"band_low": json.dumps(float(cfg.band_low))}),
     }
 
 

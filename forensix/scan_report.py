@@ -189,7 +189,10 @@ def check_resumable(
         was = min(bands, key=lambda b: -1.0 if b is None else b)
         before = "no uncertain band" if was is None else f"the uncertain band [{was}, {detector.threshold})"
         now = "none" if detector.band_low is None else f"[{detector.band_low}, {detector.threshold})"
-        how = "give no --uncertain" if was is None else f"pass --uncertain {was},{detector.threshold}"
+        # --threshold alone drops any band (the weights' too); --uncertain sets one
+        how = f"pass --uncertain {was},{detector.threshold}"
+        if was is None:
+            how = f"pass --threshold {detector.threshold}"
         raise ReportError(f"{path} was written with {before}, not {now}; {how} to resume it, or use a new --out")
     if recorded is None:
         return

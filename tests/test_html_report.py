@@ -235,7 +235,7 @@ def test_the_page_escapes_every_string_and_allows_only_its_own_script_and_style(
     script = re.findall(r"<script>(.*?)</script>", html, re.S)[0]
     style = re.search(r"<style>(.*?)</style>", html, re.S).group(1)
     assert f"script-src {csp_hash(script)}" in csp and f"style-src {csp_hash(style)}" in csp
-    assert "default-src 'none'" in csp and "img-src 'self' data:" in csp and "http" not in csp
+    assert "default-src 'none'" in csp and "img-src 'self';" in csp and "http" not in csp
 
 
 def test_json_for_script_cannot_end_its_element_and_reads_back_the_same():
@@ -258,7 +258,7 @@ def test_provenance_fields_say_what_a_person_reads_first():
         ("C2PA", "Valid"),
         ("C2PA source type", "trainedAlgorithmicMedia"),
         ("C2PA generator", "Adobe Firefly"),
-        ("C2PA signer", "Adobe Inc."),
+        ("C2PA issuer", "Adobe Inc."),
         ("Generator", "A1111"),
         ("Generation parameters", A1111),
         ("XMP source type", "compositeWithTrainedAlgorithmicMedia"),
@@ -342,3 +342,61 @@ def test_the_summary_shows_the_uncertain_band():
     assert summary.verdicts == [("fake", 1), ("uncertain", 1), ("real", 1)] and summary.bands == [(0.3, 0.6)]
     h = histogram(rows, summary.thresholds, summary.bands)
     assert h.bands == [(192.0, 192.0)] and h.thresholds == [(384.0, 0.6)]
+
+
+def test_a_name_that_is_not_utf8_is_shown_escaped_and_its_picture_found(tmp_path, tiny_weights):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.fsdecode(b"bad\xff.png")
+    random_image(300, 200, seed=5).save(folder / name)
+    detector = load_detector(weights=tiny_weights)
+    for fmt in ("csv", "jsonl"):
+        report = tmp_path / f"r.{fmt}"
+        write_report([str(folder)], detector, report, workers=0)
+        page = write_html(report, tmp_path / f"{fmt}.html")
+        assert page.pictures == 1 and page.missing == []
+        (row,) = _page_data(page.page)
+        assert row["path"] == f"{folder}/bad\\xff.png" and row["group"] == str(folder)
+
+
+def test_the_page_never_overwrites_its_report(scanned, tmp_path):
+    for target in (scanned, Path(f"{scanned}.meta.json")):
+        before = target.read_bytes()
+        with pytest.raises(ValueError, match="that is the report"):
+            write_html(scanned, target)
+        assert target.read_bytes() == before
+    result = runner.invoke(app, ["report", str(scanned), "--html", str(scanned)])
+    assert result.exit_code == 2 and "that is the report" in result.stderr
+
+
+def test_scan_html_is_checked_before_the_scan(inputs, tiny_weights, tmp_path):
+    out = tmp_path / "r.jsonl"
+    base = ["scan", str(inputs), "--weights", str(tiny_weights), "--workers", "0", "--out", str(out)]
+    for html, message in ((out, "that is the report"), (tmp_path / "no" / "p.html", "cannot write in")):
+        result = runner.invoke(app, [*base, "--html", str(html)])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert "scanned" not in result.stderr  # refused before a single image
+
+
+def test_a_scored_row_whose_mask_failed_keeps_its_picture_and_a_row_without_sha256_says_why(scanned, tmp_path):
+    rows = read_rows(scanned)
+    fake = next(r for r in rows if r["verdict"] != "error")
+    unhashed = next(r for r in rows if r["verdict"] != "error" and r is not fake)
+    fake["error"] = "mask files not written: disk full"
+    unhashed["sha256"] = ""
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_html(edited, tmp_path / "p.html")
+    data = {(d["path"], d["member"]): d for d in _page_data(tmp_path / "p.html")}
+    assert data[(fake["path"], fake["member"])]["picture"] == fake["sha256"][:32]
+    assert data[(unhashed["path"], unhashed["member"])]["missing"] == "the report gives no sha256 to find it by"
+
+
+def test_pictures_of_other_sizes_are_made_again(scanned, tmp_path):
+    write_html(scanned, tmp_path / "p.html")
+    folder = tmp_path / "p_files"
+    big = next(folder.glob("thumb/*.jpg"))
+    assert max(Image.open(big).size) <= 256
+    write_html(scanned, tmp_path / "p.html", thumbnails=Thumbnails(thumb=64, preview=0))
+    assert all(max(Image.open(p).size) <= 64 for p in folder.glob("thumb/*.jpg")) and not list(folder.glob("preview/*"))
+    assert json.loads((folder / "sizes.json").read_text()) == {"thumb": 64, "preview": 0}

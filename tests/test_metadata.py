@@ -561,7 +561,14 @@ def test_c2pa_trust_text_is_checked():
     ):
         with pytest.raises(ValueError, match=message):
             c2pa_trust_settings(bad)
-    assert c2pa_trust_settings(None) == {"verify": {"verify_trust": True, "remote_manifest_fetch": False}}
+    offline = {"verify_trust": True, "remote_manifest_fetch": False, "ocsp_fetch": False}
+    assert c2pa_trust_settings(None) == {"verify": offline}
+    hostile = {
+        "trust": {"trust_anchors": "x"},
+        "verify": {"ocsp_fetch": True},
+        "core": {"allowed_network_hosts": ["*"]},
+    }
+    assert c2pa_trust_settings(json.dumps(hostile)) == {"trust": {"trust_anchors": "x"}, "verify": offline}
 
 
 def test_scan_c2pa_trust_makes_the_rows_trusted_and_resume_holds_to_it(

@@ -176,6 +176,15 @@ def test_a_calibrated_band_is_stored_loaded_scanned_and_evaluated(tree, tiny_wei
     assert mean["decided_acc"] == pytest.approx(record["decided_accuracy"]["value"])
     assert "uncertain band [" in (tmp_path / "ev" / "metrics.md").read_text()
 
+    # A report written without a band, resumed with these weights: --threshold (no band) resumes it.
+    plain_out = tmp_path / "plain.csv"
+    base = ["scan", str(tree), "--weights", str(out), "--workers", "0", "--out", str(plain_out)]
+    assert runner.invoke(app, [*base, "--threshold", str(cfg.threshold)]).exit_code == 0
+    refused = runner.invoke(app, [*base, "--resume"])
+    assert refused.exit_code == 2 and f"written with no uncertain band, not [{cfg.band_low}" in refused.stderr
+    assert f"pass --threshold {cfg.threshold} to resume it" in refused.stderr
+    assert runner.invoke(app, [*base, "--resume", "--threshold", str(cfg.threshold)]).exit_code == 0
+
     # Calibrating again without --target-fnr removes the band.
     again = tmp_path / "again.safetensors"
     assert runner.invoke(app, [*args, "--target-fpr", "0.0", "--out", str(again)]).exit_code == 0
@@ -205,3 +214,13 @@ def test_an_onnx_model_takes_its_band_from_a_sidecar(tree, tiny_weights, tmp_pat
     assert (again.threshold, again.band_low) == (c.threshold, c.band_low) and c.band_low < c.threshold
     shutil.copy(onnx, tmp_path / "copy.onnx")  # a sidecar belongs to its own file
     assert load_detector(weights=tmp_path / "copy.onnx").band_low is None
+    # exported with a band, the file says so in its own metadata too
+    banded = tmp_path / "banded.safetensors"
+    record = {**calibration_record(c, detector, load_dataset(tree)), "band_low": c.band_low}
+    store_calibration(load_detector(weights=tiny_weights), record, banded)
+    again_onnx = tmp_path / "banded.onnx"
+    assert runner.invoke(app, ["export-onnx", "--weights", str(banded), "--out", str(again_onnx)]).exit_code == 0
+    import onnx as onnx_lib
+
+    meta = {p.key: p.value for p in onnx_lib.load(str(again_onnx)).metadata_props}
+    assert json.loads(meta["band_low"]) == c.band_low and load_detector(weights=again_onnx).band_low == c.band_low

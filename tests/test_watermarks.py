@@ -96,6 +96,7 @@ def test_the_scan_reads_marks_into_the_row_and_its_notes(tmp_path, small_input_w
     marked(photo(512, 2), "sdxl").save(folder / "sdxl.png")
     photo(512, 1).save(folder / "clean.png")
     random_image(100, 100, seed=1).save(folder / "small.png")
+    marked(photo(512, 0), "sdxl").save(folder / "sdxl.jpg", quality=100)
     args = ["scan", str(folder), "--weights", str(small_input_weights), "--workers", "0"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -105,6 +106,7 @@ def test_the_scan_reads_marks_into_the_row_and_its_notes(tmp_path, small_input_w
     assert rows["sdxl.png"]["watermark"]["found"] == "Stable Diffusion XL"
     assert rows["clean.png"]["watermark"]["found"] is None and "watermark" not in rows["clean.png"]["notes"]
     assert rows["small.png"]["watermark"] == {"checked": False, "why": "smaller than 256×256 pixels"}
+    assert rows["sdxl.jpg"]["watermark"] == {"checked": False, "why": "JPEG: a lossy re-save removes the mark"}
 
     # From the prediction cache the scores come back undecoded, but the marks are still read.
     cached = [*args, "--use-cache", "--cache", str(tmp_path / "cache")]

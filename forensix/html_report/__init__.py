@@ -8,16 +8,19 @@ beside it. The two travel together (a USB stick) and the page loads nothing from
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ..files import replacing
 from ..imaging import DEFAULT_MAX_PIXELS
 from ..inputs import Limits
 from ..limits import DEFAULT_DECODE_TIMEOUT
 from ..report import read_rows
+from ..scan_report import META_SUFFIX
 from .page import files_url_of, page_rows, render, summarise
 from .views import Thumbnails, make_views
 
@@ -49,20 +52,31 @@ def write_html(
     thumbnails: Thumbnails | None = None,
     workers: int = 0,
     limits: Limits | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
+    max_pixels: int | None = None,
+    decode_timeout: float | None = None,
 ) -> PageSummary:
     """The page of ``report`` at ``out``, its pictures in :func:`pictures_folder`.
 
     A row's relative path is taken from ``root`` (default: the current folder, where a scan run
-    from here read it). ``workers`` decode in processes of their own, as a scan's do. The page is
+    from here read it). ``workers`` decode in processes of their own, as a scan's do. The input limits,
+    ``max_pixels`` and ``decode_timeout`` default to those the scan ran with (its ``.meta.json``), else
+    to a scan's defaults. The page is
     written whole (a page that was there stays until the new one replaces it); pictures a former
     run made are kept and not made again. Raises OSError or :class:`forensix.report.ReportError`
     when the report cannot be read.
     """
+    page = Path(out)
+    sidecar = Path(f"{os.fspath(report)}{META_SUFFIX}")
+    if page.resolve() in (Path(report).resolve(), sidecar.resolve()):
+        raise ValueError(f"--html {page}: that is the report (or its sidecar); the page needs a name of its own")
     rows = read_rows(report, fmt)
     thumbnails = thumbnails or Thumbnails()
-    page = Path(out)
+    scanned = _scan_settings(sidecar)
+    limits = limits or Limits(**{k: v for k, v in scanned.items() if k in LIMIT_FIELDS})
+    max_pixels = max_pixels if max_pixels is not None else scanned.get("max_pixels", DEFAULT_MAX_PIXELS)
+    decode_timeout = (
+        decode_timeout if decode_timeout is not None else scanned.get("decode_timeout", DEFAULT_DECODE_TIMEOUT)
+    )
     folder = pictures_folder(page)
     found = make_views(
         rows,
@@ -90,6 +104,18 @@ def write_html(
     missing = [(_name(r), r["missing"]) for r in shown if r.get("missing")]
     size = page.stat().st_size + sum(p.stat().st_size for p in folder.rglob("*.jpg"))
     return PageSummary(page, folder, len(shown), pictures, missing, size)
+
+
+LIMIT_FIELDS = {f.name for f in fields(Limits)}
+
+
+def _scan_settings(sidecar: Path) -> dict[str, Any]:
+    """The limits a scan recorded in its ``.meta.json`` (none when it has none, or is not readable)."""
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8")).get("limits")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in recorded.items() if isinstance(v, (int, float))} if isinstance(recorded, dict) else {}
 
 
 def _name(row: dict) -> str:

@@ -129,7 +129,7 @@
     link.href = fragment({ ...s, open: r.i });
     link.setAttribute("aria-label", r.verdict + ", " + scoreText(r.score) + ": " + name(r));
     const frame = el("div", "thumb");
-    frame.append(thumbnail(thumb(r.picture), r.error ? "unreadable" : r.missing));
+    frame.append(thumbnail(thumb(r.picture), r.verdict === "error" ? "unreadable" : r.missing));
     if (r.mask_picture) frame.append(el("span", "has-mask", "mask"));
     link.append(frame);
     item.append(link);
@@ -189,7 +189,11 @@
     if (r.mask_picture) $("detail-mask-img").src = preview(r.mask_picture);
     $("detail-mask").hidden = !r.mask_picture;
     $("detail-mask-figure").hidden = !r.mask_picture || $("detail-mask").getAttribute("aria-pressed") !== "true";
-    $("detail-missing").textContent = r.picture ? "" : r.error ? "unreadable: " + r.error : "no picture: " + (r.missing || "none made");
+    $("detail-missing").textContent = r.picture
+      ? ""
+      : r.verdict === "error"
+        ? "unreadable: " + r.error
+        : "no picture: " + (r.missing || "none made");
     const fields = [
       ["verdict", r.verdict],
       ["score, P(fake)", scoreText(r.score)],

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..metadata import GENERATION_KEYS
+from ..report import name_text, printable
 from ..watermarks import watermark_note
 from .views import Found, picture_name
 
@@ -52,7 +53,10 @@ def page_rows(rows: Sequence[dict[str, Any]], found: Found) -> list[dict[str, An
 
 
 def _page_row(i: int, row: dict[str, Any], found: Found) -> dict[str, Any]:
-    path, member = _text(row.get("path")), _text(row.get("member"))
+    # The names as the walk gave them find the pictures; the page shows them as the report writes them
+    # (a name that is not UTF-8 with its bytes escaped: forensix.report.name_text).
+    names = {key: row.get(key) if isinstance(row.get(key), str) else _text(row.get(key)) for key in ("path", "member")}
+    path, member = (name_text(names[key]) for key in ("path", "member"))
     sha256 = _text(row.get("sha256"))
     provenance = provenance_fields(row.get("metadata"), _text(row.get("notes")), row.get("watermark"))
     out: dict[str, Any] = {
@@ -76,9 +80,9 @@ def _page_row(i: int, row: dict[str, Any], found: Found) -> dict[str, Any]:
         "provenance": provenance,
         "has_provenance": has_provenance(provenance),
     }
-    if not out["error"]:
+    if out["verdict"] != "error":  # a scored row whose mask files failed still has its image
         out["picture"] = picture_name(sha256) if sha256 in found.pictures else None
-        out["missing"] = found.why_missing(path, member, sha256)
+        out["missing"] = found.why_missing(names["path"], names["member"], sha256)
         mask = found.masks.get(_text(row.get("mask")))
         out["mask_picture"] = picture_name(mask) if mask in found.pictures else None
     return {k: v for k, v in out.items() if k in KEPT or not (v is None or v is False or v == "" or v == [])}
@@ -95,11 +99,20 @@ def provenance_fields(metadata: Any, notes: str, watermark: Any = None) -> list[
     c2pa, text, exif = (_dict(metadata.get(k)) for k in ("c2pa", "png_text", "exif"))
     xmp = _dict(metadata.get("xmp"))
     if c2pa.get("present"):
+        declared = "AI-generated" if c2pa.get("generated_by_ai") else ""
+        if c2pa.get("edited_with_ai"):
+            declared = ", ".join(filter(None, (declared, "edited with an AI tool")))
         fields += [
             ("C2PA", c2pa.get("validation_state") or "present"),
+            ("C2PA declares", declared),
             ("C2PA source type", c2pa.get("digital_source_type_name")),
+            (
+                "C2PA failures",
+                ", ".join(c2pa["validation_status"]) if isinstance(c2pa.get("validation_status"), list) else None,
+            ),
             ("C2PA generator", c2pa.get("claim_generator")),
-            ("C2PA signer", c2pa.get("issuer")),
+            ("C2PA signer", c2pa.get("signer")),
+            ("C2PA issuer", c2pa.get("issuer")),
         ]
     elif c2pa.get("error"):
         fields.append(("C2PA", f"unreadable: {c2pa['error']}"))
@@ -139,7 +152,13 @@ def summarise(rows: Sequence[dict[str, Any]]) -> Summary:
         groups.setdefault(row["group"], Counter())[row["verdict"]] += 1
     largest = sorted(groups.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
     thresholds = sorted({row["threshold"] for row in rows if row.get("threshold") is not None})
-    bands = sorted({(row["band_low"], row["threshold"]) for row in rows if row.get("band_low") is not None})
+    bands = sorted(
+        {
+            (row["band_low"], row["threshold"])
+            for row in rows
+            if row.get("band_low") is not None and row.get("threshold") is not None
+        }
+    )
     return Summary(
         total=len(rows),
         verdicts=[(v, by_verdict[v]) for v in verdicts],
@@ -254,7 +273,7 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        text = value
+        text = printable(value)  # no lone surrogate reaches the page's UTF-8
     else:
         text = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
     return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 1] + "…"

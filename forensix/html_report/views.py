@@ -12,6 +12,7 @@ A row's mask overlay (a PNG the scan wrote) gets a thumbnail and a preview the s
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from ..stages.loader import LoaderOptions, prepared_blocks
 from ..stages.records import RecordBuilder
 
 THUMB, PREVIEW = "thumb", "preview"  # the two pictures of an image, and the folders they go in
+SIZES = "sizes.json"  # in the pictures folder: the sizes its pictures were made at
 JPEG_QUALITY = 85
 
 
@@ -74,6 +76,8 @@ class Found:
         """Why the row's image has no pictures ('' when it has them)."""
         if sha256 in self.pictures:
             return ""
+        if not sha256:
+            return "the report gives no sha256 to find it by"
         if error := self.errors.get((path, member)):
             return error
         if (path, member) in self.read:
@@ -127,8 +131,8 @@ def _wanted(rows: Sequence[dict[str, Any]], have: set[str], found: Found) -> dic
     wanted: dict[tuple[str, str], set[str]] = {}
     for row in rows:
         sha256 = row.get("sha256")
-        if row.get("error") or not isinstance(sha256, str) or not sha256:
-            continue
+        if row.get("verdict") == "error" or not isinstance(sha256, str) or not sha256:
+            continue  # nothing of an unreadable image is decoded again
         key = (row["path"], row["member"])
         if picture_name(sha256) in have:
             found.read.setdefault(key, set()).add(sha256)
@@ -179,7 +183,21 @@ def picture_name(sha256: str) -> str:
 
 
 def _pictures_in(folder: Path, thumbnails: Thumbnails) -> set[str]:
-    """The sha256s (their first 32 hex digits) whose pictures a former run already wrote: not made again."""
+    """The sha256s (their first 32 hex digits) whose pictures a former run already wrote at these sizes:
+    not made again. Pictures of other sizes are removed, to be made again (and the sizes recorded)."""
+    sizes = folder / SIZES
+    wanted = {THUMB: thumbnails.thumb, PREVIEW: thumbnails.preview}
+    try:
+        if json.loads(sizes.read_text(encoding="utf-8")) != wanted:
+            raise ValueError("other sizes")
+    except (OSError, ValueError):
+        for kind in (THUMB, PREVIEW):  # pictures of other sizes (or of unknown ones) go: none is mixed in
+            for old in (folder / kind).glob("*.jpg") if (folder / kind).is_dir() else ():
+                old.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        with replacing(sizes) as tmp:
+            tmp.write_text(json.dumps(wanted), encoding="utf-8")
+        return set()
     try:
         made = {p.stem for p in (folder / THUMB).iterdir() if p.suffix == ".jpg"}
         if thumbnails.preview:

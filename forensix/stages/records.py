@@ -30,7 +30,7 @@ from ..metadata import read_metadata
 from ..models.config import PreprocessConfig
 from ..text import one_line
 from ..timeouts import TimeLimit, hard_timeout
-from ..watermarks import read_watermark, watermark_note
+from ..watermarks import not_checked, not_read, read_watermark, watermark_note
 from ..workers import worker_time_limit
 
 IMAGE = "image"  # the main model's input (the detector's, or the model being trained)
@@ -107,8 +107,8 @@ class RecordBuilder:
     then skipped, undecoded; an input it is unsure of is prepared, and the scan decides);
     ``lookup(sha256)`` may give a cached logit, and then nothing is decoded; ``device_jpegs`` leaves
     complete JPEGs undecoded in ``jpeg`` (only the header and notes are read). ``watermarks`` reads
-    invisible watermarks from the decoded pixels into ``watermark`` and the notes: every image is
-    then decoded here, cached or not.
+    invisible watermarks from the decoded pixels into ``watermark`` and the notes: an image that can
+    hold one (no JPEG: forensix.watermarks.not_read) is then decoded here, cached or not.
     ``decode_timeout`` is each entry's budget in seconds once its bytes are read: header, decoding, notes,
     transform and preprocessing (0: none).
     """
@@ -151,11 +151,15 @@ class RecordBuilder:
             with worker_time_limit(self.hard_timeout), TimeLimit(self.decode_timeout), file_warnings(None):
                 if self.lookup is not None:
                     record.logit = self.lookup(record.sha256)
-                if record.logit is not None and not self.watermarks:
+                if record.logit is not None:
                     self._header(data, record)
-                elif self.device_jpegs and not self.extra and not self.watermarks and is_complete_jpeg(data):
+                    if self.watermarks and not self._skip_watermark(record):
+                        self._watermark(decode_image(data, self.max_pixels).source, record)  # decoded for it alone
+                elif self.device_jpegs and not self.extra and is_complete_jpeg(data):
                     record.jpeg = data
                     self._header(data, record)
+                    if self.watermarks:
+                        self._skip_watermark(record)
                 else:
                     self._decode(data, record)
         except DECODE_ERRORS as e:
@@ -199,10 +203,8 @@ class RecordBuilder:
         decoded = decode_image(data, self.max_pixels)
         record.width, record.height, record.format = decoded.width, decoded.height, decoded.format
         self._notes(data, decoded.source, record, decoded.warnings)
-        if self.watermarks:
+        if self.watermarks and not self._skip_watermark(record):
             self._watermark(decoded.source, record)
-        if record.logit is not None:
-            return  # decoded for its watermark alone: the cache has its score
         image = self.transform(decoded.image, record) if self.transform is not None else decoded.image
         if self.cfg is not None:
             record.inputs[IMAGE] = preprocess(image, self.cfg)
@@ -212,6 +214,13 @@ class RecordBuilder:
             record.inputs[name] = preprocess(image, cfg)
         if self.keep_bytes:
             record.raw = data
+
+    def _skip_watermark(self, record: Record) -> bool:
+        """Whether the record's image is not read for a mark (a JPEG, a size no mark is at), saying why."""
+        why = not_read(record.format, record.width, record.height)
+        if why:
+            record.watermark = not_checked(why)
+        return bool(why)
 
     def _watermark(self, stored: Image.Image, record: Record) -> None:
         """The marks in the pixels as stored (before EXIF orientation: the pipelines mark those)."""
