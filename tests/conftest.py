@@ -34,6 +34,15 @@ def tiny_official_file(tmp_path_factory, tiny_reference) -> Path:
     return path
 
 
+def labelled_tree(root: Path, per_class: int) -> Path:
+    """A UnivFD-layout dataset at ``root``: ``per_class`` images in 0_real and in 1_fake, each its own."""
+    for label, folder in enumerate(("0_real", "1_fake")):
+        (root / folder).mkdir(parents=True)
+        for i in range(per_class):
+            random_image(230, 240 + 8 * i, seed=10 * label + i).save(root / folder / f"{i}.png")
+    return root
+
+
 def assert_spread(scores, tolerance: float) -> None:
     """A comparison within ``tolerance`` means something only if the scores differ by far more."""
     spread = float(np.ptp(np.asarray(scores, dtype=np.float64)))

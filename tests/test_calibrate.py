@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
+from conftest import labelled_tree, random_image
 from typer.testing import CliRunner
 
 from forensix.calibrate import (
@@ -110,12 +110,7 @@ def test_temperature_recovers_an_overconfident_scale():
 
 @pytest.fixture
 def tree(tmp_path) -> Path:
-    root = tmp_path / "val"
-    for label, folder in enumerate(("0_real", "1_fake")):
-        (root / folder).mkdir(parents=True)
-        for i in range(4):
-            random_image(230, 240 + 8 * i, seed=10 * label + i).save(root / folder / f"{i}.png")
-    return root
+    return labelled_tree(tmp_path / "val", per_class=4)
 
 
 def test_calibrated_safetensors_is_what_scan_uses_by_default(tree, tiny_weights, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_image
+from conftest import labelled_tree
 from typer.testing import CliRunner
 
 from forensix.calibrate import band_low_for_fnr, calibrate, calibration_record, store_calibration
@@ -81,12 +81,7 @@ def test_calibrate_measures_the_band_on_the_calibration_data():
 
 @pytest.fixture
 def tree(tmp_path) -> Path:
-    root = tmp_path / "val"
-    for label, folder in enumerate(("0_real", "1_fake")):
-        (root / folder).mkdir(parents=True)
-        for i in range(6):
-            random_image(230, 240 + 8 * i, seed=10 * label + i).save(root / folder / f"{i}.png")
-    return root
+    return labelled_tree(tmp_path / "val", per_class=6)
 
 
 def scan_rows(*args: str) -> tuple[list[dict], object]:
