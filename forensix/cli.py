@@ -127,9 +127,10 @@ def _watermarks(asked: bool | None) -> bool:
     """--watermarks, else on when forensix[watermark] is installed; asked for without it is an error."""
     from .watermarks import available
 
-    if asked and not available():
+    installed = available()
+    if asked and not installed:
         raise Fatal("--watermarks needs pip install 'forensix[watermark]' (the invisible-watermark library)")
-    return available() if asked is None else asked
+    return installed if asked is None else asked
 
 
 def _c2pa_trust(path: Path | None) -> str | None:

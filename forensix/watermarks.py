@@ -114,7 +114,7 @@ def _libraries() -> tuple[Any, Any]:
 def block_bits(image: Image.Image) -> np.ndarray | None:
     """Each block's bit, in the library's order; None for an image under 256×256 pixels (not readable)."""
     cv2, pywt = _libraries()
-    rgb = np.asarray(image.convert("RGB"))
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     rows, cols = rgb.shape[:2]
     if rows * cols < MIN_PIXELS:
         return None

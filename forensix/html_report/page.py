@@ -55,7 +55,7 @@ def page_rows(rows: Sequence[dict[str, Any]], found: Found) -> list[dict[str, An
 def _page_row(i: int, row: dict[str, Any], found: Found) -> dict[str, Any]:
     # The names as the walk gave them find the pictures; the page shows them as the report writes them
     # (a name that is not UTF-8 with its bytes escaped: forensix.report.name_text).
-    names = {key: row.get(key) if isinstance(row.get(key), str) else _text(row.get(key)) for key in ("path", "member")}
+    names = {key: str(row.get(key) or "") for key in ("path", "member")}
     path, member = (name_text(names[key]) for key in ("path", "member"))
     sha256 = _text(row.get("sha256"))
     provenance = provenance_fields(row.get("metadata"), _text(row.get("notes")), row.get("watermark"))

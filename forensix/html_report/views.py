@@ -126,9 +126,9 @@ def make_views(
     return found
 
 
-def _wanted(rows: Sequence[dict[str, Any]], have: set[str], found: Found) -> dict[tuple[str, str], set[str]]:
-    """The sha256s each (path, member) must be read again for: rows with an image but no pictures yet."""
-    wanted: dict[tuple[str, str], set[str]] = {}
+def _wanted(rows: Sequence[dict[str, Any]], have: set[str], found: Found) -> dict[tuple[str, str], None]:
+    """The (path, member) to read again, in the report's order: rows with an image but no pictures yet."""
+    wanted: dict[tuple[str, str], None] = {}
     for row in rows:
         sha256 = row.get("sha256")
         if row.get("verdict") == "error" or not isinstance(sha256, str) or not sha256:
@@ -138,13 +138,13 @@ def _wanted(rows: Sequence[dict[str, Any]], have: set[str], found: Found) -> dic
             found.read.setdefault(key, set()).add(sha256)
             found.pictures.add(sha256)
         else:
-            wanted.setdefault(key, set()).add(sha256)
+            wanted[key] = None
     return wanted
 
 
 def _entries(
     rows: Sequence[dict[str, Any]],
-    wanted: dict[tuple[str, str], set[str]],
+    wanted: dict[tuple[str, str], None],
     root: str,
     limits: Limits,
     jobs: list[tuple[str, str]],
@@ -192,7 +192,7 @@ def _pictures_in(folder: Path, thumbnails: Thumbnails) -> set[str]:
             raise ValueError("other sizes")
     except (OSError, ValueError):
         for kind in (THUMB, PREVIEW):  # pictures of other sizes (or of unknown ones) go: none is mixed in
-            for old in (folder / kind).glob("*.jpg") if (folder / kind).is_dir() else ():
+            for old in (folder / kind).glob("*.jpg"):
                 old.unlink()
         folder.mkdir(parents=True, exist_ok=True)
         with replacing(sizes) as tmp:

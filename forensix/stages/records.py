@@ -151,15 +151,12 @@ class RecordBuilder:
             with worker_time_limit(self.hard_timeout), TimeLimit(self.decode_timeout), file_warnings(None):
                 if self.lookup is not None:
                     record.logit = self.lookup(record.sha256)
-                if record.logit is not None:
+                # The header alone: the score is cached, or the device decodes this JPEG.
+                if record.logit is not None or (self.device_jpegs and not self.extra and is_complete_jpeg(data)):
+                    if record.logit is None:
+                        record.jpeg = data
                     self._header(data, record)
-                    if self.watermarks and not self._skip_watermark(record):
-                        self._watermark(decode_image(data, self.max_pixels).source, record)  # decoded for it alone
-                elif self.device_jpegs and not self.extra and is_complete_jpeg(data):
-                    record.jpeg = data
-                    self._header(data, record)
-                    if self.watermarks:
-                        self._skip_watermark(record)
+                    self._marks(record, lambda: decode_image(data, self.max_pixels).source)  # decoded for them alone
                 else:
                     self._decode(data, record)
         except DECODE_ERRORS as e:
@@ -203,8 +200,7 @@ class RecordBuilder:
         decoded = decode_image(data, self.max_pixels)
         record.width, record.height, record.format = decoded.width, decoded.height, decoded.format
         self._notes(data, decoded.source, record, decoded.warnings)
-        if self.watermarks and not self._skip_watermark(record):
-            self._watermark(decoded.source, record)
+        self._marks(record, lambda: decoded.source)
         image = self.transform(decoded.image, record) if self.transform is not None else decoded.image
         if self.cfg is not None:
             record.inputs[IMAGE] = preprocess(image, self.cfg)
@@ -215,16 +211,15 @@ class RecordBuilder:
         if self.keep_bytes:
             record.raw = data
 
-    def _skip_watermark(self, record: Record) -> bool:
-        """Whether the record's image is not read for a mark (a JPEG, a size no mark is at), saying why."""
-        why = not_read(record.format, record.width, record.height)
-        if why:
+    def _marks(self, record: Record, stored: Callable[[], Image.Image]) -> None:
+        """With ``watermarks``: the marks in the pixels as stored (``stored()``: before EXIF orientation,
+        as the pipelines mark them), or why the image is not read for one (a JPEG, a size no mark is at)."""
+        if not self.watermarks:
+            return
+        if why := not_read(record.format, record.width, record.height):
             record.watermark = not_checked(why)
-        return bool(why)
-
-    def _watermark(self, stored: Image.Image, record: Record) -> None:
-        """The marks in the pixels as stored (before EXIF orientation: the pipelines mark those)."""
-        record.watermark = read_watermark(to_rgb(stored))
+            return
+        record.watermark = read_watermark(to_rgb(stored()))
         if note := watermark_note(record.watermark):
             record.notes = f"{note}; {record.notes}" if record.notes else note
 
