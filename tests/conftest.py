@@ -2,17 +2,22 @@ import io
 import os
 import signal
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from ray_hooks import CRASH_MARK  # noqa: E402
 from reference_deeclip import RefDeeCLIP  # noqa: E402
 from tiny_models import random_image, tiny_deeclip_file  # noqa: E402, F401 (random_image: for the tests)
+
+from forensix.inputs import InputSpec  # noqa: E402
 
 UNIVFD_HEAD = Path(__file__).parent / "data" / "univfd_fc_weights.pth"
 
@@ -136,3 +141,40 @@ def refused_jpeg(seed: int = 0) -> bytes:
     for k in range(len(data) // 2, len(data) // 2 + 40):
         data[k] = 0xFF if k % 7 == 0 else data[k] ^ 0x55
     return bytes(data)
+
+
+def png_bytes(image, **info: str) -> bytes:
+    text = PngImagePlugin.PngInfo()
+    for key, value in info.items():
+        text.add_text(key, value)
+    out = io.BytesIO()
+    image.save(out, "PNG", pnginfo=text)
+    return out.getvalue()
+
+
+def mixed_inputs(root: Path) -> InputSpec:
+    """At ``root``: a folder (a subfolder, JPEGs and PNGs, a truncated PNG, a text file, an empty file, a file that
+    crashes its decoder), a zip, a tar.gz and a path list naming a file again and one that is gone."""
+    photos = root / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for i in range(18):
+        image = random_image(40 + 9 * i, 30 + 7 * i, seed=i)
+        folder = photos / "sub" if i % 4 == 0 else photos
+        image.save(folder / f"{i:02d}.jpg", quality=85) if i % 2 else image.save(folder / f"{i:02d}.png")
+    (photos / "cut.png").write_bytes(png_bytes(random_image(64, 64, 99))[:200])
+    (photos / "notes.txt").write_text("not an image")
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "bomb.png").write_bytes(png_bytes(random_image(50, 50, 7), Comment=CRASH_MARK.decode()))
+    with zipfile.ZipFile(root / "set.zip", "w") as z:
+        for i in range(4):
+            z.writestr(f"z/{i}.png", png_bytes(random_image(33 + i, 47, seed=100 + i)))
+        z.writestr("z/readme.txt", "hello")
+    with tarfile.open(root / "set.tar.gz", "w:gz") as t:
+        for i in range(4):
+            data = png_bytes(random_image(51, 29 + i, seed=200 + i))
+            member = tarfile.TarInfo(f"t/{i}.png")
+            member.size = len(data)
+            t.addfile(member, io.BytesIO(data))
+    listed = root / "list.txt"
+    listed.write_text(f"{photos / '01.jpg'}\n{photos / 'gone.png'}\n{photos / '03.jpg'}\n")
+    return InputSpec.from_args([str(photos), str(root / "set.zip"), str(root / "set.tar.gz")], [str(listed)])

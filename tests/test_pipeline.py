@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_spread, decoder_crashing_on, random_image, refused_jpeg
+from conftest import assert_spread, decoder_crashing_on, mixed_inputs, random_image, refused_jpeg
 from PIL import Image
 from test_timeouts import LIMIT_TEXT, slow_jpeg
 
@@ -561,6 +561,34 @@ def test_an_image_that_crashes_its_decoder_is_an_error_row_and_the_scan_goes_on(
     assert [r["error"] for r in members] == [crashed["error"] if i == 7 else "" for i in range(12)]
     assert [r["sha256"] for r in members] == [r["sha256"] for r in plain]
     assert [r["score"] for r in members if r["member"] != "07.png"] == [pytest.approx(s, abs=1e-6) for _, s in others]
+
+
+@pytest.mark.slow
+def test_a_crash_with_mask_inputs_costs_only_its_image(tmp_path, detector, monkeypatch):
+    """Blocks that carry their files' bytes (kept for the mask files) and a worker that then crashes:
+    a block handed over in pieces through the result pipe was cut by the crash, leaving the scan
+    waiting forever for the rest. Blocks now travel in shared memory; the pipe carries a short note."""
+    import threading
+
+    from tiny_models import tiny_localizer_file
+
+    import forensix.stages.records as records
+    from forensix.localizer import load_localizer
+
+    folder = InputSpec.from_args([mixed_inputs(tmp_path).sources[0][1]])
+    bomb = (Path(folder.sources[0][1]) / "bomb.png").read_bytes()
+    monkeypatch.setattr(records, "decode_image", decoder_crashing_on(bomb, records.decode_image))
+    localizer = load_localizer(tiny_localizer_file(tmp_path / "loc.safetensors"), device="cpu")
+    options = ScanOptions(batch_size=4, workers=1, masks_dir=tmp_path / "masks", masks_all=True)
+    rows: list[dict] = []
+    scan = threading.Thread(target=lambda: rows.extend(Scanner(folder, detector, options, localizer=localizer)))
+    scan.daemon = True
+    scan.start()
+    scan.join(timeout=120)
+    assert not scan.is_alive(), "the scan is stuck on a block cut by the crash"
+    errors = {Path(r["path"]).name: r["error"] for r in rows if r["error"]}
+    assert errors.keys() == {"bomb.png", "cut.png"} and len(rows) == 20
+    assert errors["bomb.png"] == "cannot decode image: the process reading it was killed by SIGSEGV"
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -17,10 +17,6 @@ class Block:
     records: list[Record]
     inputs: dict[str, torch.Tensor]
 
-    def pin_memory(self) -> Block:
-        """The same block with its tensors in pinned memory (a DataLoader calls it with ``pin_memory``)."""
-        return Block(self.records, {name: t.pin_memory() for name, t in self.inputs.items()})
-
 
 def collate(records: list[Record]) -> Block:
     """Stack each named input over the records that have it; the records keep none (only the stack travels)."""

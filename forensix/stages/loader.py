@@ -23,10 +23,12 @@ that limit is stopped by this process and its record says it ran out of time.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..inputs import MemberSpool
@@ -57,6 +59,34 @@ class _Built(Dataset):
         return self.build(*numbered)
 
 
+@dataclass
+class _Handed:
+    """A block as a worker hands it over: its records pickled into a tensor, so that all its data goes
+    through shared memory and its message through the result pipe stays a few hundred bytes.
+
+    A message larger than the pipe's buffer is written in pieces by the worker's feeder thread, and
+    a worker that dies between two pieces (the next entry crashing its decoder) leaves the loader
+    waiting for the rest forever, holding the queue's lock. A message under ``PIPE_BUF`` is written
+    in one atomic write, whatever the records' notes and bytes weigh.
+    """
+
+    records: torch.Tensor  # uint8: the pickled list of records
+    inputs: dict[str, torch.Tensor]
+
+    @classmethod
+    def of(cls, records: list[Record]) -> _Handed:
+        block = collate(records)
+        data = bytearray(pickle.dumps(block.records, protocol=pickle.HIGHEST_PROTOCOL))
+        return cls(torch.frombuffer(data, dtype=torch.uint8), block.inputs)
+
+    def block(self) -> Block:
+        return Block(pickle.loads(self.records.numpy().tobytes()), self.inputs)
+
+    def pin_memory(self) -> _Handed:
+        """The inputs in pinned memory (a DataLoader calls it with ``pin_memory``)."""
+        return _Handed(self.records, {name: t.pin_memory() for name, t in self.inputs.items()})
+
+
 class _WalkFailed(Exception):
     """The walk itself raised (a bug: input errors are values); carried out of the loader, never taken for a death."""
 
@@ -70,7 +100,7 @@ class _Window:
     """
 
     def __init__(self, entries: Iterable[Entry], options: LoaderOptions) -> None:
-        self.stream = _blocks(entries, options.block_size, options.block_bytes)
+        self.stream = entry_blocks(entries, options.block_size, options.block_bytes)
         self.spool = MemberSpool()
         self.out: dict[int, Numbered] = {}  # by first index, in input order
         self.spooled: dict[int, str | None] = {}  # each block's spool file
@@ -112,7 +142,7 @@ class _Window:
         self.spool.close()
 
 
-def _blocks(entries: Iterable[Entry], size: int, block_bytes: int) -> Iterator[Numbered]:
+def entry_blocks(entries: Iterable[Entry], size: int, block_bytes: int) -> Iterator[Numbered]:
     """Consecutive detached entries, ``size`` a block, or fewer once they hold ``block_bytes`` of data."""
     block: Numbered = []
     held = 0
@@ -142,7 +172,8 @@ def prepared_blocks(
     try:
         while True:
             try:
-                for block in ordered_blocks(_loader(window, build, options), window.next):
+                handed = (h.block() for h in _loader(window, build, options))
+                for block in ordered_blocks(handed, window.next):
                     window.done(block)
                     yield block
                 if window.out:  # a block handed out never came back: never drop rows silently
@@ -158,7 +189,7 @@ def prepared_blocks(
             alone = window.restart()
             if alone is None:
                 return
-            block = collate([_build_alone(build, i, e) for i, e in alone])
+            block = collate([build_alone(build, i, e) for i, e in alone])
             window.done(block)
             yield block
     finally:
@@ -175,13 +206,13 @@ def _loader(window: _Window, build: RecordBuilder, options: LoaderOptions) -> Wo
         _Built(build),
         batch_sampler=window,
         num_workers=options.workers,
-        collate_fn=collate,
+        collate_fn=_Handed.of,
         pin_memory=options.pin_memory,
         **extra,
     )
 
 
-def _build_alone(build: RecordBuilder, index: int, entry: Entry) -> Record:
+def build_alone(build: RecordBuilder, index: int, entry: Entry) -> Record:
     """``build`` in a process of its own: if the entry crashes that process, or outlasts the hard time
     limit there, its crashed record."""
     try:
