@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .html_report.views import Thumbnails
     from .inputs import InputSpec
     from .localizer import Localizer
+    from .ray_engine import RayOptions
     from .scan_report import ScanSummary
 
 app = typer.Typer(help="Find AI-generated images: batch scanning with CLIP-based detectors.", no_args_is_help=True)
@@ -477,6 +478,28 @@ def scan(
         Path | None,
         typer.Option("--html", help="Also write the report as a page to look at, once the scan is done (needs --out)."),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local: this machine's workers; ray: a Ray cluster (RAY_ADDRESS, --ray-address, else a local Ray; "
+            "docs/scale.md)."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="--engine ray: the cluster to connect to (ray.init's address).")
+    ] = None,
+    actors: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="--engine ray: scoring actors, each with its own copy of the models (default: one per GPU)."
+        ),
+    ] = None,
+    gpus_per_actor: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="--engine ray: GPUs per scoring actor (0.5: two on a GPU; 0: CPU; default: 1 if it has GPUs)."
+        ),
+    ] = None,
 ) -> None:
     """Score every image and write one row per input image (see docs/scan.md)."""
     import tempfile
@@ -492,15 +515,20 @@ def scan(
         spec = _scan_spec(paths or [], from_list or [], from_list0 or [], Path(spool))
         read_marks = _watermarks(watermarks)
         trust = _c2pa_trust(c2pa_trust)
-        localizer = _load_localizer(localizer_spec, masks_dir, masks_all, device, precision)
-        attributor = _load_attributor(attributor_spec, device, precision)
+        ray = _ray_options(engine, ray_address, actors, gpus_per_actor, workers, device, precision, compile_model)
+        # On Ray the models run in the actors; here they are only read (what they are, for the rows), on the CPU.
+        here = device if ray is None else "cpu"
+        localizer = _load_localizer(
+            localizer_spec, masks_dir, masks_all, here, _precision_here(precision, ray, localizer_spec)
+        )
+        attributor = _load_attributor(attributor_spec, here, _precision_here(precision, ray, attributor_spec))
         detector = load_detector(
             model,
             weights=weights_file,
-            device=device,
-            precision=precision,
+            device=here,
+            precision=_precision_here(precision, ray, str(weights_file or model), backend),
             threshold=threshold,
-            compile=compile_model,
+            compile=compile_model and ray is None,
             backend=backend,
             band=_band(uncertain, threshold),
         )
@@ -527,6 +555,7 @@ def scan(
             masks_dir=masks_dir,
             masks_all=masks_all,
             gpu_decode=gpu_decode,
+            ray=ray,
         )
     _print_summary(summary)
     if summary.interrupted:
@@ -545,6 +574,41 @@ def scan(
     if fail_on_fake and summary.stats.errors:
         # A gate fails closed: an image that could not be scored was not shown to be real.
         raise typer.Exit(EXIT_UNSCORED)
+
+
+def _ray_options(
+    engine: str,
+    address: str | None,
+    actors: int | None,
+    gpus_per_actor: float | None,
+    workers: int | None,
+    device: str,
+    precision: str,
+    compile_model: bool,
+) -> RayOptions | None:
+    """--engine ray's options (--workers: its record-building tasks at once); None for the local engine."""
+    from .ray_engine import RayOptions
+
+    if engine not in ("local", "ray"):
+        raise Fatal(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local":
+        ray_only = (("--ray-address", address), ("--actors", actors), ("--gpus-per-actor", gpus_per_actor))
+        given = [name for name, v in ray_only if v is not None]
+        if given:
+            raise Fatal(f"{', '.join(given)}: for --engine ray")
+        return None
+    return RayOptions(address, actors, gpus_per_actor, workers or None, device, precision, compile_model)
+
+
+def _precision_here(precision: str, ray: RayOptions | None, spec: str | None, backend: str | None = None) -> str:
+    """The precision a model is opened at in this process: --precision, except for a torch model read
+    for a Ray scan, opened on the CPU at fp32 (its actors run it at --precision). An ONNX file's was fixed
+    at export: it is checked here."""
+    from .loading import is_onnx_file
+
+    if ray is None or spec is None or backend == "onnx" or is_onnx_file(spec):
+        return precision
+    return "fp32"
 
 
 def _utf8_stdout() -> IO[str]:

@@ -8,12 +8,14 @@ judge it (see :data:`METADATA_KEYS` and docs/onnx.md). Scanning needs only ``onn
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from . import weights as W
+from .files import replacing
 from .models.checkpoints import FORMAT_NAME, FORMAT_VERSION, CheckpointError
 from .models.config import ModelConfig
 from .runner import ModelInfo
@@ -143,9 +146,9 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, session: Any, input: str, output: str, device: torch.device, precision: str) -> None:
+    def __init__(self, session: Any, input: str, output: str, device: torch.device, precision: str, path: Path) -> None:
         self.session, self.input, self.output = session, input, output
-        self.device, self.precision = device, precision
+        self.device, self.precision, self.path = device, precision, path
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -154,6 +157,32 @@ class OnnxBackend:
     @staticmethod
     def out_of_memory(error: Exception) -> bool:
         return type(error).__module__.startswith("onnxruntime") and any(m in str(error) for m in OUT_OF_MEMORY_MESSAGES)
+
+    def packed(self) -> PackedOnnx:
+        """The model file's bytes and the session's names, to pickle and open again in another process (a Ray actor)."""
+        return PackedOnnx(self.path.read_bytes(), self.path.name, self.input, self.output, self.precision)
+
+
+@dataclass
+class PackedOnnx:
+    """An :class:`OnnxBackend`'s model file, picklable; opened from a copy in the machine's temporary folder."""
+
+    data: bytes
+    name: str
+    input: str
+    output: str
+    precision: str  # fixed at export
+
+    def open(self, device: str, precision: str = "fp32", compile: bool = False) -> OnnxBackend:
+        """A session on ``device`` (``precision`` and ``compile`` were checked where the file was first opened)."""
+        digest = hashlib.sha256(self.data).hexdigest()
+        path = Path(tempfile.gettempdir()) / f"forensix-onnx-{digest[:16]}" / self.name
+        if not path.is_file() or path.stat().st_size != len(self.data):
+            path.parent.mkdir(exist_ok=True)
+            with replacing(path) as tmp:
+                tmp.write_bytes(self.data)
+        session, used = open_session(path, device)
+        return OnnxBackend(session, self.input, self.output, used, self.precision, path)
 
 
 def open_onnx(path: str | Path, device: str = "auto", precision: str | None = None) -> tuple[OnnxBackend, ModelInfo]:
@@ -193,6 +222,6 @@ def open_onnx(path: str | Path, device: str = "auto", precision: str | None = No
         "exported_by": f"forensix {meta['forensix_version']}",
         "providers": session.get_providers(),
     }
-    backend = OnnxBackend(session, meta["input"], meta["output"], used, meta["precision"])
+    backend = OnnxBackend(session, meta["input"], meta["output"], used, meta["precision"], path)
     info = ModelInfo(config, meta["model_name"], meta["weights_sha256"], str(path), {**provenance, "onnx": onnx_info})
     return backend, info

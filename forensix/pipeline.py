@@ -22,6 +22,11 @@ Pillow as usual and the scan says why in ``notices``.
 With an attributor, the main process runs it on every scored batch and fills ``source`` and
 ``source_score``; workers prepare its input too when its preprocessing differs from the
 detector's (else the detector's batch serves both).
+
+With ``ray`` (:class:`~forensix.ray_engine.RayOptions`), the blocks are built by Ray tasks and
+scored by Ray actors, each running its copy of :class:`ScanModels` (:mod:`forensix.ray_engine`);
+they come back in input order with each image's :class:`ImageOutputs`, and this process makes
+the rows from them exactly as from its own batches (:meth:`Scanner._apply`).
 """
 
 from __future__ import annotations
@@ -47,19 +52,19 @@ from .inputs import InputItem, InputSpec, Limits, count_entries
 from .limits import DEFAULT_DECODE_TIMEOUT
 from .overlay import MaskFiles, write_mask_files
 from .provenance import provenance
+from .ray_engine import RayOptions
 from .schema import new_row
 from .stages.batches import Block
 from .stages.device_decode import decode_on_device
 from .stages.entries import input_entries
 from .stages.loader import LoaderOptions, prepared_blocks
-from .stages.records import IMAGE, SKIP_RESUMED, Record, RecordBuilder
+from .stages.records import ATTR, IMAGE, MASK, SKIP_RESUMED, Record, RecordBuilder
 from .stages.scoring import BatchQueue
 
 if TYPE_CHECKING:
     from .attributor import Attributor
     from .localizer import Localizer
 
-MASK, ATTR = "localizer", "attributor"  # the names of the localizer's and the attributor's inputs in a record
 PARITY_IMAGES = 8  # JPEGs scored both ways before the device decodes any (gpu_decode)
 PARITY_LOOK_AT = 1000  # inputs searched for them
 
@@ -85,6 +90,7 @@ class ScanOptions:
     mask_threads: int = 4  # threads re-decoding images and writing mask files
     gpu_decode: bool = False  # JPEGs decoded in batches on the model's device, not in the workers
     decode_timeout: float = DEFAULT_DECODE_TIMEOUT  # seconds per image to decode, read notes, preprocess (0 = none)
+    ray: RayOptions | None = None  # run the stages on a Ray cluster (forensix.ray_engine); None: here
 
 
 class ResumeIndex:
@@ -186,6 +192,12 @@ def _find(sorted_keys: np.ndarray, k: np.uint64) -> int:
     return i if i < len(sorted_keys) and sorted_keys[i] == k else -1
 
 
+def scan_entries(spec: InputSpec, limits: Limits, done: ResumeIndex | None = None) -> Iterator[InputItem]:
+    """A scan's entries in input order; resuming, each counted against the report's names (:meth:`ResumeIndex.walk`)."""
+    entries = input_entries(spec, limits)
+    return done.walk(entries) if done is not None else entries
+
+
 def start_row(record: Record) -> dict[str, Any]:
     """The row of a prepared record before it is scored: what reading and decoding found."""
     row = new_row(InputItem(record.path, record.member, record.error))
@@ -196,6 +208,61 @@ def start_row(record: Record) -> dict[str, Any]:
     if record.watermark is not None:
         row["watermark"] = record.watermark
     return row
+
+
+@dataclass
+class ImageOutputs:
+    """What a scan's models said of one image: the detector's raw logit, the attributor's class
+    probabilities, the localizer's probability map (only for an image that gets mask files)."""
+
+    logit: float
+    probabilities: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+def scores_of(raw: torch.Tensor, temperature: float) -> list[float]:
+    """P(fake) of raw float32 logits: the operations every scored row's score comes from."""
+    return torch.sigmoid(scale_logits(raw, temperature)).tolist()
+
+
+@dataclass
+class ScanModels:
+    """The models a scan runs on each batch of images, wherever it runs them: the scan's process, or a
+    Ray actor holding its own copy (:mod:`forensix.ray_engine`)."""
+
+    detector: Detector
+    localizer: Localizer | None = None
+    attributor: Attributor | None = None
+    masks_all: bool = False  # mask files for every image, not only those judged fake
+    batch_size: int = 16  # the localizer's batches
+
+    def run(
+        self,
+        batch: torch.Tensor,
+        attr_inputs: torch.Tensor | None = None,
+        mask_inputs: list[torch.Tensor] | None = None,
+    ) -> list[ImageOutputs]:
+        """Each image's outputs: the detector on ``batch``; the attributor on ``attr_inputs`` (its own
+        preprocessing) or ``batch``; the localizer on the ``mask_inputs`` of the images that get masks
+        (finite scores, judged fake unless ``masks_all``)."""
+        raw = self.detector.raw_logits(batch)
+        outputs = [ImageOutputs(v) for v in raw.tolist()]
+        if self.attributor is not None:
+            probabilities = self.attributor.probabilities(attr_inputs if attr_inputs is not None else batch)
+            for o, p in zip(outputs, probabilities):
+                o.probabilities = p
+        if self.localizer is not None and mask_inputs is not None:
+            threshold = self.detector.threshold
+            chosen = [
+                (o, x)
+                for o, x, score in zip(outputs, mask_inputs, scores_of(raw, self.detector.temperature))
+                if math.isfinite(score) and (self.masks_all or score >= threshold)
+            ]
+            for start in range(0, len(chosen), self.batch_size):
+                group = chosen[start : start + self.batch_size]
+                for (o, _), prob in zip(group, self.localizer.probabilities(torch.stack([x for _, x in group]))):
+                    o.mask = prob
+        return outputs
 
 
 @dataclass
@@ -254,11 +321,15 @@ class Scanner:
         self.options = options or ScanOptions()
         if (localizer is None) != (self.options.masks_dir is None):
             raise ValueError("a localizer and a masks folder go together (--localizer with --masks DIR)")
+        if self.options.ray is not None and (cache is not None or self.options.gpu_decode):
+            raise ValueError("--engine ray does not take --use-cache or --gpu-decode; scan with --engine local")
         self.done = done if done is not None and len(done) else None
         self._tally: ResumeTally | None = None  # resuming: the report's keys met so far (set by __iter__)
         self.stats = ScanStats()
         self.notices: list[str] = []  # things the user should know about how the scan ran
         self.gpu_parity: bool | None = None  # gpu_decode: the parity check's verdict; None until it has run
+        # What runs on each batch: here, or in Ray actors holding copies (options.ray: forensix.ray_engine)
+        self.models = ScanModels(detector, localizer, attributor, self.options.masks_all, self.options.batch_size)
         if self.options.gpu_decode and detector.device.type != "cuda":
             self.notices.append(
                 f"--gpu-decode with the model on {detector.device.type}: JPEGs are decoded in the main process, "
@@ -297,29 +368,24 @@ class Scanner:
         """
         o = self.options
         loader = LoaderOptions(o.batch_size, o.workers, o.prefetch, pin_memory=self.detector.device.type == "cuda")
-        entries = input_entries(self.spec, o.limits)
-        if self.done is not None:  # the walk counts the repeats of the report's names
-            entries = self.done.walk(entries)
+        entries = scan_entries(self.spec, o.limits, self.done)
         yield from prepared_blocks(entries, self._builder(), loader, self._worker_died)
 
-    def _worker_died(self) -> None:
-        self.stats.worker_deaths += 1
+    def _worker_died(self, times: int = 1) -> None:
+        self.stats.worker_deaths += times
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         size = self.options.batch_size
         pool = ThreadPoolExecutor(self.options.mask_threads, "forensix-mask") if self.localizer else None
+        # In input order; busy while its mask files are written. Scored here, or already on Ray.
         queue = BatchQueue(size, partial(self._score, pool), busy=_writing_masks)
         self._tally = self.done.tally() if self.done is not None else None
+        rows = self._rows_on_ray(queue, pool) if self.options.ray is not None else self._rows_here(queue)
         try:
-            for block in self.blocks():
-                if self.gpu_parity:
-                    d = self.detector
-                    decode_on_device(block, d.config.preprocess, d.device, self.options.max_pixels)
-                if self._tally is not None:
-                    self._drop_resumed(block)
-                yield from map(self._finish, queue.push(self._pending(block), block.inputs.get(IMAGE)))
-            yield from map(self._finish, queue.close())
+            for pending in rows:
+                yield self._finish(pending)
         finally:
+            rows.close()  # now, not when collected: a Ray scan disconnects from its cluster
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
             if self.stats.worker_deaths:
@@ -334,6 +400,37 @@ class Scanner:
                         f"{runner.name} ran out of GPU memory at batch {size}: it ran in pieces of "
                         f"{runner.max_batch} images (same scores; pass --batch-size {runner.max_batch} next time)"
                     )
+
+    def _rows_here(self, queue: BatchQueue[Pending]) -> Iterator[Pending]:
+        """The local engine: blocks from DataLoader workers, scored in this process in full model batches."""
+        for block in self.blocks():
+            if self.gpu_parity:
+                d = self.detector
+                decode_on_device(block, d.config.preprocess, d.device, self.options.max_pixels)
+            if self._tally is not None:
+                self._drop_resumed(block)
+            yield from queue.push(self._pending(block), block.inputs.get(IMAGE))
+        yield from queue.close()
+
+    def _rows_on_ray(self, queue: BatchQueue[Pending], pool: ThreadPoolExecutor | None) -> Iterator[Pending]:
+        """The Ray engine: blocks built and scored by Ray actors (:mod:`forensix.ray_engine`), rows made here."""
+        from .ray_engine import scored_blocks
+
+        o = self.options
+        assert o.ray is not None
+        entries = partial(scan_entries, self.spec, o.limits, self.done)
+        block_bytes = LoaderOptions().block_bytes
+        for scored in scored_blocks(
+            entries, self._builder(), self.models, o.ray, o.batch_size, block_bytes, self._worker_died
+        ):
+            block = scored.block
+            if self._tally is not None:
+                self._drop_resumed(block)
+            pending = [p for p, _ in self._pending(block)]
+            ready = [p for p in pending if p.record.index in scored.outputs]
+            self._apply(ready, [scored.outputs[p.record.index] for p in ready], pool)
+            yield from queue.push(((p, False) for p in pending), None)  # nothing left to score: order and masks
+        yield from queue.close()
 
     def _pending(self, block: Block) -> Iterator[tuple[Pending, bool]]:
         """The block's records that become rows, each with whether it waits for the detector; skips counted."""
@@ -373,18 +470,34 @@ class Scanner:
             block.inputs = {name: t[rows] for name, t in block.inputs.items() if rows.any()}
 
     def _score(self, pool: ThreadPoolExecutor | None, batch: torch.Tensor, scored: list[Pending]) -> None:
-        """Score one model batch (the images of ``scored``, in order); cache, attribute, start the masks."""
-        raw = self.detector.raw_logits(batch)
-        scores = torch.sigmoid(scale_logits(raw, self.detector.temperature)).tolist()
-        for p, score in zip(scored, scores):
+        """Score one model batch (the images of ``scored``, in order) here, then use what the models said."""
+        attr = torch.stack([p.inputs.pop(ATTR) for p in scored]) if self.attr_cfg is not None else None
+        masks = [p.inputs.pop(MASK) for p in scored] if self.localizer is not None else None
+        self._apply(scored, self.models.run(batch, attr, masks), pool)
+
+    def _apply(self, scored: list[Pending], outputs: list[ImageOutputs], pool: ThreadPoolExecutor | None) -> None:
+        """What the models said of each record of ``scored``: its score, its cache entry, its source, its mask job."""
+        raw = torch.tensor([o.logit for o in outputs], dtype=torch.float32)
+        for p, score in zip(scored, scores_of(raw, self.detector.temperature)):
             p.row["score"] = score
         if self.cache is not None:
             fresh = zip(scored, raw.tolist())
             self.cache.put_many([(p.row["sha256"], self.cache_key, CLEAN, v) for p, v in fresh if math.isfinite(v)])
-        if self.attributor is not None:
-            self._attribute(scored, batch)
+        if self.attributor is not None and scored:
+            probabilities = np.stack([o.probabilities for o in outputs])
+            for p, (source, prob) in zip(scored, self.attributor.top(probabilities)):
+                if math.isfinite(prob):
+                    p.row["source"], p.row["source_score"] = source, prob
+                elif not p.row["error"]:
+                    p.row["error"] = "the attributor returned a non-finite score (try --precision fp32)"
         if pool is not None:
-            self._start_masks(scored, pool)
+            assert self.options.masks_dir is not None
+            for p, o in zip(scored, outputs):
+                if o.mask is not None:
+                    p.mask_job = pool.submit(
+                        _write_masks, p.record.raw, o.mask, self.options.masks_dir, p.row, self.options.max_pixels
+                    )
+                p.record.raw = None
 
     def _cached_score(self, logit: float) -> float:
         """P(fake) from a cached raw logit, by the very operations that score a batch."""
@@ -413,41 +526,6 @@ class Scanner:
                 )
         return self.gpu_parity
 
-    def _attribute(self, scored: list[Pending], batch: torch.Tensor) -> None:
-        """Run the attributor on the records the detector just scored (its ``batch``, or their own inputs)."""
-        assert self.attributor is not None
-        inputs = torch.stack([p.inputs.pop(ATTR) for p in scored]) if self.attr_cfg is not None else batch
-        probabilities = self.attributor.probabilities(inputs)
-        for p, (source, prob) in zip(scored, self.attributor.top(probabilities)):
-            if math.isfinite(prob):
-                p.row["source"], p.row["source_score"] = source, prob
-            elif not p.row["error"]:
-                p.row["error"] = "the attributor returned a non-finite score (try --precision fp32)"
-
-    def _start_masks(self, scored: list[Pending], pool: ThreadPoolExecutor) -> None:
-        """Run the localizer on the scored records that get masks; write their files in ``pool``."""
-        assert self.localizer is not None and self.options.masks_dir is not None
-        threshold = self.detector.threshold
-        chosen = []
-        for p in scored:
-            score = p.row["score"]
-            if math.isfinite(score) and (self.options.masks_all or score >= threshold):
-                chosen.append(p)
-            else:
-                p.record.raw = None
-                p.inputs.pop(MASK, None)
-        if not chosen:
-            return
-        size = self.options.batch_size
-        for start in range(0, len(chosen), size):
-            group = chosen[start : start + size]
-            probs = self.localizer.probabilities(torch.stack([p.inputs.pop(MASK) for p in group]))
-            for p, prob in zip(group, probs):
-                p.mask_job = pool.submit(
-                    _write_masks, p.record.raw, prob, self.options.masks_dir, p.row, self.options.max_pixels
-                )
-                p.record.raw = None
-
     def count_entries(self) -> int | None:
         """How many entries the stream has, from a second walk that reads no file (a progress bar's
         total); None where a compressed tar would have to be decompressed again to tell."""
@@ -469,6 +547,16 @@ class Scanner:
             cache=None if self.cache is None else {"path": str(self.cache.path), "model_key": self.cache_key},
             resumed_from_rows=len(self.done) if self.done is not None else 0,
         )
+        if o.ray is not None:  # the models run in the actors: their device and precision, not this process's
+            found["engine"] = {"name": "ray", **asdict(o.ray)}
+            runners = (self.detector, self.localizer, self.attributor)
+            for record, runner in zip((found, found["localizer"], found["attributor"]), runners):
+                if record is not None and runner is not None:
+                    record["device"] = f"ray actors: {o.ray.device}"
+                    if runner.backend.name == "torch":  # an ONNX file runs at the precision it was exported in
+                        record["precision"] = o.ray.precision
+        else:
+            found["engine"] = {"name": "local", "workers": o.workers}
         if found["localizer"] is not None:
             found["localizer"]["masks_dir"] = str(o.masks_dir)
             found["localizer"]["masks_for"] = "all images" if o.masks_all else "images judged fake"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -80,3 +82,19 @@ class TorchBackend:
     @staticmethod
     def out_of_memory(error: Exception) -> bool:
         return isinstance(error, torch.OutOfMemoryError)
+
+    def packed(self) -> PackedTorch:
+        """The module and its settings, to pickle and open again in another process (a Ray actor)."""
+        module = self.module if self.device.type == "cpu" else copy.deepcopy(self.module).cpu()
+        return PackedTorch(module, self.memory_format == torch.channels_last)
+
+
+@dataclass
+class PackedTorch:
+    """A :class:`TorchBackend`'s module (on the CPU) and memory format, picklable."""
+
+    module: nn.Module
+    channels_last: bool
+
+    def open(self, device: str, precision: str, compile: bool = False) -> TorchBackend:
+        return TorchBackend(self.module, device, precision, channels_last=self.channels_last, compile=compile)

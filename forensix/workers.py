@@ -44,6 +44,28 @@ def init_worker(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+_disposable = False  # this process is a worker whose death its driver recovers from (see disposable_worker)
+
+
+def disposable_worker() -> None:
+    """Mark this process as a worker whose death costs nothing (a Ray task building records): its
+    builds get the hard time limit of a DataLoader worker's (:func:`worker_time_limit`)."""
+    global _disposable
+    torch.set_num_threads(1)
+    leave_interrupts_to_the_driver()
+    _disposable = True
+
+
+def leave_interrupts_to_the_driver() -> None:
+    """In a Ray worker: Ctrl-C is the driver's, which finishes the report. Ignored by a handler, not
+    ``SIG_IGN``: Ray, deferring SIGINT while it stores a task's output, calls the handler it found."""
+    signal.signal(signal.SIGINT, _ignored)
+
+
+def _ignored(signum: int, frame: object) -> None:
+    pass
+
+
 class WorkerLoader(DataLoader):
     """A DataLoader whose forked workers never collect the parent's objects (see the module's doc).
 
@@ -97,13 +119,14 @@ def worker_died(error: BaseException) -> bool:
 def worker_time_limit(seconds: float | None) -> Iterator[None]:
     """In a DataLoader worker, the process is killed (SIGPROF) if the body uses ``seconds`` of CPU time.
 
-    The loader sees a dead worker and recovers (forensix.stages.loader). Anywhere else, and with
+    The loader sees a dead worker and recovers (forensix.stages.loader); so does the Ray engine, in a
+    process marked by :func:`disposable_worker` (forensix.ray_engine). Anywhere else, and with
     ``seconds`` None, nothing is limited: only a worker's death costs nothing. The kernel's profiling
     timer ends the process whatever it runs, a decoder holding the GIL included, and costs a system
     call (a watchdog thread per image, as faulthandler's, cost 2 ms). CPU time, not wall-clock time:
     a worker waiting for a core is not charged for it, and a decoder stuck in C spins.
     """
-    if seconds is None or get_worker_info() is None:
+    if seconds is None or (get_worker_info() is None and not _disposable):
         yield
         return
     signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the default action: terminate
@@ -160,7 +183,9 @@ def run_alone(fn: Callable[..., T], *args: Any, timeout: float | None = None) ->
 
 
 def _send_result(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    global _disposable
     init_worker(0)
+    _disposable = False  # forked from a disposable worker: the parent's timeout stops this one
     faulthandler.disable()  # a crash here is the caller's to report, in one line, not a stack dump
     try:
         payload = pickle.dumps((True, fn(*args)))

@@ -34,6 +34,7 @@ from ..watermarks import not_checked, not_read, read_watermark, watermark_note
 from ..workers import worker_time_limit
 
 IMAGE = "image"  # the main model's input (the detector's, or the model being trained)
+MASK, ATTR = "localizer", "attributor"  # a scan's localizer's and attributor's inputs (when they differ from IMAGE)
 SKIP_NON_IMAGE = "non-image"
 SKIP_RESUMED = "resumed"
 DECODE_ERRORS = (DecodeError, ValueError, OSError)  # what decoding, transforming and preprocessing raise

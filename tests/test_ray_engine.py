@@ -1,0 +1,266 @@
+"""`--engine ray`: the scan's stages on a local Ray the tests start, against the local engine's rows.
+
+One Ray (2 CPUs: one scoring actor, one record-building task at a time) for the module; its workers
+run tests/ray_hooks.py, whose decoder crashes on a marked file as a decoder's bug would on a
+hostile one. The rows, the CLI and the options are in the default tier; the localizer and
+attributor, a killed actor, an interrupted scan resumed and the driver's memory in the slow one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import decoder_crashing_on, mixed_inputs, random_image
+from tiny_models import tiny_attributor_file, tiny_localizer_file
+from typer.testing import CliRunner
+
+import forensix
+from forensix.cli import app
+from forensix.inputs import InputSpec
+from forensix.pipeline import Scanner, ScanOptions
+from forensix.ray_engine import Plan, RayMissing, RayOptions, require_ray
+from forensix.report import read_rows
+from forensix.stages import records
+
+ray = pytest.importorskip("ray")
+TESTS = Path(__file__).parent
+CRASHED = "cannot decode image: the process reading it was killed by SIGSEGV"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        runtime_env={
+            "env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])},
+            "worker_process_setup_hook": "ray_hooks.crash_on_marked_files",
+        },
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> InputSpec:
+    return mixed_inputs(tmp_path_factory.mktemp("ray-inputs"))
+
+
+@pytest.fixture(scope="module")
+def detector(small_input_weights):
+    return forensix.load_detector(weights=small_input_weights, device="cpu")
+
+
+@pytest.fixture
+def crashing_here(monkeypatch, inputs):
+    """The local engine's workers crash on the marked file too (forked: they inherit the patch)."""
+    bomb = next(p for p in Path(inputs.sources[0][1]).iterdir() if p.name == "bomb.png").read_bytes()
+    monkeypatch.setattr(records, "decode_image", decoder_crashing_on(bomb, records.decode_image))
+
+
+def local_rows(inputs, detector, **kw) -> list[dict]:
+    return list(Scanner(inputs, detector, ScanOptions(workers=1, batch_size=4, **kw)))
+
+
+def ray_scan(inputs, detector, **kw) -> Scanner:
+    return Scanner(inputs, detector, ScanOptions(batch_size=4, ray=RayOptions(), **kw))
+
+
+NUMBERS = ("score", "source_score", "mask_fraction")
+
+
+def assert_same_rows(got: list[dict], want: list[dict], masks: tuple[Path, Path] | None = None) -> None:
+    """Row for row: every field equal, numbers to 1e-6, mask files by their name in their own folder."""
+    assert [(r["path"], r["member"]) for r in got] == [(r["path"], r["member"]) for r in want]
+    for a, b in zip(got, want):
+        for key in NUMBERS:
+            x, y = a.pop(key), b.pop(key)
+            assert (x is None) == (y is None) and (x is None or math.isclose(x, y, abs_tol=1e-6)), (key, a, b)
+        if masks is not None:
+            for key in ("mask", "mask_map"):
+                if a.get(key) and b.get(key):
+                    a[key], b[key] = (str(Path(r[key]).relative_to(d)) for r, d in ((a, masks[0]), (b, masks[1])))
+        assert a == b
+
+
+def test_rows_are_the_local_engines_over_folders_archives_lists_and_hostile_files(
+    local_ray, inputs, detector, crashing_here
+):
+    want = local_rows(inputs, detector)
+    scanner = ray_scan(inputs, detector)
+    got = list(scanner)
+    by_name = {Path(r["path"]).name + r["member"]: r for r in got}
+    assert by_name["bomb.png"]["error"] == CRASHED and by_name["bomb.png"]["sha256"]
+    assert by_name["gone.png"]["verdict"] == "error" and by_name["cut.png"]["verdict"] == "error"
+    members = {f"z/{i}.png" for i in range(4)} | {f"t/{i}.png" for i in range(4)}
+    assert {r["member"] for r in got if r["member"]} == members
+    scores = [r["score"] for r in got if r["score"] is not None]
+    assert len(scores) == len(got) - 3 and max(scores) - min(scores) > 0.01  # the tolerance means something
+    # skipped: notes.txt, empty.jpg, the zip's readme.txt
+    assert scanner.stats.worker_deaths == 1 and scanner.stats.skipped_non_images == 3
+    assert any("no row is lost" in n for n in scanner.notices)
+    assert_same_rows(got, want)
+
+
+@pytest.mark.slow
+def test_the_localizer_and_attributor_run_in_the_actors(local_ray, inputs, detector, tmp_path, crashing_here):
+    localizer = forensix.load_localizer(tiny_localizer_file(tmp_path / "loc.safetensors"), device="cpu")
+    attributor = forensix.load_attributor(tiny_attributor_file(tmp_path), device="cpu")
+    options = dict(masks_all=True, batch_size=4)
+    here, there = tmp_path / "masks-here", tmp_path / "masks-ray"
+    models = dict(localizer=localizer, attributor=attributor)
+    want = list(Scanner(inputs, detector, ScanOptions(workers=1, masks_dir=here, **options), **models))
+    scanner = Scanner(inputs, detector, ScanOptions(masks_dir=there, ray=RayOptions(), **options), **models)
+    got = list(scanner)
+    assert scanner.stats.masks == sum(1 for r in want if r["mask"]) > 20
+    assert {r["source"] for r in got if r["score"] is not None} <= {"real", "gen_a", "gen_b"}
+    for row in got:
+        if row["mask"]:
+            mine = Path(row["mask"])
+            assert mine.read_bytes() == (here / mine.relative_to(there)).read_bytes()
+    assert_same_rows(got, want, masks=(there, here))
+
+
+def score_actor_pids() -> set[int]:
+    """The scoring actors' processes (Ray names them by their class in their command line)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"MapBatches(_Score)" in (proc / "cmdline").read_bytes():
+                found.add(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_scoring_actor_costs_no_row(local_ray, inputs, detector, crashing_here):
+    want = local_rows(inputs, detector)
+    rows = iter(ray_scan(inputs, detector))
+    got = [next(rows)]  # the pipeline is running: blocks in flight in the actor
+    killed = score_actor_pids()
+    assert len(killed) == 1
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    got += list(rows)
+    assert score_actor_pids().isdisjoint(killed)
+    assert_same_rows(got, want)
+
+
+class StopAfter:
+    """A progress display that sends this process SIGINT (as Ctrl-C does) once ``rows`` rows are written."""
+
+    def __init__(self, stats, count, rows: int) -> None:
+        self.stats, self.rows = stats, rows
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def update(self) -> None:
+        if self.stats.images == self.rows:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the signal arrives here
+
+
+@pytest.mark.slow
+def test_an_interrupted_ray_scan_resumes_with_no_duplicate_or_gap(local_ray, inputs, detector, tmp_path, crashing_here):
+    out = tmp_path / "report.jsonl"
+    first = forensix.write_report(
+        inputs, detector, out, batch_size=4, ray=RayOptions(), progress=lambda s, c: StopAfter(s, c, 9)
+    )
+    assert first.interrupted and len(out.read_text().splitlines()) == 9
+    second = forensix.write_report(inputs, detector, out, resume=True, batch_size=4, ray=RayOptions())
+    assert not second.interrupted and second.previous_rows == 9 and second.stats.resumed == 9
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert_same_rows(got, local_rows(inputs, detector))
+
+
+def test_the_cli_scans_on_ray_and_its_options_are_checked(
+    local_ray, inputs, small_input_weights, tmp_path, home, crashing_here
+):
+    runner = CliRunner()
+    photos = inputs.sources[0][1]
+    out = tmp_path / "r.csv"
+    done = runner.invoke(app, ["scan", photos, "--weights", small_input_weights, "--engine", "ray", "--out", out])
+    assert done.exit_code == 0, done.output
+    local = runner.invoke(app, ["scan", photos, "--weights", small_input_weights, "--out", tmp_path / "l.csv"])
+    assert local.exit_code == 0
+    assert_same_rows(list(read_rows(out)), list(read_rows(tmp_path / "l.csv")))
+    meta = json.loads(Path(f"{out}.meta.json").read_text())
+    assert meta["engine"]["name"] == "ray" and meta["device"] == "ray actors: auto"
+    for args, says in [
+        (["--actors", "2"], "--actors: for --engine ray"),
+        (["--engine", "spark"], "--engine must be local or ray"),
+        (["--engine", "ray", "--use-cache"], "does not take --use-cache"),
+        (["--engine", "ray", "--actors", "2"], "2 scoring actors take 2"),
+        (["--engine", "ray", "--gpus-per-actor", "1"], "the Ray cluster has 0 GPUs"),
+    ]:
+        options = ["--weights", small_input_weights, "--out", tmp_path / "x.csv", *args]
+        refused = runner.invoke(app, ["scan", photos, *options])
+        assert refused.exit_code == 2 and says in refused.output, (args, refused.output)
+
+
+def test_the_plan_fits_the_cluster():
+    assert Plan.on({"CPU": 16, "GPU": 4}, RayOptions()) == Plan(4, 1.0, 12)
+    assert Plan.on({"CPU": 16, "GPU": 4}, RayOptions(gpus_per_actor=0.5)) == Plan(8, 0.5, 8)
+    assert Plan.on({"CPU": 8}, RayOptions()) == Plan(1, 0.0, 7)
+    assert Plan.on({"CPU": 8}, RayOptions(actors=3, build_tasks=2)) == Plan(3, 0.0, 2)
+    with pytest.raises(ValueError, match="--device cuda on Ray needs --gpus-per-actor"):
+        Plan.on({"CPU": 8}, RayOptions(device="cuda"))
+
+
+def test_without_ray_the_engine_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    with pytest.raises(RayMissing, match=r"pip install 'forensix\[ray\]'"):
+        require_ray()
+
+
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class MemoryAt:
+    """A progress display that notes this process's resident memory at ``marks`` rows written."""
+
+    def __init__(self, stats, count, marks: tuple[int, ...], seen: dict[int, int]) -> None:
+        self.stats, self.marks, self.seen = stats, marks, seen
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def update(self) -> None:
+        if self.stats.images in self.marks:
+            self.seen[self.stats.images] = rss_bytes()
+
+
+@pytest.mark.slow
+def test_the_drivers_memory_does_not_grow_with_the_inputs(local_ray, detector, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(10_000):
+        random_image(16, 16, seed=i).save(folder / f"{i:05d}.png")
+    seen: dict[int, int] = {}
+    summary = forensix.write_report(
+        [str(folder)],
+        detector,
+        tmp_path / "many.jsonl",
+        batch_size=64,
+        ray=RayOptions(),
+        progress=lambda s, c: MemoryAt(s, c, (2_000, 10_000), seen),
+    )
+    assert summary.rows == 10_000 and not summary.stats.errors
+    # 8,000 rows kept would be over 15 MB (a row's dict and strings: about 2 kB)
+    assert seen[10_000] - seen[2_000] < 8 << 20, seen
