@@ -38,7 +38,7 @@ import forensix  # noqa: E402
 from forensix.models.checkpoints import save_checkpoint  # noqa: E402
 from forensix.models.config import get_config  # noqa: E402
 from forensix.models.factory import create_model  # noqa: E402
-from forensix.ray_engine import RayOptions  # noqa: E402
+from forensix.ray_options import RayOptions  # noqa: E402
 from forensix.report import ReportWriter  # noqa: E402
 
 

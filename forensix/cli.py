@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .html_report.views import Thumbnails
     from .inputs import InputSpec
     from .localizer import Localizer
-    from .ray_engine import RayOptions
+    from .ray_options import RayOptions
     from .scan_report import ScanSummary
 
 app = typer.Typer(help="Find AI-generated images: batch scanning with CLIP-based detectors.", no_args_is_help=True)
@@ -587,7 +587,7 @@ def _ray_options(
     compile_model: bool,
 ) -> RayOptions | None:
     """--engine ray's options (--workers: its record-building tasks at once); None for the local engine."""
-    from .ray_engine import RayOptions
+    from .ray_options import RayOptions
 
     if engine not in ("local", "ray"):
         raise Fatal(f"--engine must be local or ray, got {engine!r}")

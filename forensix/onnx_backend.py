@@ -8,11 +8,9 @@ judge it (see :data:`METADATA_KEYS` and docs/onnx.md). Scanning needs only ``onn
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -24,7 +22,6 @@ import numpy as np
 import torch
 
 from . import weights as W
-from .files import replacing
 from .models.checkpoints import FORMAT_NAME, FORMAT_VERSION, CheckpointError
 from .models.config import ModelConfig
 from .runner import ModelInfo
@@ -95,15 +92,16 @@ def _cuda_index(device: str) -> int | None:
     return dev.index or 0
 
 
-def open_session(path: Path, device: str = "auto") -> tuple[Any, torch.device]:
+def open_session(path: Path, device: str = "auto", data: bytes | None = None) -> tuple[Any, torch.device]:
     """An onnxruntime session on CUDA when asked (or ``auto``) and usable, else on the CPU.
 
-    Asking for ``cuda`` where onnxruntime cannot use it falls back to the CPU with a one-line
-    notice on stderr; ``auto`` falls back silently. Unreadable files raise CheckpointError.
+    ``data``: the file's bytes, read already (``path`` then only names it). Asking for ``cuda``
+    where onnxruntime cannot use it falls back to the CPU with a one-line notice on stderr; ``auto``
+    falls back silently. Unreadable files raise CheckpointError.
     """
     ort = require("onnxruntime")
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     index = _cuda_index(device)
     providers: list[Any] = ["CPUExecutionProvider"]
@@ -112,7 +110,7 @@ def open_session(path: Path, device: str = "auto") -> tuple[Any, torch.device]:
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
     try:
         with _quiet_onnxruntime(ort):
-            session = ort.InferenceSession(str(path), providers=providers)
+            session = ort.InferenceSession(data if data is not None else str(path), providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable ONNX model ({first})") from None
@@ -160,29 +158,23 @@ class OnnxBackend:
 
     def packed(self) -> PackedOnnx:
         """The model file's bytes and the session's names, to pickle and open again in another process (a Ray actor)."""
-        return PackedOnnx(self.path.read_bytes(), self.path.name, self.input, self.output, self.precision)
+        return PackedOnnx(self.path.read_bytes(), self.path, self.input, self.output, self.precision)
 
 
 @dataclass
 class PackedOnnx:
-    """An :class:`OnnxBackend`'s model file, picklable; opened from a copy in the machine's temporary folder."""
+    """An :class:`OnnxBackend`'s model file, picklable: its bytes, opened as they are (no file written)."""
 
     data: bytes
-    name: str
+    path: Path  # where the driver read it (what errors name)
     input: str
     output: str
     precision: str  # fixed at export
 
     def open(self, device: str, precision: str = "fp32", compile: bool = False) -> OnnxBackend:
         """A session on ``device`` (``precision`` and ``compile`` were checked where the file was first opened)."""
-        digest = hashlib.sha256(self.data).hexdigest()
-        path = Path(tempfile.gettempdir()) / f"forensix-onnx-{digest[:16]}" / self.name
-        if not path.is_file() or path.stat().st_size != len(self.data):
-            path.parent.mkdir(exist_ok=True)
-            with replacing(path) as tmp:
-                tmp.write_bytes(self.data)
-        session, used = open_session(path, device)
-        return OnnxBackend(session, self.input, self.output, used, self.precision, path)
+        session, used = open_session(self.path, device, self.data)
+        return OnnxBackend(session, self.input, self.output, used, self.precision, self.path)
 
 
 def open_onnx(path: str | Path, device: str = "auto", precision: str | None = None) -> tuple[OnnxBackend, ModelInfo]:

@@ -23,7 +23,7 @@ With an attributor, the main process runs it on every scored batch and fills ``s
 ``source_score``; workers prepare its input too when its preprocessing differs from the
 detector's (else the detector's batch serves both).
 
-With ``ray`` (:class:`~forensix.ray_engine.RayOptions`), the blocks are built by Ray tasks and
+With ``ray`` (:class:`~forensix.ray_options.RayOptions`), the blocks are built by Ray tasks and
 scored by Ray actors, each running its copy of :class:`ScanModels` (:mod:`forensix.ray_engine`);
 they come back in input order with each image's :class:`ImageOutputs`, and this process makes
 the rows from them exactly as from its own batches (:meth:`Scanner._apply`).
@@ -52,7 +52,7 @@ from .inputs import InputItem, InputSpec, Limits, count_entries
 from .limits import DEFAULT_DECODE_TIMEOUT
 from .overlay import MaskFiles, write_mask_files
 from .provenance import provenance
-from .ray_engine import RayOptions
+from .ray_options import RayOptions, require_ray
 from .schema import new_row
 from .stages.batches import Block
 from .stages.device_decode import decode_on_device
@@ -323,6 +323,8 @@ class Scanner:
             raise ValueError("a localizer and a masks folder go together (--localizer with --masks DIR)")
         if self.options.ray is not None and (cache is not None or self.options.gpu_decode):
             raise ValueError("--engine ray does not take --use-cache or --gpu-decode; scan with --engine local")
+        if self.options.ray is not None:
+            require_ray()  # now, before a report is opened
         self.done = done if done is not None and len(done) else None
         self._tally: ResumeTally | None = None  # resuming: the report's keys met so far (set by __iter__)
         self.stats = ScanStats()
@@ -420,10 +422,15 @@ class Scanner:
         assert o.ray is not None
         entries = partial(scan_entries, self.spec, o.limits, self.done)
         block_bytes = LoaderOptions().block_bytes
+        expected = 0  # the next entry: Ray keeps the order, and this checks it keeps every block
         for scored in scored_blocks(
             entries, self._builder(), self.models, o.ray, o.batch_size, block_bytes, self._worker_died
         ):
             block = scored.block
+            if block.records[0].index != expected:
+                raise RuntimeError(f"the Ray scan lost its place: expected entry {expected}, got a block from "
+                                   f"{block.records[0].index}")  # fmt: skip
+            expected = block.records[-1].index + 1
             if self._tally is not None:
                 self._drop_resumed(block)
             pending = [p for p, _ in self._pending(block)]
@@ -478,7 +485,7 @@ class Scanner:
     def _apply(self, scored: list[Pending], outputs: list[ImageOutputs], pool: ThreadPoolExecutor | None) -> None:
         """What the models said of each record of ``scored``: its score, its cache entry, its source, its mask job."""
         raw = torch.tensor([o.logit for o in outputs], dtype=torch.float32)
-        for p, score in zip(scored, scores_of(raw, self.detector.temperature)):
+        for p, score in zip(scored, scores_of(raw, self.detector.temperature), strict=True):
             p.row["score"] = score
         if self.cache is not None:
             fresh = zip(scored, raw.tolist())
@@ -502,8 +509,7 @@ class Scanner:
     def _cached_score(self, logit: float) -> float:
         """P(fake) from a cached raw logit, by the very operations that score a batch."""
         self.stats.cached += 1
-        raw = torch.tensor([logit], dtype=torch.float32)
-        return float(torch.sigmoid(scale_logits(raw, self.detector.temperature)).item())
+        return scores_of(torch.tensor([logit], dtype=torch.float32), self.detector.temperature)[0]
 
     def _device_decodes(self) -> bool:
         """gpu_decode: the parity check on the first JPEGs, before any worker starts, picks the whole scan's decoder."""

@@ -29,15 +29,15 @@ The models travel once: the driver packs them (a torch module on the CPU, an ONN
 ``Backend.packed``) and puts them in the object store once; each actor gets them from its node's
 store and opens them on its device. Rows name the driver's model, weights sha256 and threshold.
 
-Ray is imported only here, and this module only when a scan asks for ``--engine ray``.
+Ray is imported only here, and this module only when a scan asks for ``--engine ray``; the options
+(:mod:`forensix.ray_options`) need no Ray.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
-import math
+import os
 import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,8 +45,11 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import IterableDataset
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from .ray_options import SCORE_CPUS, Plan, RayOptions, require_ray
 from .stages.batches import Block, collate
 from .stages.loader import Numbered, build_alone, entry_blocks
 from .stages.records import ATTR, IMAGE, MASK, Entry, RecordBuilder
@@ -55,60 +58,8 @@ from .workers import disposable_worker, leave_interrupts_to_the_driver
 if TYPE_CHECKING:
     from .runner import Runner
 
-SCORE_CPUS = 1.0  # each scoring actor's CPU: it feeds its device
 ONE_BLOCK_A_ROW = 1  # bytes: Ray Data's target block size, so each row (a forensix block) is a Ray block
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how a scan runs on Ray (``forensix scan --engine ray``)."""
-
-    address: str | None = None  # the cluster (ray.init's address); None: RAY_ADDRESS, else a local Ray
-    actors: int | None = None  # scoring actors; None: one per GPU share of the cluster (1 without GPUs)
-    gpus_per_actor: float | None = None  # None: 1 on a cluster with GPUs, else 0 (CPU actors)
-    build_tasks: int | None = None  # CPU tasks building records at once; None: the cluster's CPUs the scoring leaves
-    device: str = "auto"  # the scoring actors' device (auto: their GPU where they have one)
-    precision: str = "fp32"
-    compile: bool = False
-
-
-class RayMissing(ValueError):
-    """Ray is not installed (a ValueError, so the CLI says it in one line)."""
-
-
-def require_ray() -> ModuleType:
-    try:
-        return importlib.import_module("ray")
-    except ImportError as e:
-        raise RayMissing(f"--engine ray needs Ray ({e}): pip install 'forensix[ray]'") from None
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The actors a scan gets on the cluster it found."""
-
-    actors: int
-    gpus_per_actor: float
-    build_tasks: int
-
-    @classmethod
-    def on(cls, resources: dict[str, float], options: RayOptions) -> Plan:
-        gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
-        per_actor = options.gpus_per_actor if options.gpus_per_actor is not None else (1.0 if gpus else 0.0)
-        if per_actor < 0:
-            raise ValueError(f"--gpus-per-actor must be 0 or more, got {per_actor:g}")
-        if per_actor > 0 and gpus < per_actor:
-            raise ValueError(f"--gpus-per-actor {per_actor:g}: the Ray cluster has {gpus:g} GPUs")
-        if per_actor == 0 and options.device.startswith("cuda"):
-            raise ValueError(f"--device {options.device} on Ray needs --gpus-per-actor (the cluster has {gpus:g} GPUs)")
-        actors = options.actors or (max(1, math.floor(gpus / per_actor + 1e-9)) if per_actor else 1)
-        left = math.floor(cpus - actors * SCORE_CPUS + 1e-9)
-        if left < 1:
-            raise ValueError(
-                f"the Ray cluster has {cpus:g} CPUs: {actors} scoring actors take {actors * SCORE_CPUS:g} and "
-                "building records needs one more; pass fewer --actors or add CPUs"
-            )
-        return cls(actors, per_actor, options.build_tasks or left)
+GIVE_UP = 4  # starts of one block's build (1 whole, then entry by entry) before its entries are error rows
 
 
 @contextmanager
@@ -130,17 +81,28 @@ def connected(address: str | None) -> Iterator[ModuleType]:
 def _data_context(ray: ModuleType) -> Iterator[None]:
     """Ray Data set for a scan: blocks in input order, one forensix block each, no progress bars of its own."""
     context = ray.data.DataContext.get_current()
-    saved = (context.execution_options.preserve_order, context.target_max_block_size, context.enable_progress_bars)
+    saved = (
+        context.execution_options.preserve_order,
+        context.target_max_block_size,
+        context.enable_progress_bars,
+        context.max_errored_blocks,
+    )
     data_logger = logging.getLogger("ray.data")
     level = data_logger.level
     context.execution_options.preserve_order = True
     context.target_max_block_size = ONE_BLOCK_A_ROW
     context.enable_progress_bars = False
+    context.max_errored_blocks = 0  # a block that fails fails the scan: never a row dropped in silence
     data_logger.setLevel(logging.ERROR)  # not its notices: a scan's own display and messages are forensix's
     try:
         yield
     finally:
-        context.execution_options.preserve_order, context.target_max_block_size, context.enable_progress_bars = saved
+        (
+            context.execution_options.preserve_order,
+            context.target_max_block_size,
+            context.enable_progress_bars,
+            context.max_errored_blocks,
+        ) = saved
         data_logger.setLevel(level)
 
 
@@ -159,31 +121,42 @@ class ScoredBlock:
     outputs: dict[int, Any] = field(default_factory=dict)  # index -> forensix.pipeline.ImageOutputs
 
 
-class _EntryStream(IterableDataset):
-    """The read: ``entries()`` walked once in the read task, in blocks of ``size`` entries (fewer past
-    ``block_bytes``)."""
+class _EntryStream(Datasource):
+    """The read: ``entries()`` walked once in one read task, in blocks of ``size`` entries (fewer past
+    ``block_bytes``), each block a Ray block of its own as soon as it is cut. Relative paths are the
+    driver's: the task works in the driver's folder (``cwd``)."""
 
-    def __init__(self, entries: Callable[[], Iterator[Entry]], size: int, block_bytes: int) -> None:
-        self.entries, self.size, self.block_bytes = entries, size, block_bytes
+    def __init__(self, entries: Callable[[], Iterator[Entry]], size: int, block_bytes: int, cwd: str) -> None:
+        self.entries, self.size, self.block_bytes, self.cwd = entries, size, block_bytes, cwd
 
-    def __iter__(self) -> Iterator[bytes]:
+    def get_read_tasks(self, parallelism: int, **kwargs: Any) -> list[ReadTask]:
+        meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+        return [ReadTask(self._read, meta)]
+
+    def _read(self) -> Iterator[Any]:
+        import pyarrow
+
+        os.chdir(self.cwd)
         for numbered in entry_blocks(self.entries(), self.size, self.block_bytes):
-            yield _pickled(EntryBlock(numbered))
+            yield pyarrow.table({"item": [_pickled(EntryBlock(numbered))]})
+
+    def estimate_inmemory_data_size(self) -> None:
+        return None
 
 
 class _Attempts:
-    """Which blocks the build tasks have started (a Ray actor): a block started again is one whose build was lost."""
+    """How often each block's build has started (a Ray actor): a block started again is one whose build was lost."""
 
     def __init__(self) -> None:
-        self.started: set[int] = set()
+        self.started: dict[int, int] = {}
         self.again = 0
 
-    def first(self, block: int) -> bool:
-        if block in self.started:
-            self.again += 1
-            return False
-        self.started.add(block)
-        return True
+    def attempt(self, block: int) -> int:
+        """This start's number for the block whose first entry is ``block``: 0 the first time."""
+        n = self.started.get(block, 0)
+        self.started[block] = n + 1
+        self.again += n > 0
+        return n
 
     def retried(self) -> int:
         return self.again
@@ -191,9 +164,11 @@ class _Attempts:
 
 @dataclass
 class _Shipped:
-    """Object-store references, wrapped so that Ray hands them to actors as references (fetched there once)."""
+    """Object-store references, wrapped so that Ray hands them to actors as references (fetched there
+    once), and the driver's working directory."""
 
     refs: dict[str, Any]
+    cwd: str
 
     def get(self, name: str) -> Any:
         return require_ray().get(self.refs[name])
@@ -203,19 +178,25 @@ def _build_blocks(batch: dict[str, Any], shipped: _Shipped) -> dict[str, list[by
     """A CPU task: each block of entries becomes a block of records (alone, entry by entry, when retried).
 
     A task, not an actor: Ray runs tasks in their process's main thread, where the builder's time
-    limits work (an actor's calls run in another thread, where signals do not reach).
+    limits work (an actor's calls run in another thread, where signals do not reach). A block lost
+    ``GIVE_UP`` times, alone too, becomes error rows: the scan goes on.
     """
     ray = require_ray()
     disposable_worker()
+    os.chdir(shipped.cwd)  # relative paths are the driver's
     build: RecordBuilder = shipped.get("builder")
     attempts = shipped.refs["attempts"]
     blocks = []
     for entries in _unpickled(batch["item"]):
         numbered = entries.numbered
-        if ray.get(attempts.first.remote(numbered[0][0])):
+        attempt = ray.get(attempts.attempt.remote(numbered[0][0]))
+        if attempt == 0:
             records = [build(i, e) for i, e in numbered]
-        else:  # this block's build was lost once: the entry that kills a process kills only its own
+        elif attempt < GIVE_UP:  # this block's build was lost: the entry that kills a process kills only its own
             records = [build_alone(build, i, e) for i, e in numbered]
+        else:
+            why = f"its block's build was lost {attempt} times (its process or node died)"
+            records = [build.crashed(i, e, why) for i, e in numbered]
         blocks.append(_pickled(collate(records)))
     return {"block": blocks}
 
@@ -236,8 +217,8 @@ class _Score:
             if images is not None:
                 prepared = [r for r in block.records if r.has_input]  # the records the inputs stack, in order
                 results = self.models.run(images, attr, None if masks is None else list(masks))
-                outputs = {r.index: o for r, o in zip(prepared, results)}
-                for r, o in zip(prepared, results):
+                outputs = {r.index: o for r, o in zip(prepared, results, strict=True)}
+                for r, o in zip(prepared, results, strict=True):
                     if o.mask is None:
                         r.raw = None  # the bytes travel on only for the mask files
             scored.append(_pickled(ScoredBlock(block, outputs)))
@@ -292,10 +273,19 @@ def scored_blocks(
     """
     with connected(options.address) as ray, _data_context(ray):
         plan = Plan.on(ray.cluster_resources(), options)
-        attempts = ray.remote(num_cpus=0)(_Attempts).remote()
+        here = ray.get_runtime_context().get_node_id()
+        pinned = NodeAffinitySchedulingStrategy(here, soft=False)  # beside the driver: it lives as long
+        attempts = (
+            ray.remote(_Attempts)
+            .options(num_cpus=0, scheduling_strategy=pinned, max_restarts=-1, max_task_retries=-1)
+            .remote()
+        )
         # Held here for the whole scan: the actors (and restarted ones) fetch them from their node's store.
-        shipped = _Shipped({"builder": ray.put(build), "models": ray.put(packed(models)), "attempts": attempts})
-        ds = ray.data.from_torch(_EntryStream(entries, block_size, block_bytes), local_read=True)
+        refs = {"builder": ray.put(build), "models": ray.put(packed(models)), "attempts": attempts}
+        shipped = _Shipped(refs, os.getcwd())
+        source = _EntryStream(entries, block_size, block_bytes, os.getcwd())
+        # On the driver's node (its paths), taking no CPU from the others.
+        ds = ray.data.read_datasource(source, override_num_blocks=1, num_cpus=0, scheduling_strategy=pinned)
         # max_retries: a build lost with its process is always retried (then entry by entry). Being the
         # scoring actors' remote arguments' odd one out, it also keeps Ray Data from fusing the two stages.
         ds = ds.map_batches(
@@ -308,12 +298,18 @@ def scored_blocks(
         )
         ds = ds.map_batches(
             _Score,
-            fn_constructor_args=(shipped, options.device, options.precision, options.compile),
+            fn_constructor_args=(shipped, plan.device, options.precision, options.compile),
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
             num_cpus=SCORE_CPUS,
             num_gpus=plan.gpus_per_actor,
         )
-        for row in ds.iter_rows():
-            yield pickle.loads(row["scored"])
+        rows = ds.iter_rows()
+        try:
+            for row in rows:
+                yield pickle.loads(row["scored"])
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
         on_worker_death(ray.get(attempts.retried.remote()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import sys
 from dataclasses import asdict
@@ -524,3 +525,17 @@ def test_the_library_loads_an_onnx_file_with_onnxruntime(exported, tiny_weights)
     assert np.abs(onnx.score(images) - torch_detector.score(images)).max() <= 1e-5
     with pytest.raises(ValueError, match="ONNX model: use --backend onnx"):
         forensix.load_detector(weights=exported, backend="torch")
+
+
+def test_packed_backends_open_again_with_the_same_outputs(exported, tiny_weights, tmp_path):
+    """What the Ray engine ships to its actors: a torch module on the CPU, an ONNX file's bytes,
+    opened again from the bytes alone (the actor's node need not have the file)."""
+    x = batch(3)
+    copy = tmp_path / "copy.onnx"
+    shutil.copy(exported, copy)
+    for detector in (load_detector(weights=tiny_weights, device="cpu"), load_detector(copy, device="cpu")):
+        shipped = pickle.dumps(detector.backend.packed())
+        copy.unlink(missing_ok=True)
+        twin = pickle.loads(shipped).open("cpu", "fp32")
+        assert twin.name == detector.backend.name and twin.device.type == "cpu"
+        torch.testing.assert_close(twin(x), detector.backend(x), atol=1e-6, rtol=0)

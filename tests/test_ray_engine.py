@@ -1,6 +1,6 @@
 """`--engine ray`: the scan's stages on a local Ray the tests start, against the local engine's rows.
 
-One Ray (2 CPUs: one scoring actor, one record-building task at a time) for the module; its workers
+One Ray (4 logical CPUs on the 2 cores: up to two actors and two record tasks) for the module; its workers
 run tests/ray_hooks.py, whose decoder crashes on a marked file as a decoder's bug would on a
 hostile one. The rows, the CLI and the options are in the default tier; the localizer and
 attributor, a killed actor, an interrupted scan resumed and the driver's memory in the slow one.
@@ -24,7 +24,7 @@ import forensix
 from forensix.cli import app
 from forensix.inputs import InputSpec
 from forensix.pipeline import Scanner, ScanOptions
-from forensix.ray_engine import Plan, RayMissing, RayOptions, require_ray
+from forensix.ray_options import Plan, RayMissing, RayOptions, require_ray
 from forensix.report import read_rows
 from forensix.stages import records
 
@@ -36,7 +36,7 @@ CRASHED = "cannot decode image: the process reading it was killed by SIGSEGV"
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(
-        num_cpus=2,
+        num_cpus=4,  # logical: two scoring actors and two record tasks at once, so the order is Ray's to keep
         include_dashboard=False,
         logging_level="ERROR",
         runtime_env={
@@ -94,7 +94,7 @@ def test_rows_are_the_local_engines_over_folders_archives_lists_and_hostile_file
     local_ray, inputs, detector, crashing_here
 ):
     want = local_rows(inputs, detector)
-    scanner = ray_scan(inputs, detector)
+    scanner = Scanner(inputs, detector, ScanOptions(batch_size=4, ray=RayOptions(actors=2, build_tasks=2)))
     got = list(scanner)
     by_name = {Path(r["path"]).name + r["member"]: r for r in got}
     assert by_name["bomb.png"]["error"] == CRASHED and by_name["bomb.png"]["sha256"]
@@ -202,8 +202,8 @@ def test_the_cli_scans_on_ray_and_its_options_are_checked(
         (["--actors", "2"], "--actors: for --engine ray"),
         (["--engine", "spark"], "--engine must be local or ray"),
         (["--engine", "ray", "--use-cache"], "does not take --use-cache"),
-        (["--engine", "ray", "--actors", "2"], "2 scoring actors take 2"),
-        (["--engine", "ray", "--gpus-per-actor", "1"], "the Ray cluster has 0 GPUs"),
+        (["--engine", "ray", "--actors", "4"], "4 scoring actors take 4"),
+        (["--engine", "ray", "--gpus-per-actor", "1"], "need 1 GPUs: the Ray cluster has 0"),
     ]:
         options = ["--weights", small_input_weights, "--out", tmp_path / "x.csv", *args]
         refused = runner.invoke(app, ["scan", photos, *options])
@@ -211,12 +211,20 @@ def test_the_cli_scans_on_ray_and_its_options_are_checked(
 
 
 def test_the_plan_fits_the_cluster():
-    assert Plan.on({"CPU": 16, "GPU": 4}, RayOptions()) == Plan(4, 1.0, 12)
-    assert Plan.on({"CPU": 16, "GPU": 4}, RayOptions(gpus_per_actor=0.5)) == Plan(8, 0.5, 8)
-    assert Plan.on({"CPU": 8}, RayOptions()) == Plan(1, 0.0, 7)
-    assert Plan.on({"CPU": 8}, RayOptions(actors=3, build_tasks=2)) == Plan(3, 0.0, 2)
-    with pytest.raises(ValueError, match="--device cuda on Ray needs --gpus-per-actor"):
-        Plan.on({"CPU": 8}, RayOptions(device="cuda"))
+    assert Plan.on({"CPU": 16, "GPU": 4}, RayOptions()) == Plan(4, 1.0, 12, "auto")
+    assert Plan.on({"CPU": 16, "GPU": 4}, RayOptions(gpus_per_actor=0.5)) == Plan(8, 0.5, 8, "auto")
+    assert Plan.on({"CPU": 16, "GPU": 4}, RayOptions(device="cpu")) == Plan(1, 0.0, 15, "cpu")
+    assert Plan.on({"CPU": 8}, RayOptions()) == Plan(1, 0.0, 7, "cpu")  # no GPU: the actors' models on the CPU
+    assert Plan.on({"CPU": 8, "GPU": 1}, RayOptions(gpus_per_actor=0)) == Plan(1, 0.0, 7, "cpu")
+    assert Plan.on({"CPU": 8}, RayOptions(actors=3, build_tasks=2)) == Plan(3, 0.0, 2, "cpu")
+    for options, says in [
+        (RayOptions(device="cuda"), "--device cuda on Ray needs --gpus-per-actor"),
+        (RayOptions(precision="fp16"), "--precision fp16 needs GPUs"),
+        (RayOptions(actors=3, gpus_per_actor=1), "3 scoring actors with 1 GPUs each need 3 GPUs"),
+        (RayOptions(actors=8), "building records needs one more"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            Plan.on({"CPU": 8, "GPU": 2}, options) if options.actors == 3 else Plan.on({"CPU": 8}, options)
 
 
 def test_without_ray_the_engine_says_how_to_get_it(monkeypatch):

@@ -1,0 +1,74 @@
+"""What a scan on Ray asks for (``forensix scan --engine ray``) and what it gets on the cluster it finds.
+
+No Ray here (the options travel with every scan's settings); :mod:`forensix.ray_engine` runs the scan.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from types import ModuleType
+
+SCORE_CPUS = 1.0  # each scoring actor's CPU: it feeds its device
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how a scan runs on Ray (``forensix scan --engine ray``)."""
+
+    address: str | None = None  # the cluster (ray.init's address); None: RAY_ADDRESS, else a local Ray
+    actors: int | None = None  # scoring actors; None: one per GPU share of the cluster (1 without GPUs)
+    gpus_per_actor: float | None = None  # None: 1 on a cluster with GPUs, else 0 (CPU actors)
+    build_tasks: int | None = None  # CPU tasks building records at once; None: the cluster's CPUs the scoring leaves
+    device: str = "auto"  # the scoring actors' device (auto: their GPU where they have one)
+    precision: str = "fp32"
+    compile: bool = False
+
+
+class RayMissing(ValueError):
+    """Ray is not installed (a ValueError, so the CLI says it in one line)."""
+
+
+def require_ray() -> ModuleType:
+    try:
+        return importlib.import_module("ray")
+    except ImportError as e:
+        raise RayMissing(f"--engine ray needs Ray ({e}): pip install 'forensix[ray]'") from None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The actors a scan gets on the cluster it found, and the device they open the models on."""
+
+    actors: int
+    gpus_per_actor: float
+    build_tasks: int
+    device: str = "cpu"
+
+    @classmethod
+    def on(cls, resources: dict[str, float], options: RayOptions) -> Plan:
+        gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
+        on_gpus = options.device != "cpu" and gpus > 0
+        per_actor = options.gpus_per_actor if options.gpus_per_actor is not None else (1.0 if on_gpus else 0.0)
+        if per_actor < 0:
+            raise ValueError(f"--gpus-per-actor must be 0 or more, got {per_actor:g}")
+        if per_actor == 0 and options.device.startswith("cuda"):
+            raise ValueError(f"--device {options.device} on Ray needs --gpus-per-actor (the cluster has {gpus:g} GPUs)")
+        if per_actor == 0 and options.precision == "fp16":
+            raise ValueError("--precision fp16 needs GPUs: give the actors some (--gpus-per-actor), or use bf16")
+        actors = options.actors or (max(1, math.floor(gpus / per_actor + 1e-9)) if per_actor else 1)
+        if actors * per_actor > gpus + 1e-9:
+            raise ValueError(
+                f"{actors} scoring actors with {per_actor:g} GPUs each need {actors * per_actor:g} GPUs: "
+                f"the Ray cluster has {gpus:g}"
+            )
+        left = math.floor(cpus - actors * SCORE_CPUS + 1e-9)
+        if left < 1:
+            raise ValueError(
+                f"the Ray cluster has {cpus:g} CPUs: {actors} scoring actors take {actors * SCORE_CPUS:g} and "
+                "building records needs one more; pass fewer --actors or add CPUs"
+            )
+        # Actors without a GPU open the models on the CPU: Ray hides no GPU from them (CUDA_VISIBLE_DEVICES).
+        device = options.device if per_actor > 0 else "cpu"
+        return cls(actors, per_actor, options.build_tasks or left, device)
