@@ -533,9 +533,10 @@ def test_packed_backends_open_again_with_the_same_outputs(exported, tiny_weights
     x = batch(3)
     copy = tmp_path / "copy.onnx"
     shutil.copy(exported, copy)
-    for detector in (load_detector(weights=tiny_weights, device="cpu"), load_detector(copy, device="cpu")):
-        shipped = pickle.dumps(detector.backend.packed())
-        copy.unlink(missing_ok=True)
-        twin = pickle.loads(shipped).open("cpu", "fp32")
+    detectors = (load_detector(weights=tiny_weights, device="cpu"), load_detector(copy, device="cpu"))
+    shipped = [pickle.dumps(d.backend.packed()) for d in detectors]
+    copy.unlink()
+    for detector, packed in zip(detectors, shipped):
+        twin = pickle.loads(packed).open("cpu", "fp32")
         assert twin.name == detector.backend.name and twin.device.type == "cpu"
         torch.testing.assert_close(twin(x), detector.backend(x), atol=1e-6, rtol=0)
