@@ -154,11 +154,11 @@ def test_a_killed_scoring_actor_costs_no_row(local_ray, inputs, detector, crashi
     assert_same_rows(got, want)
 
 
-class StopAfter:
-    """A progress display that sends this process SIGINT (as Ctrl-C does) once ``rows`` rows are written."""
+class OnRow:
+    """A progress display for write_report that calls ``each(rows written)`` after every row."""
 
-    def __init__(self, stats, count, rows: int) -> None:
-        self.stats, self.rows = stats, rows
+    def __init__(self, stats, each) -> None:
+        self.stats, self.each = stats, each
 
     def __enter__(self):
         return self
@@ -167,17 +167,24 @@ class StopAfter:
         return None
 
     def update(self) -> None:
-        if self.stats.images == self.rows:
+        self.each(self.stats.images)
+
+
+def interrupt_at(rows: int):
+    """``each`` for :class:`OnRow`: SIGINT to this process, as Ctrl-C sends it, once ``rows`` rows are written."""
+
+    def each(written: int) -> None:
+        if written == rows:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the signal arrives here
+
+    return lambda stats, count: OnRow(stats, each)
 
 
 @pytest.mark.slow
 def test_an_interrupted_ray_scan_resumes_with_no_duplicate_or_gap(local_ray, inputs, detector, tmp_path, crashing_here):
     out = tmp_path / "report.jsonl"
-    first = forensix.write_report(
-        inputs, detector, out, batch_size=4, ray=RayOptions(), progress=lambda s, c: StopAfter(s, c, 9)
-    )
+    first = forensix.write_report(inputs, detector, out, batch_size=4, ray=RayOptions(), progress=interrupt_at(9))
     assert first.interrupted and len(out.read_text().splitlines()) == 9
     second = forensix.write_report(inputs, detector, out, resume=True, batch_size=4, ray=RayOptions())
     assert not second.interrupted and second.previous_rows == 9 and second.stats.resumed == 9
@@ -237,23 +244,6 @@ def rss_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-class MemoryAt:
-    """A progress display that notes this process's resident memory at ``marks`` rows written."""
-
-    def __init__(self, stats, count, marks: tuple[int, ...], seen: dict[int, int]) -> None:
-        self.stats, self.marks, self.seen = stats, marks, seen
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def update(self) -> None:
-        if self.stats.images in self.marks:
-            self.seen[self.stats.images] = rss_bytes()
-
-
 @pytest.mark.slow
 def test_the_drivers_memory_does_not_grow_with_the_inputs(local_ray, detector, tmp_path):
     folder = tmp_path / "many"
@@ -267,7 +257,7 @@ def test_the_drivers_memory_does_not_grow_with_the_inputs(local_ray, detector, t
         tmp_path / "many.jsonl",
         batch_size=64,
         ray=RayOptions(),
-        progress=lambda s, c: MemoryAt(s, c, (2_000, 10_000), seen),
+        progress=lambda stats, count: OnRow(stats, lambda n: n in (2_000, 10_000) and seen.update({n: rss_bytes()})),
     )
     assert summary.rows == 10_000 and not summary.stats.errors
     # 8,000 rows kept would be over 15 MB (a row's dict and strings: about 2 kB)
