@@ -2,11 +2,11 @@
 
 The stages are the local scan's (docs/architecture.md); only where they run changes:
 
-- **entries**: one streaming read task on the driver's node walks the inputs once, in stream order
-  (``local_read``: the paths are the driver's), cut into the local scan's blocks of detached entries
-  (:func:`~forensix.stages.loader.entry_blocks`);
-- **records**: CPU tasks run the scan's :class:`~forensix.stages.records.RecordBuilder`
-  on each block and stacks its inputs (:func:`~forensix.stages.batches.collate`);
+- **entries**: one streaming read task, pinned to the driver's node (the paths are the driver's,
+  relative ones from its working folder), walks the inputs once, in stream order, cut into the local
+  scan's blocks of detached entries (:func:`~forensix.stages.loader.entry_blocks`);
+- **records**: CPU tasks run the scan's :class:`~forensix.stages.records.RecordBuilder` on each
+  block and stack its inputs (:func:`~forensix.stages.batches.collate`);
 - **scoring**: a pool of actors, each holding its own copy of the scan's models on its own GPU (or
   CPU), runs :meth:`forensix.pipeline.ScanModels.run` on each block's images and sends back each
   image's outputs (logit, attribution, localizer map);
@@ -21,9 +21,11 @@ workers.
 Faults: Ray restarts a dead actor and retries its task (``max_restarts``/``max_task_retries``, Ray
 Data's defaults). A block whose build is retried, after a crash or a node's loss, is built entry by
 entry, each in a process of its own (:func:`~forensix.stages.loader.build_alone`), as the local loader
-does after a worker's death: the entry that kills its process becomes its error row. A shared
-:class:`_Attempts` actor tells a retry from a first try. Builds have the local workers' hard time limit
-(:func:`forensix.workers.disposable_worker`).
+does after a worker's death: the entry that kills its process becomes its error row. An
+:class:`_Attempts` actor beside the driver counts each block's starts; a block lost ``GIVE_UP`` times
+becomes error rows. Builds have the local workers' hard time limit
+(:func:`forensix.workers.disposable_worker`). No Ray block may fail in silence
+(``max_errored_blocks`` 0), and the driver checks that the blocks come back gapless.
 
 The models travel once: the driver packs them (a torch module on the CPU, an ONNX file's bytes:
 ``Backend.packed``) and puts them in the object store once; each actor gets them from its node's
