@@ -109,13 +109,6 @@ def _data_context(ray: ModuleType) -> Iterator[None]:
 
 
 @dataclass
-class EntryBlock:
-    """One block of detached entries, each with its index in the stream: a row of the read."""
-
-    numbered: Numbered
-
-
-@dataclass
 class ScoredBlock:
     """A block back from a scoring actor: its records (inputs gone) and each prepared record's outputs by index."""
 
@@ -140,7 +133,7 @@ class _EntryStream(Datasource):
 
         os.chdir(self.cwd)
         for numbered in entry_blocks(self.entries(), self.size, self.block_bytes):
-            yield pyarrow.table({"item": [_pickled(EntryBlock(numbered))]})
+            yield pyarrow.table({"item": [_pickled(numbered)]})  # a row: the block's (index, entry) pairs
 
     def estimate_inmemory_data_size(self) -> None:
         return None
@@ -189,8 +182,8 @@ def _build_blocks(batch: dict[str, Any], shipped: _Shipped) -> dict[str, list[by
     build: RecordBuilder = shipped.get("builder")
     attempts = shipped.refs["attempts"]
     blocks = []
-    for entries in _unpickled(batch["item"]):
-        numbered = entries.numbered
+    numbered: Numbered
+    for numbered in _unpickled(batch["item"]):
         attempt = ray.get(attempts.attempt.remote(numbered[0][0]))
         if attempt == 0:
             records = [build(i, e) for i, e in numbered]
