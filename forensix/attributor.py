@@ -8,6 +8,7 @@ An attributor is a forensix ``.safetensors`` of arch ``attribution`` written by 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,13 @@ class Attributor(Runner):
 
     def top(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
         """The most likely class of each row and its probability."""
-        best = probabilities.argmax(axis=1)
-        return [(self.classes[i], float(p[i])) for i, p in zip(best, probabilities)]
+        return top_classes(self.classes, probabilities)
+
+
+def top_classes(classes: Sequence[str], probabilities: np.ndarray) -> list[tuple[str, float]]:
+    """The most likely of ``classes`` for each row of ``probabilities``, and its probability."""
+    best = probabilities.argmax(axis=1)
+    return [(classes[i], float(p[i])) for i, p in zip(best, probabilities)]
 
 
 def p_fake(probabilities: np.ndarray) -> np.ndarray:

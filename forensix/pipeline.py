@@ -35,7 +35,7 @@ import hashlib
 import math
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -45,20 +45,19 @@ import numpy as np
 import torch
 
 from .cache import CLEAN, PredictionCache, model_key
-from .detector import Detector, scale_logits
+from .detector import Detector
 from .gpu_decode import check_parity, first_jpegs
-from .imaging import DEFAULT_MAX_PIXELS, decode_image
+from .imaging import DEFAULT_MAX_PIXELS
 from .inputs import InputItem, InputSpec, Limits, count_entries
 from .limits import DEFAULT_DECODE_TIMEOUT
-from .overlay import MaskFiles, write_mask_files
 from .provenance import provenance
 from .ray_options import RayOptions, require_ray
-from .schema import new_row
 from .stages.batches import Block
 from .stages.device_decode import decode_on_device
 from .stages.entries import input_entries
 from .stages.loader import LoaderOptions, prepared_blocks
-from .stages.records import ATTR, IMAGE, MASK, SKIP_RESUMED, Record, RecordBuilder
+from .stages.records import ATTR, IMAGE, MASK, SKIP_RESUMED, RecordBuilder
+from .stages.rows import ImageOutputs, Pending, RowMaker, ScanStats, scores_of, writing_masks
 from .stages.scoring import BatchQueue
 
 if TYPE_CHECKING:
@@ -198,33 +197,6 @@ def scan_entries(spec: InputSpec, limits: Limits, done: ResumeIndex | None = Non
     return done.walk(entries) if done is not None else entries
 
 
-def start_row(record: Record) -> dict[str, Any]:
-    """The row of a prepared record before it is scored: what reading and decoding found."""
-    row = new_row(InputItem(record.path, record.member, record.error))
-    row.update(sha256=record.sha256, width=record.width, height=record.height, format=record.format)
-    row["notes"] = record.notes
-    if record.metadata is not None:
-        row["metadata"] = record.metadata
-    if record.watermark is not None:
-        row["watermark"] = record.watermark
-    return row
-
-
-@dataclass
-class ImageOutputs:
-    """What a scan's models said of one image: the detector's raw logit, the attributor's class
-    probabilities, the localizer's probability map (only for an image that gets mask files)."""
-
-    logit: float
-    probabilities: np.ndarray | None = None
-    mask: np.ndarray | None = None
-
-
-def scores_of(raw: torch.Tensor, temperature: float) -> list[float]:
-    """P(fake) of raw float32 logits: the operations every scored row's score comes from."""
-    return torch.sigmoid(scale_logits(raw, temperature)).tolist()
-
-
 @dataclass
 class ScanModels:
     """The models a scan runs on each batch of images, wherever it runs them: the scan's process, or a
@@ -265,32 +237,6 @@ class ScanModels:
         return outputs
 
 
-@dataclass
-class Pending:
-    """A record in the main process on its way to its row: the row so far, views of its inputs in
-    the block's tensors, and the mask files being written for it."""
-
-    record: Record
-    row: dict[str, Any]
-    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
-    mask_job: Future[MaskFiles] | None = None
-
-
-@dataclass
-class ScanStats:
-    entries: int = 0
-    images: int = 0  # rows written
-    fake: int = 0
-    real: int = 0
-    uncertain: int = 0  # in the detector's uncertain band
-    errors: int = 0
-    skipped_non_images: int = 0
-    resumed: int = 0
-    masks: int = 0  # images whose mask files were written
-    cached: int = 0  # images whose logit came from the prediction cache
-    worker_deaths: int = 0  # decode workers that died (the scan went on without losing a row)
-
-
 class Scanner:
     """Iterate to get one row per input image, in input order; ``stats`` counts as it goes.
 
@@ -328,6 +274,7 @@ class Scanner:
         self.done = done if done is not None and len(done) else None
         self._tally: ResumeTally | None = None  # resuming: the report's keys met so far (set by __iter__)
         self.stats = ScanStats()
+        self.rows = RowMaker.of(detector, attributor, self.options.masks_dir, self.options.max_pixels)
         self.notices: list[str] = []  # things the user should know about how the scan ran
         self.gpu_parity: bool | None = None  # gpu_decode: the parity check's verdict; None until it has run
         # What runs on each batch: here, or in Ray actors holding copies (options.ray: forensix.ray_engine)
@@ -380,12 +327,12 @@ class Scanner:
         size = self.options.batch_size
         pool = ThreadPoolExecutor(self.options.mask_threads, "forensix-mask") if self.localizer else None
         # In input order; busy while its mask files are written. Scored here, or already on Ray.
-        queue = BatchQueue(size, partial(self._score, pool), busy=_writing_masks)
+        queue = BatchQueue(size, partial(self._score, pool), busy=writing_masks)
         self._tally = self.done.tally() if self.done is not None else None
         rows = self._rows_on_ray(queue, pool) if self.options.ray is not None else self._rows_here(queue)
         try:
             for pending in rows:
-                yield self._finish(pending)
+                yield self.rows.finish(pending, self.stats)
         finally:
             rows.close()  # now, not when collected: a Ray scan disconnects from its cluster
             if pool is not None:
@@ -411,7 +358,7 @@ class Scanner:
                 decode_on_device(block, d.config.preprocess, d.device, self.options.max_pixels)
             if self._tally is not None:
                 self._drop_resumed(block)
-            yield from queue.push(self._pending(block), block.inputs.get(IMAGE))
+            yield from queue.push(self.rows.pending(block, self.stats), block.inputs.get(IMAGE))
         yield from queue.close()
 
     def _rows_on_ray(self, queue: BatchQueue[Pending], pool: ThreadPoolExecutor | None) -> Iterator[Pending]:
@@ -433,26 +380,11 @@ class Scanner:
             expected = block.records[-1].index + 1
             if self._tally is not None:
                 self._drop_resumed(block)
-            pending = [p for p, _ in self._pending(block)]
+            pending = [p for p, _ in self.rows.pending(block, self.stats)]
             ready = [p for p in pending if p.record.index in scored.outputs]
             self._apply(ready, [scored.outputs[p.record.index] for p in ready], pool)
             yield from queue.push(((p, False) for p in pending), None)  # nothing left to score: order and masks
         yield from queue.close()
-
-    def _pending(self, block: Block) -> Iterator[tuple[Pending, bool]]:
-        """The block's records that become rows, each with whether it waits for the detector; skips counted."""
-        views = {name: iter(t) for name, t in block.inputs.items()}
-        for record in block.records:
-            self.stats.entries += 1
-            if record.skip:
-                self._count_skip(record.skip)
-                continue
-            p = Pending(record, start_row(record))
-            if record.logit is not None:
-                p.row["score"] = self._cached_score(record.logit)
-            elif record.has_input:  # views into the block's (pinned) tensors
-                p.inputs = {name: next(view) for name, view in views.items()}
-            yield p, IMAGE in p.inputs
 
     def _drop_resumed(self, block: Block) -> None:
         """Resuming: skip the records the report holds, counted exactly in input order (:class:`ResumeTally`).
@@ -483,33 +415,11 @@ class Scanner:
         self._apply(scored, self.models.run(batch, attr, masks), pool)
 
     def _apply(self, scored: list[Pending], outputs: list[ImageOutputs], pool: ThreadPoolExecutor | None) -> None:
-        """What the models said of each record of ``scored``: its score, its cache entry, its source, its mask job."""
-        raw = torch.tensor([o.logit for o in outputs], dtype=torch.float32)
-        for p, score in zip(scored, scores_of(raw, self.detector.temperature), strict=True):
-            p.row["score"] = score
+        """What the models said of each record of ``scored``: its row's fields, its mask job, its cache entry."""
+        self.rows.apply(scored, outputs, pool.submit if pool is not None else None)
         if self.cache is not None:
-            fresh = zip(scored, raw.tolist())
+            fresh = zip(scored, (o.logit for o in outputs))
             self.cache.put_many([(p.row["sha256"], self.cache_key, CLEAN, v) for p, v in fresh if math.isfinite(v)])
-        if self.attributor is not None and scored:
-            probabilities = np.stack([o.probabilities for o in outputs])
-            for p, (source, prob) in zip(scored, self.attributor.top(probabilities)):
-                if math.isfinite(prob):
-                    p.row["source"], p.row["source_score"] = source, prob
-                elif not p.row["error"]:
-                    p.row["error"] = "the attributor returned a non-finite score (try --precision fp32)"
-        if pool is not None:
-            assert self.options.masks_dir is not None
-            for p, o in zip(scored, outputs):
-                if o.mask is not None:
-                    p.mask_job = pool.submit(
-                        _write_masks, p.record.raw, o.mask, self.options.masks_dir, p.row, self.options.max_pixels
-                    )
-                p.record.raw = None
-
-    def _cached_score(self, logit: float) -> float:
-        """P(fake) from a cached raw logit, by the very operations that score a batch."""
-        self.stats.cached += 1
-        return scores_of(torch.tensor([logit], dtype=torch.float32), self.detector.temperature)[0]
 
     def _device_decodes(self) -> bool:
         """gpu_decode: the parity check on the first JPEGs, before any worker starts, picks the whole scan's decoder."""
@@ -567,49 +477,6 @@ class Scanner:
             found["localizer"]["masks_dir"] = str(o.masks_dir)
             found["localizer"]["masks_for"] = "all images" if o.masks_all else "images judged fake"
         return found
-
-    def _count_skip(self, reason: str) -> None:
-        if reason == SKIP_RESUMED:
-            self.stats.resumed += 1
-        else:
-            self.stats.skipped_non_images += 1
-
-    def _finish(self, pending: Pending) -> dict[str, Any]:
-        row = pending.row
-        if pending.mask_job is not None:
-            try:
-                files = pending.mask_job.result()
-                row["mask"], row["mask_map"], row["mask_fraction"] = (
-                    str(files.overlay_path),
-                    str(files.map_path),
-                    files.fraction,
-                )
-                self.stats.masks += 1
-            except (OSError, ValueError) as e:  # the verdict stands; the row says what is missing
-                row["error"] = f"mask files not written: {e}"
-        row["model"] = self.detector.name
-        row["threshold"] = self.detector.threshold
-        row["band_low"] = self.detector.band_low
-        if row["score"] is not None and not math.isfinite(row["score"]):
-            row["score"], row["error"] = None, "the model returned a non-finite score (try --precision fp32)"
-        if row["score"] is not None:
-            row["verdict"] = self.detector.verdict(row["score"])
-        self.stats.images += 1
-        self.stats.fake += row["verdict"] == "fake"
-        self.stats.real += row["verdict"] == "real"
-        self.stats.uncertain += row["verdict"] == "uncertain"
-        self.stats.errors += row["verdict"] == "error"
-        return row
-
-
-def _writing_masks(pending: Pending) -> bool:
-    return pending.mask_job is not None and not pending.mask_job.done()
-
-
-def _write_masks(data: bytes, prob: np.ndarray, out_dir: Path, row: dict[str, Any], max_pixels: int) -> MaskFiles:
-    """Decode the image again (the workers' copy stayed there) and write its mask files."""
-    image = decode_image(data, max_pixels).image
-    return write_mask_files(image, prob, out_dir, row["path"], row["member"])
 
 
 def scan(

@@ -205,12 +205,12 @@ def test_a_cached_scan_with_a_localizer_still_draws_every_mask(tmp_path, photos,
 
 
 def test_a_mask_that_cannot_be_written_keeps_the_verdict(tmp_path, photos, detector, official_file, monkeypatch):
-    import forensix.pipeline as pipeline
+    import forensix.stages.rows as rows
 
     def fail(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(pipeline, "write_mask_files", fail)
+    monkeypatch.setattr(rows, "write_mask_files", fail)
     localizer = load_localizer(official_file, device="cpu")
     fake = load_detector(weights=detector.info.source, device="cpu", threshold=0.0)
     rows, _ = scan_with_masks([photos / "wide.png"], fake, localizer, tmp_path / "m")
