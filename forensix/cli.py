@@ -33,6 +33,7 @@ from .limits import (
     Limits,
 )
 from .pins import lock_path
+from .ray_options import DEFAULT_SHARD_SIZE, is_sharded
 from .text import plain
 from .verdicts import parse_band
 
@@ -386,9 +387,16 @@ def scan(
         typer.Argument(help="Images, folders, zip/tar archives; '-' reads paths from stdin.", show_default=False),
     ] = None,
     out_path: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Report file (default: JSON Lines on stdout).")
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Report file (default: JSON Lines on stdout); a folder (DIR/): a sharded report (--engine ray).",
+        ),
     ] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv | json | jsonl (default: from --out).")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv | json | jsonl | shards (default: from --out).")
+    ] = None,
     from_list: Annotated[
         list[str] | None, typer.Option("--from-list", help="A file listing paths, one per line ('-' = stdin).")
     ] = None,
@@ -500,6 +508,10 @@ def scan(
             min=0.0, help="--engine ray: GPUs per scoring actor (0.5: two on a GPU; 0: CPU; default: 1 if it has GPUs)."
         ),
     ] = None,
+    shard_size: Annotated[
+        int,
+        typer.Option(min=1, help="A sharded report (--out DIR/): inputs a shard, rounded up to whole batches."),
+    ] = DEFAULT_SHARD_SIZE,
 ) -> None:
     """Score every image and write one row per input image (see docs/scan.md)."""
     import tempfile
@@ -511,7 +523,9 @@ def scan(
 
     with tempfile.TemporaryDirectory(prefix="forensix-") as spool, fatal_errors():
         if html is not None:
-            _check_page_path(html, out_path)
+            if fmt == "shards" or (out_path is not None and is_sharded(out_path)):
+                raise Fatal("--html makes its page from one report file, not a sharded report's folder")
+            _check_page_path(html, Path(out_path) if out_path is not None else None)
         spec = _scan_spec(paths or [], from_list or [], from_list0 or [], Path(spool))
         read_marks = _watermarks(watermarks)
         trust = _c2pa_trust(c2pa_trust)
@@ -556,16 +570,19 @@ def scan(
             masks_all=masks_all,
             gpu_decode=gpu_decode,
             ray=ray,
+            shard_size=shard_size,
         )
     _print_summary(summary)
     if summary.interrupted:
         if html is not None:
             err.print(f"no page written: the scan was interrupted (forensix report {out_path} --html {html} makes it)")
         raise typer.Exit(130)
-    if html is not None:
+    if html is not None and out_path is not None:
         with fatal_errors():
             limits = Limits(max_bytes=max_bytes, max_archive_bytes=max_archive_bytes, max_ratio=max_ratio)
-            _write_page(out_path, html, fmt, None, None, None, _workers(workers), max_pixels, decode_timeout, limits)
+            _write_page(
+                Path(out_path), html, fmt, None, None, None, _workers(workers), max_pixels, decode_timeout, limits
+            )
     if fail_on_fake and summary.stats.fake:
         raise typer.Exit(1)
     if fail_on_fake and uncertain_fails and summary.stats.uncertain:

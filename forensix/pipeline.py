@@ -52,6 +52,7 @@ from .inputs import InputItem, InputSpec, Limits, count_entries
 from .limits import DEFAULT_DECODE_TIMEOUT
 from .provenance import provenance
 from .ray_options import RayOptions, require_ray
+from .shards import ShardIndex, ShardLine
 from .stages.batches import Block
 from .stages.device_decode import decode_on_device
 from .stages.entries import input_entries
@@ -337,18 +338,44 @@ class Scanner:
             rows.close()  # now, not when collected: a Ray scan disconnects from its cluster
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-            if self.stats.worker_deaths:
+            self._say_how_it_ran()
+
+    def _say_how_it_ran(self) -> None:
+        """The notices of a scan that has ended: workers lost, batches that did not fit."""
+        if self.stats.worker_deaths:
+            self.notices.append(
+                f"a decode worker died {self.stats.worker_deaths} time(s) (a decoder crash, out of memory, or "
+                "an image still decoding at twice --decode-timeout); "
+                "the images it held were read again one by one, in processes of their own: no row is lost"
+            )
+        for runner in (self.detector, self.localizer, self.attributor):
+            if runner is not None and runner.max_batch is not None:
                 self.notices.append(
-                    f"a decode worker died {self.stats.worker_deaths} time(s) (a decoder crash, out of memory, or "
-                    "an image still decoding at twice --decode-timeout); "
-                    "the images it held were read again one by one, in processes of their own: no row is lost"
+                    f"{runner.name} ran out of GPU memory at batch {self.options.batch_size}: it ran in pieces of "
+                    f"{runner.max_batch} images (same scores; pass --batch-size {runner.max_batch} next time)"
                 )
-            for runner in (self.detector, self.localizer, self.attributor):
-                if runner is not None and runner.max_batch is not None:
-                    self.notices.append(
-                        f"{runner.name} ran out of GPU memory at batch {size}: it ran in pieces of "
-                        f"{runner.max_batch} images (same scores; pass --batch-size {runner.max_batch} next time)"
-                    )
+
+    def shards(self, index: ShardIndex) -> Iterator[ShardLine]:
+        """The Ray engine writing the sharded report ``index``: the rows made and written as shards by
+        Ray tasks (:func:`forensix.ray_engine.written_shards`); each shard's line in input order, its
+        counts added to ``stats``. The caller commits them (:func:`forensix.scan_report.write_report`)."""
+        from .ray_engine import written_shards
+
+        o = self.options
+        if o.ray is None or self.done is not None:
+            raise ValueError("a sharded report is written by --engine ray, and resumed by its index")
+        entries = partial(scan_entries, self.spec, o.limits, None)
+        lines = written_shards(
+            entries, self._builder(), self.models, self.rows, o.ray, index.layout, index, o.mask_threads,
+            self._worker_died,
+        )  # fmt: skip
+        try:
+            for line in lines:
+                self.stats.add(line.stats)
+                yield line
+        finally:
+            lines.close()  # now, not when collected: the scan disconnects from its cluster
+            self._say_how_it_ran()
 
     def _rows_here(self, queue: BatchQueue[Pending]) -> Iterator[Pending]:
         """The local engine: blocks from DataLoader workers, scored in this process in full model batches."""

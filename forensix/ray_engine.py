@@ -21,8 +21,8 @@ workers.
 Faults: Ray restarts a dead actor and retries its task (``max_restarts``/``max_task_retries``, Ray
 Data's defaults). A block whose build is retried, after a crash or a node's loss, is built entry by
 entry, each in a process of its own (:func:`~forensix.stages.loader.build_alone`), as the local loader
-does after a worker's death: the entry that kills its process becomes its error row. An
-:class:`_Attempts` actor beside the driver counts each block's starts; a block lost ``GIVE_UP`` times
+does after a worker's death: the entry that kills its process becomes its error row. A
+:class:`_Ledger` actor beside the driver counts each block's starts; a block lost ``GIVE_UP`` times
 becomes error rows. Builds have the local workers' hard time limit
 (:func:`forensix.workers.disposable_worker`). No Ray block may fail in silence
 (``max_errored_blocks`` 0), and the driver checks that the blocks come back gapless.
@@ -38,12 +38,15 @@ Ray is imported only here, and this module only when a scan asks for ``--engine 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 import pickle
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +55,11 @@ from ray.data.datasource import Datasource, ReadTask
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .ray_options import SCORE_CPUS, Plan, RayOptions, require_ray
+from .shards import Layout, ShardIndex, ShardLine, names_digest, write_shard
 from .stages.batches import Block, collate
 from .stages.loader import Numbered, build_alone, entry_blocks
 from .stages.records import ATTR, IMAGE, MASK, Entry, RecordBuilder
+from .stages.rows import Pending, RowMaker, ScanStats
 from .workers import disposable_worker, leave_interrupts_to_the_driver
 
 if TYPE_CHECKING:
@@ -118,11 +123,21 @@ class ScoredBlock:
 
 class _EntryStream(Datasource):
     """The read: ``entries()`` walked once in one read task, in blocks of ``size`` entries (fewer past
-    ``block_bytes``), each block a Ray block of its own as soon as it is cut. Relative paths are the
-    driver's: the task works in the driver's folder (``cwd``)."""
+    ``block_bytes``), each block a Ray block of its own as soon as it is cut, with its shard's number
+    (:class:`_Sharding`; 0 when the report is one file). Relative paths are the driver's: the task
+    works in the driver's folder (``cwd``)."""
 
-    def __init__(self, entries: Callable[[], Iterator[Entry]], size: int, block_bytes: int, cwd: str) -> None:
+    def __init__(
+        self,
+        entries: Callable[[], Iterator[Entry]],
+        size: int,
+        block_bytes: int,
+        cwd: str,
+        ledger: Any,
+        sharding: _Sharding | None,
+    ) -> None:
         self.entries, self.size, self.block_bytes, self.cwd = entries, size, block_bytes, cwd
+        self.ledger, self.sharding = ledger, sharding
 
     def get_read_tasks(self, parallelism: int, **kwargs: Any) -> list[ReadTask]:
         meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
@@ -132,19 +147,54 @@ class _EntryStream(Datasource):
         import pyarrow
 
         os.chdir(self.cwd)
-        for numbered in entry_blocks(self.entries(), self.size, self.block_bytes):
-            yield pyarrow.table({"item": [_pickled(numbered)]})  # a row: the block's (index, entry) pairs
+        blocks = entry_blocks(self.entries(), self.size, self.block_bytes)
+        tagged = ((0, numbered) for numbered in blocks)
+        if self.sharding is not None:
+            tagged = self._shards(blocks)
+        for shard, numbered in tagged:  # a row: the block's (index, entry) pairs, and its shard
+            yield pyarrow.table({"item": [_pickled(numbered)], "shard": [shard]})
+
+    def _shards(self, blocks: Iterator[Numbered]) -> Iterator[tuple[int, Numbered]]:
+        """The blocks with their shards' numbers, past the shards of the report whose inputs have the
+        same names (walked, not emitted); from the first that differs on, every block. The ledger
+        hears how many shards the stream has."""
+        assert self.sharding is not None
+        per, kept = self.sharding.shard_blocks, self.sharding.kept
+        counted = [0]  # blocks walked
+
+        def names(group: Iterator[Numbered]) -> Iterator[tuple[str, str]]:
+            for numbered in group:
+                counted[0] += 1
+                yield from ((e.path, e.member) for _, e in numbered)
+
+        start = 0  # shards kept
+        while start < len(kept):
+            before = counted[0]
+            digest = names_digest(names(itertools.islice(blocks, per)))  # nothing held: a tar's members hold bytes
+            if counted[0] == before:
+                break  # the stream ends where a kept shard ends
+            if digest != kept[start]:  # from this shard on, all is scanned: the walk again, to it
+                counted[0] = start * per
+                blocks = itertools.islice(entry_blocks(self.entries(), self.size, self.block_bytes), start * per, None)
+                break
+            start += 1
+        for numbered in blocks:
+            yield counted[0] // per, numbered
+            counted[0] += 1
+        require_ray().get(self.ledger.walked.remote(-(-counted[0] // per)))
 
     def estimate_inmemory_data_size(self) -> None:
         return None
 
 
-class _Attempts:
-    """How often each block's build has started (a Ray actor): a block started again is one whose build was lost."""
+class _Ledger:
+    """What the scan's tasks tell the driver (a Ray actor beside it): how often each block's build has
+    started (a block started again is one whose build was lost), and how many shards the stream has."""
 
     def __init__(self) -> None:
         self.started: dict[int, int] = {}
         self.again = 0
+        self.shards = 0
 
     def attempt(self, block: int) -> int:
         """This start's number for the block whose first entry is ``block``: 0 the first time."""
@@ -156,6 +206,24 @@ class _Attempts:
     def retried(self) -> int:
         return self.again
 
+    def walked(self, shards: int) -> None:
+        self.shards = shards
+
+    def stream_shards(self) -> int:
+        return self.shards
+
+
+@dataclass(frozen=True)
+class _Sharding:
+    """A sharded report being written (:mod:`forensix.shards`): where, by which run, how the stream is
+    cut, and the names' digests of the shards already there (a resume keeps those that match)."""
+
+    folder: str  # absolute
+    run: str
+    shard_blocks: int
+    kept: tuple[str, ...]
+    mask_threads: int
+
 
 @dataclass
 class _Shipped:
@@ -164,6 +232,7 @@ class _Shipped:
 
     refs: dict[str, Any]
     cwd: str
+    sharding: _Sharding | None = None
 
     def get(self, name: str) -> Any:
         return require_ray().get(self.refs[name])
@@ -180,11 +249,11 @@ def _build_blocks(batch: dict[str, Any], shipped: _Shipped) -> dict[str, list[by
     disposable_worker()
     os.chdir(shipped.cwd)  # relative paths are the driver's
     build: RecordBuilder = shipped.get("builder")
-    attempts = shipped.refs["attempts"]
+    ledger = shipped.refs["ledger"]
     blocks = []
     numbered: Numbered
     for numbered in _unpickled(batch["item"]):
-        attempt = ray.get(attempts.attempt.remote(numbered[0][0]))
+        attempt = ray.get(ledger.attempt.remote(numbered[0][0]))
         if attempt == 0:
             records = [build(i, e) for i, e in numbered]
         elif attempt < GIVE_UP:  # this block's build was lost: the entry that kills a process kills only its own
@@ -193,7 +262,7 @@ def _build_blocks(batch: dict[str, Any], shipped: _Shipped) -> dict[str, list[by
             why = f"its block's build was lost {attempt} times (its process or node died)"
             records = [build.crashed(i, e, why) for i, e in numbered]
         blocks.append(_pickled(collate(records)))
-    return {"block": blocks}
+    return {"block": blocks, "shard": list(batch["shard"])}
 
 
 class _Score:
@@ -217,7 +286,36 @@ class _Score:
                     if o.mask is None:
                         r.raw = None  # the bytes travel on only for the mask files
             scored.append(_pickled(ScoredBlock(block, outputs)))
-        return {"scored": scored}
+        return {"scored": scored, "shard": list(batch["shard"])}
+
+
+def _write_shard(batch: dict[str, Any], shipped: _Shipped) -> dict[str, list[bytes]]:
+    """A CPU task: one shard's scored blocks (all of them: a batch is a shard) made into rows, as
+    :class:`forensix.pipeline.Scanner` makes them, and written as the shard's file; returns its index line."""
+    numbers = set(batch["shard"])
+    if len(numbers) != 1:  # Ray Data bundles consecutive blocks; never write a shard of parts of two
+        raise RuntimeError(f"one shard's writer was handed blocks of shards {sorted(numbers)}")
+    (shard,) = numbers
+    sharding: _Sharding = shipped.sharding  # type: ignore[assignment]
+    os.chdir(shipped.cwd)  # the mask folder, if relative, is the driver's
+    rows: RowMaker = shipped.get("rows")
+    stats = ScanStats()
+    names: list[tuple[str, str]] = []
+    pending: list[Pending] = []
+    with ThreadPoolExecutor(sharding.mask_threads, "forensix-mask") as pool:
+        for scored in _unpickled(batch["scored"]):
+            block = scored.block
+            names.extend((r.path, r.member) for r in block.records)
+            made = [p for p, _ in rows.pending(block, stats)]
+            ready = [p for p in made if p.record.index in scored.outputs]
+            submit = pool.submit if rows.masks_dir is not None else None
+            rows.apply(ready, [scored.outputs[p.record.index] for p in ready], submit)
+            pending.extend(made)
+        finished = [rows.finish(p, stats) for p in pending]
+    name, size, sha256 = write_shard(Path(sharding.folder), int(shard), sharding.run, finished)
+    line = ShardLine(int(shard), name, len(finished), len(names), names_digest(names), size, sha256,
+                     rows.model, rows.threshold, rows.band_low, stats)  # fmt: skip
+    return {"line": [_pickled(line)]}
 
 
 def _pickled(value: Any) -> bytes:
@@ -266,19 +364,83 @@ def scored_blocks(
     ``entries`` is called once, in the read task on this node, and must pickle (with what it walks).
     ``on_worker_death(n)`` is told, at the end, how many blocks had to be built again.
     """
+    with _scan(entries, build, models, options, block_size, block_bytes) as scan:
+        for row in _rows(scan.ds):
+            yield pickle.loads(row["scored"])
+        on_worker_death(scan.ray.get(scan.ledger.retried.remote()))
+
+
+def written_shards(
+    entries: Callable[[], Iterator[Entry]],
+    build: RecordBuilder,
+    models: Any,
+    rows: RowMaker,
+    options: RayOptions,
+    layout: Layout,
+    index: ShardIndex,
+    mask_threads: int,
+    on_worker_death: Callable[[int], None],
+) -> Iterator[ShardLine]:
+    """As :func:`scored_blocks`, the rows made by ``rows`` and written as the shards of the sharded
+    report ``index`` by Ray tasks: each shard's index line, in input order, for the caller to commit.
+    The shards ``index`` holds whose inputs have the same names are skipped unread; the first line
+    may be of a shard ``index`` holds (its inputs changed), and after the last, ``index.stream_shards``
+    is how many shards the whole stream has (None if the scan stopped before)."""
+    kept = tuple(line.names for line in index.committed)
+    sharding = _Sharding(str(index.folder.resolve()), index.run, layout.shard_blocks, kept, mask_threads)
+    with _scan(entries, build, models, options, layout.block_size, layout.block_bytes, rows, sharding) as scan:
+        # Rows and shard files in CPU tasks, a shard a batch: Ray Data bundles the blocks in order.
+        ds = scan.ds.map_batches(
+            _write_shard,
+            fn_kwargs={"shipped": scan.shipped},
+            batch_size=layout.shard_blocks,
+            compute=scan.ray.data.TaskPoolStrategy(size=scan.plan.build_tasks),
+            num_cpus=1,
+        )
+        for row in _rows(ds):
+            yield pickle.loads(row["line"])
+        index.stream_shards = scan.ray.get(scan.ledger.stream_shards.remote())
+        on_worker_death(scan.ray.get(scan.ledger.retried.remote()))
+
+
+@dataclass
+class _Running:
+    """A scan set up on Ray: the dataset of scored blocks, and what its stages share."""
+
+    ray: ModuleType
+    ds: Any  # ray.data.Dataset
+    ledger: Any  # the _Ledger actor
+    shipped: _Shipped
+    plan: Plan
+
+
+@contextmanager
+def _scan(
+    entries: Callable[[], Iterator[Entry]],
+    build: RecordBuilder,
+    models: Any,
+    options: RayOptions,
+    block_size: int,
+    block_bytes: int,
+    rows: RowMaker | None = None,
+    sharding: _Sharding | None = None,
+) -> Iterator[_Running]:
+    """Ray connected, and the dataset of scored blocks (read, built, scored), with its ledger actor."""
     with connected(options.address) as ray, _data_context(ray):
         plan = Plan.on(ray.cluster_resources(), options)
         here = ray.get_runtime_context().get_node_id()
         pinned = NodeAffinitySchedulingStrategy(here, soft=False)  # beside the driver: it lives as long
-        attempts = (
-            ray.remote(_Attempts)
+        ledger = (
+            ray.remote(_Ledger)
             .options(num_cpus=0, scheduling_strategy=pinned, max_restarts=-1, max_task_retries=-1)
             .remote()
         )
         # Held here for the whole scan: the actors (and restarted ones) fetch them from their node's store.
-        refs = {"builder": ray.put(build), "models": ray.put(packed(models)), "attempts": attempts}
-        shipped = _Shipped(refs, os.getcwd())
-        source = _EntryStream(entries, block_size, block_bytes, os.getcwd())
+        refs = {"builder": ray.put(build), "models": ray.put(packed(models)), "ledger": ledger}
+        if rows is not None:
+            refs["rows"] = ray.put(rows)
+        shipped = _Shipped(refs, os.getcwd(), sharding)
+        source = _EntryStream(entries, block_size, block_bytes, os.getcwd(), ledger, sharding)
         # On the driver's node (its paths), taking no CPU from the others.
         ds = ray.data.read_datasource(source, override_num_blocks=1, num_cpus=0, scheduling_strategy=pinned)
         # max_retries: a build lost with its process is always retried (then entry by entry). Being the
@@ -299,12 +461,15 @@ def scored_blocks(
             num_cpus=SCORE_CPUS,
             num_gpus=plan.gpus_per_actor,
         )
-        rows = ds.iter_rows()
-        try:
-            for row in rows:
-                yield pickle.loads(row["scored"])
-        finally:
-            close = getattr(rows, "close", None)
-            if close is not None:
-                close()
-        on_worker_death(ray.get(attempts.retried.remote()))
+        yield _Running(ray, ds, ledger, shipped, plan)
+
+
+def _rows(ds: Any) -> Iterator[dict[str, Any]]:
+    """The dataset's rows in order; stopped early, its execution stops now, not when collected."""
+    rows = ds.iter_rows()
+    try:
+        yield from rows
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()

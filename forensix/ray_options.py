@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from dataclasses import dataclass
 from types import ModuleType
 
 SCORE_CPUS = 1.0  # each scoring actor's CPU: it feeds its device
+DEFAULT_SHARD_SIZE = 4096  # a sharded report's inputs a shard (forensix.shards), rounded up to whole blocks
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,10 @@ class Plan:
         # Actors without a GPU open the models on the CPU: Ray hides no GPU from them (CUDA_VISIBLE_DEVICES).
         device = options.device if per_actor > 0 else "cpu"
         return cls(actors, per_actor, options.build_tasks or left, device)
+
+
+def is_sharded(out: str | os.PathLike[str]) -> bool:
+    """Whether ``--out`` names a sharded report's folder (:mod:`forensix.shards`): an existing folder,
+    or a path ending in a separator."""
+    text = os.fspath(out)
+    return os.path.isdir(text) or text.endswith(("/", os.sep))

@@ -30,7 +30,10 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from .inputs import InputSpec
 from .interrupts import held_interrupts, interrupt_gate
 from .pipeline import ResumeIndex, Scanner, ScanOptions, ScanStats
+from .ray_options import DEFAULT_SHARD_SIZE, is_sharded
 from .report import COLUMNS, ExistingReport, ReportError, ReportWriter, format_for, open_for_resume, read_report
+from .shards import META, Layout, ShardIndex, ShardLine, shard_size_blocks
+from .stages.loader import LoaderOptions
 
 if TYPE_CHECKING:
     from .attributor import Attributor
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from .localizer import Localizer
 
 META_SUFFIX = ".meta.json"
+SHARDS = "shards"  # the format of a sharded report (a folder)
 
 
 Count = Callable[[], int | None]  # the number of entries, for a progress bar's total; None: unknown
@@ -86,13 +90,16 @@ def write_report(
     cache: PredictionCache | None = None,
     progress: Callable[[ScanStats, Count], ProgressDisplay] | None = None,
     log: Callable[[str], None] | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
     **options: Any,
 ) -> ScanSummary:
     """Scan ``paths`` (files, folders, archives; one or a sequence) and write one row per image to ``out``.
 
     ``out`` is a report file or an open text stream (e.g. ``sys.stdout``; not closed here). The
-    format is ``format``, else ``out``'s extension, else JSON Lines. ``resume=True`` (a file only)
-    appends to the report there, skipping the inputs it already holds. ``meta``: where the
+    format is ``format``, else ``out``'s extension, else JSON Lines. A folder (an existing one, or
+    a path ending in a separator; or ``format="shards"``) is a sharded report (:mod:`forensix.shards`):
+    shards of about ``shard_size`` inputs written by the Ray engine's tasks (``ray`` must be set).
+    ``resume=True`` appends to the report there, skipping the inputs it already holds. ``meta``: where the
     provenance sidecar goes; True = ``<out>.meta.json`` for a file, none for a stream; False = none.
     ``options`` are :class:`forensix.pipeline.ScanOptions`' fields. ``progress(stats, count)``
     makes a display for the scan (``count()`` walks the inputs for a total); ``log`` receives
@@ -107,6 +114,12 @@ def write_report(
     spec.check_named_paths()
     scan_options = ScanOptions(**options)
     path = Path(out) if isinstance(out, (str, os.PathLike)) else None
+    if format == SHARDS or (format is None and path is not None and is_sharded(out)):  # type: ignore[arg-type]
+        if path is None:
+            raise ReportError("a sharded report is a folder: give its path")
+        return _write_sharded(
+            spec, detector, path, resume, meta, scan_options, shard_size, localizer, attributor, progress, log
+        )
     fmt = format_for(str(path) if path is not None else None, format)
     meta_path = _meta_path(path, meta)
     if scan_options.masks_dir is not None:
@@ -116,7 +129,8 @@ def write_report(
         if path is None:
             raise ReportError("--resume needs --out: the report to resume")
         existing = read_report(path, fmt)
-        check_resumable(existing, detector, scan_options, path, _recorded(meta_path))
+        if existing.rows:
+            check_resumable(existing, detector, scan_options, path, _recorded(meta_path))
     done = ResumeIndex.from_rows(existing.keys) if existing.rows else None
     scanner = Scanner(spec, detector, scan_options, done, localizer=localizer, attributor=attributor, cache=cache)
     # The sidecar first: a --meta path that cannot be written must fail before the report is touched
@@ -153,6 +167,48 @@ def write_report(
     )
 
 
+def _write_sharded(
+    spec: InputSpec,
+    detector: Detector,
+    folder: Path,
+    resume: bool,
+    meta: str | os.PathLike[str] | bool,
+    options: ScanOptions,
+    shard_size: int,
+    localizer: Localizer | None,
+    attributor: Attributor | None,
+    progress: Callable[[ScanStats, Count], ProgressDisplay] | None,
+    log: Callable[[str], None] | None,
+) -> ScanSummary:
+    """:func:`write_report` into a sharded report: the same guarantees, the index committing each
+    shard in order (a resume keeps the shards whose inputs are unchanged)."""
+    if options.ray is None:
+        raise ReportError(f"--out {folder}: a sharded report (a folder) is written by --engine ray")
+    layout = Layout(options.batch_size, LoaderOptions().block_bytes, shard_size_blocks(shard_size, options.batch_size))
+    meta_path = folder / META if meta is True else _meta_path(None, meta)
+    if options.masks_dir is not None:
+        check_masks_dir(options.masks_dir)
+    index = ShardIndex.resumed(folder, layout) if resume else ShardIndex(folder, layout)
+    if index.committed:
+        check_resumable(index.existing(), detector, options, folder, _recorded(meta_path))
+    previous = index.rows
+    scanner = Scanner(spec, detector, options, localizer=localizer, attributor=attributor)
+    index.start()
+    if meta_path is not None:
+        meta_path.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
+    if previous and log is not None:
+        log(f"resuming {folder}: {previous} rows in {len(index.committed)} shards already there")
+    started = time.perf_counter()
+    try:
+        interrupted = _commit_shards(scanner, index, progress)
+    finally:
+        index.close()
+    return ScanSummary(
+        scanner.stats, interrupted, time.perf_counter() - started, SHARDS, meta_path, previous,
+        notices=scanner.notices,
+    )  # fmt: skip
+
+
 def check_masks_dir(masks_dir: Path) -> None:
     """Create the masks folder and make sure it takes files, so that no mask is lost an hour in."""
     try:
@@ -171,8 +227,6 @@ def check_resumable(
     The model, threshold and uncertain band are checked against the rows, the limits and the notes
     setting against the sidecar ``recorded`` (None: there is none, as for a report of an older forensix).
     """
-    if not existing.rows:
-        return
     others = existing.models - {detector.name}
     if others:
         raise ReportError(
@@ -274,6 +328,57 @@ def _write_rows(
     finally:
         writer.close()
     return False
+
+
+def _commit_shards(
+    scanner: Scanner, index: ShardIndex, progress: Callable[[ScanStats, Count], ProgressDisplay] | None
+) -> bool:
+    """Commit every shard the scan writes, in order, and mark the report complete; on Ctrl-C or
+    SIGTERM stop with the index valid (shards written but not committed are not part of the report).
+    Returns whether it was interrupted."""
+    unwritten = None  # a shard the scan has written and counted that the index does not list yet
+    kept: int | None = None  # shards of the resumed report kept: known at the first new shard, or at the end
+    display = progress(scanner.stats, scanner.count_entries) if progress is not None else None
+
+    def commit(line: ShardLine) -> None:
+        nonlocal kept
+        if kept is None:
+            kept = _keep(index, line.shard, scanner)
+        index.commit(line)
+
+    try:
+        with _sigterm_interrupts(), display or nullcontext(), interrupt_gate():
+            for line in scanner.shards(index):
+                unwritten = line
+                with held_interrupts():  # an index line is written whole
+                    commit(line)
+                    unwritten = None
+                if display is not None:
+                    display.update()
+            with held_interrupts():
+                assert index.stream_shards is not None
+                if kept is None:
+                    kept = _keep(index, index.stream_shards, scanner)
+                index.finish(index.stream_shards)
+    except KeyboardInterrupt:
+        if unwritten is not None:
+            commit(unwritten)
+        return True
+    return False
+
+
+def _keep(index: ShardIndex, shards: int, scanner: Scanner) -> int:
+    """Keep the resumed report's first ``shards`` shards (the walk found their inputs unchanged), counted
+    as resumed; the rest are dropped, to be scanned again."""
+    dropped = index.keep(shards)
+    scanner.stats.resumed += index.rows
+    scanner.stats.entries += sum(line.entries for line in index.committed)
+    if dropped:
+        scanner.notices.append(
+            f"the inputs of shards {dropped[0].shard} to {dropped[-1].shard} changed since they were scanned "
+            f"(other names, or in another order): their {sum(d.rows for d in dropped)} rows were scanned again"
+        )
+    return shards
 
 
 @contextmanager

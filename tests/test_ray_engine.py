@@ -8,6 +8,7 @@ attributor, a killed actor, an interrupted scan resumed and the driver's memory 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from forensix.inputs import InputSpec
 from forensix.pipeline import Scanner, ScanOptions
 from forensix.ray_options import Plan, RayMissing, RayOptions, require_ray
 from forensix.report import read_rows
+from forensix.shards import read_index, shard_rows
 from forensix.stages import records
 
 ray = pytest.importorskip("ray")
@@ -262,3 +264,59 @@ def test_the_drivers_memory_does_not_grow_with_the_inputs(local_ray, detector, t
     assert summary.rows == 10_000 and not summary.stats.errors
     # 8,000 rows kept would be over 15 MB (a row's dict and strings: about 2 kB)
     assert seen[10_000] - seen[2_000] < 8 << 20, seen
+
+
+def local_report(inputs, detector, path: Path, **kw) -> list[dict]:
+    """The local engine's report, read back as a sharded report's rows are."""
+    forensix.write_report(inputs, detector, path, workers=1, batch_size=4, **kw)
+    return read_rows(path)
+
+
+def test_a_sharded_report_holds_the_local_rows_in_shards_its_tasks_wrote(
+    local_ray, inputs, detector, tmp_path, crashing_here
+):
+    want = local_report(inputs, detector, tmp_path / "local.jsonl")
+    out = tmp_path / "shards"
+    ray_options = RayOptions(actors=2, build_tasks=2)
+    summary = forensix.write_report(inputs, detector, f"{out}/", batch_size=4, ray=ray_options, shard_size=8)
+    assert summary.format == "shards" and summary.rows == len(want) and summary.stats.worker_deaths == 1
+    layout, committed, complete = read_index(out)
+    assert complete and layout.shard_blocks == 2 and len(committed) >= 3
+    assert [line.shard for line in committed] == list(range(len(committed)))
+    assert sum(line.rows for line in committed) == len(want)
+    files = sorted(p.name for p in out.glob("shard-*"))
+    assert files == sorted(line.file for line in committed)  # each written whole, no temporary left
+    for line in committed:
+        data = (out / line.file).read_bytes()
+        assert len(data) == line.bytes and hashlib.sha256(data).hexdigest() == line.sha256
+    assert_same_rows(list(shard_rows(out)), want)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["engine"]["name"] == "ray"
+
+
+@pytest.mark.slow
+def test_an_interrupted_sharded_scan_resumes_its_shards_and_rescans_what_changed(
+    local_ray, inputs, detector, tmp_path, crashing_here
+):
+    out = tmp_path / "shards"
+    options = dict(batch_size=4, ray=RayOptions(), shard_size=8)
+    first = forensix.write_report(inputs, detector, f"{out}/", progress=interrupt_at(16), **options)
+    assert first.interrupted
+    _, committed, complete = read_index(out)
+    assert not complete and 2 <= len(committed) < 6 and first.rows >= 16
+    second = forensix.write_report(inputs, detector, out, resume=True, **options)
+    assert not second.interrupted and second.previous_rows == sum(line.rows for line in committed)
+    assert second.stats.resumed == second.previous_rows
+    assert_same_rows(list(shard_rows(out)), local_report(inputs, detector, tmp_path / "a.jsonl"))
+    assert {line.file for line in read_index(out)[1][: len(committed)]} == {line.file for line in committed}
+
+    # A new image sorted first in the folder: every shard's inputs shift, so all are scanned again.
+    photos = Path(inputs.sources[0][1])
+    random_image(24, 24, seed=99).save(photos / "000-new.png")
+    try:
+        third = forensix.write_report(inputs, detector, out, resume=True, **options)
+        assert third.stats.resumed == 0 and any("changed since they were scanned" in n for n in third.notices)
+        assert_same_rows(list(shard_rows(out)), local_report(inputs, detector, tmp_path / "b.jsonl"))
+        assert sorted(p.name for p in out.glob("shard-*")) == sorted(line.file for line in read_index(out)[1])
+    finally:
+        (photos / "000-new.png").unlink()
