@@ -394,8 +394,8 @@ def written_shards(
             _write_shard,
             fn_kwargs={"shipped": scan.shipped},
             batch_size=layout.shard_blocks,
-            compute=scan.ray.data.TaskPoolStrategy(size=scan.plan.build_tasks),
-            num_cpus=1,
+            compute=scan.ray.data.TaskPoolStrategy(size=scan.plan.write_tasks),
+            num_cpus=scan.plan.write_cpus,
         )
         for row in _rows(ds):
             yield pickle.loads(row["line"])
@@ -427,7 +427,8 @@ def _scan(
 ) -> Iterator[_Running]:
     """Ray connected, and the dataset of scored blocks (read, built, scored), with its ledger actor."""
     with connected(options.address) as ray, _data_context(ray):
-        plan = Plan.on(ray.cluster_resources(), options)
+        masks = rows is not None and rows.masks_dir is not None
+        plan = Plan.on(ray.cluster_resources(), options, shards=sharding is not None, masks=masks)
         here = ray.get_runtime_context().get_node_id()
         pinned = NodeAffinitySchedulingStrategy(here, soft=False)  # beside the driver: it lives as long
         ledger = (

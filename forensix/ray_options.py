@@ -41,15 +41,20 @@ def require_ray() -> ModuleType:
 
 @dataclass(frozen=True)
 class Plan:
-    """The actors a scan gets on the cluster it found, and the device they open the models on."""
+    """The actors a scan gets on the cluster it found, the device they open the models on, and its CPU
+    tasks: building records, and (a sharded report) making and writing the shards."""
 
     actors: int
     gpus_per_actor: float
     build_tasks: int
     device: str = "cpu"
+    write_tasks: int = 0  # a sharded report's writers (forensix.shards)
+    write_cpus: float = 1.0  # each writer's; 0 on a cluster with no CPU to spare (the writers share the builders')
 
     @classmethod
-    def on(cls, resources: dict[str, float], options: RayOptions) -> Plan:
+    def on(cls, resources: dict[str, float], options: RayOptions, shards: bool = False, masks: bool = False) -> Plan:
+        """The plan for ``options`` on a cluster of ``resources``; ``shards``: writers of a sharded report
+        too, as many as mask files (``masks``, decoded again and drawn) or rows alone need."""
         gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
         on_gpus = options.device != "cpu" and gpus > 0
         per_actor = options.gpus_per_actor if options.gpus_per_actor is not None else (1.0 if on_gpus else 0.0)
@@ -73,7 +78,14 @@ class Plan:
             )
         # Actors without a GPU open the models on the CPU: Ray hides no GPU from them (CUDA_VISIBLE_DEVICES).
         device = options.device if per_actor > 0 else "cpu"
-        return cls(actors, per_actor, options.build_tasks or left, device)
+        build, writers, write_cpus = options.build_tasks or left, 0, 1.0
+        if shards:  # writers need CPUs of their own: builders left alone would take them all until the end
+            writers = max(1, left // (2 if masks else 8))
+            if options.build_tasks is None:
+                build = max(1, left - writers)
+            if build + writers > left:
+                write_cpus = 0.0
+        return cls(actors, per_actor, build, device, writers, write_cpus)
 
 
 def is_sharded(out: str | os.PathLike[str]) -> bool:

@@ -236,6 +236,11 @@ def test_the_plan_fits_the_cluster():
     assert Plan.on({"CPU": 8}, RayOptions()) == Plan(1, 0.0, 7, "cpu")  # no GPU: the actors' models on the CPU
     assert Plan.on({"CPU": 8, "GPU": 1}, RayOptions(gpus_per_actor=0)) == Plan(1, 0.0, 7, "cpu")
     assert Plan.on({"CPU": 8}, RayOptions(actors=3, build_tasks=2)) == Plan(3, 0.0, 2, "cpu")
+    # A sharded report's writers: CPUs of their own, more when they draw mask files; none to spare: shared
+    assert Plan.on({"CPU": 16, "GPU": 4}, RayOptions(), shards=True) == Plan(4, 1.0, 11, "auto", 1, 1.0)
+    assert Plan.on({"CPU": 16, "GPU": 4}, RayOptions(), shards=True, masks=True) == Plan(4, 1.0, 6, "auto", 6, 1.0)
+    assert Plan.on({"CPU": 2}, RayOptions(), shards=True) == Plan(1, 0.0, 1, "cpu", 1, 0.0)
+    assert Plan.on({"CPU": 8}, RayOptions(build_tasks=7), shards=True) == Plan(1, 0.0, 7, "cpu", 1, 0.0)
     for options, says in [
         (RayOptions(device="cuda"), "--device cuda on Ray needs --gpus-per-actor"),
         (RayOptions(precision="fp16"), "--precision fp16 needs GPUs"),
