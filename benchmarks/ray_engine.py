@@ -6,7 +6,9 @@
   Ray gets ``1 + N`` logical CPUs, so that records always have one; on a 2-core machine the actors
   share the cores, so this shows overheads, not speed-ups.
 - **The driver's ceiling**: rows per second that one driver makes into a report (the row's verdict
-  and the report writer, JSON Lines and CSV), the rate past which more GPUs give nothing.
+  and the report writer, JSON Lines and CSV), the rate past which more GPUs give nothing; and the
+  driver's CPU time per 1,000 rows in a Ray scan once rows flow (Ray's executor included), writing
+  one report file or a sharded report (``--out DIR/``: the rows made and written by Ray tasks).
 - ``--gpus 1,2,4``, on a machine with GPUs: the full-size DeeCLIP (ViT-L/14, random weights) on
   1 → N GPUs, one actor each.
 
@@ -58,7 +60,7 @@ class FirstRow:
     """A progress display that notes when the first row arrives (start-up is then over)."""
 
     def __init__(self, stats, count) -> None:
-        self.stats, self.first = stats, None
+        self.stats, self.first, self.first_cpu, self.first_rows = stats, None, 0.0, 0
 
     def __enter__(self):
         return self
@@ -68,7 +70,7 @@ class FirstRow:
 
     def update(self) -> None:
         if self.first is None:
-            self.first = time.perf_counter()
+            self.first, self.first_cpu, self.first_rows = time.perf_counter(), time.process_time(), self.stats.images
 
 
 def timed_scan(folder: Path, detector, out: Path, **options) -> dict:
@@ -80,11 +82,14 @@ def timed_scan(folder: Path, detector, out: Path, **options) -> dict:
 
     start = time.perf_counter()
     summary = forensix.write_report([str(folder)], detector, out, progress=display, **options)
-    end = time.perf_counter()
-    rows = summary.rows
-    steady = (rows - 1) / (end - displays[0].first) if rows > 1 else float("nan")
+    end, cpu = time.perf_counter(), time.process_time()
+    rows, first = summary.rows, displays[0]
+    flowing = rows - first.first_rows  # rows after the first update (a sharded report's: after its first shard)
+    steady = flowing / (end - first.first) if flowing else float("nan")
+    driver = 1000 * (cpu - first.first_cpu) / flowing if flowing else float("nan")
     return {"rows": rows, "wall_s": round(end - start, 1), "images_per_s": round(rows / (end - start), 1),
-            "after_first_row_per_s": round(steady, 1)}  # fmt: skip
+            "after_first_row_per_s": round(steady, 1),
+            "driver_cpu_s_per_1000_rows": round(driver, 3)}  # fmt: skip
 
 
 def driver_rate(rows: list[dict], fmt: str, count: int) -> float:
@@ -126,6 +131,10 @@ def main() -> None:
                 figures[f"ray, {actors} CPU actor(s)"] = timed_scan(
                     folder, detector, work / f"ray{actors}.jsonl", batch_size=32, ray=options
                 )
+                if actors == 1:
+                    figures["ray, 1 CPU actor, sharded report"] = timed_scan(
+                        folder, detector, work / "shards/", batch_size=32, ray=options, shard_size=256
+                    )
             finally:
                 ray.shutdown()
         local = (work / "local.jsonl").read_text().splitlines()

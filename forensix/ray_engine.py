@@ -12,7 +12,12 @@ The stages are the local scan's (docs/architecture.md); only where they run chan
   image's outputs (logit, attribution, localizer map);
 - **rows**: the driver gets the blocks back in input order (``preserve_order``) and makes the rows
   exactly as the local scan does (:class:`forensix.pipeline.Scanner`: resume tally, verdicts, mask
-  files, stats), so every guarantee of :func:`forensix.scan_report.write_report` holds.
+  files, stats), so every guarantee of :func:`forensix.scan_report.write_report` holds. For a
+  sharded report (:mod:`forensix.shards`, :func:`written_shards`), CPU tasks make the rows instead
+  (the scan's :class:`~forensix.stages.rows.RowMaker`), one task a shard of ``shard_blocks``
+  consecutive blocks (Ray Data bundles them in order; the task checks that they are one shard's),
+  and write its file; the driver gets only each shard's index line, in order, and commits it. On
+  resume the read skips, unread, the shards whose inputs' names are unchanged (:class:`_EntryStream`).
 
 Every Ray block is one forensix block (``target_max_block_size`` of one byte: each row leaves as a
 block of its own), so the blocks spread over the actors one by one, as they do over DataLoader

@@ -71,6 +71,12 @@ def local_rows(inputs, detector, **kw) -> list[dict]:
     return list(Scanner(inputs, detector, ScanOptions(workers=1, batch_size=4, **kw)))
 
 
+def local_report(inputs, detector, path: Path, **kw) -> list[dict]:
+    """The local engine's report, read back (as a Ray report, or a sharded report's rows, are)."""
+    forensix.write_report(inputs, detector, path, workers=1, batch_size=4, **kw)
+    return read_rows(path)
+
+
 def ray_scan(inputs, detector, **kw) -> Scanner:
     return Scanner(inputs, detector, ScanOptions(batch_size=4, ray=RayOptions(), **kw))
 
@@ -197,6 +203,17 @@ def test_an_interrupted_ray_scan_resumes_with_no_duplicate_or_gap(local_ray, inp
     assert_same_rows(got, local_rows(inputs, detector))
 
 
+@pytest.mark.slow
+def test_a_local_report_resumes_on_ray(local_ray, inputs, detector, tmp_path, crashing_here):
+    out = tmp_path / "report.jsonl"
+    want = local_report(inputs, detector, out)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:12]))  # a local scan stopped after 12 rows (its .meta.json stays)
+    resumed = forensix.write_report(inputs, detector, out, resume=True, batch_size=4, ray=RayOptions())
+    assert resumed.previous_rows == 12 and resumed.stats.resumed == 12
+    assert_same_rows(read_rows(out), want)
+
+
 def test_the_cli_scans_on_ray_and_its_options_are_checked(
     local_ray, inputs, small_input_weights, tmp_path, home, crashing_here
 ):
@@ -279,12 +296,6 @@ def test_the_drivers_memory_does_not_grow_with_the_inputs(local_ray, detector, t
     assert summary.rows == 10_000 and not summary.stats.errors
     # 8,000 rows kept would be over 15 MB (a row's dict and strings: about 2 kB)
     assert seen[10_000] - seen[2_000] < 8 << 20, seen
-
-
-def local_report(inputs, detector, path: Path, **kw) -> list[dict]:
-    """The local engine's report, read back as a sharded report's rows are."""
-    forensix.write_report(inputs, detector, path, workers=1, batch_size=4, **kw)
-    return read_rows(path)
 
 
 def test_a_sharded_report_holds_the_local_rows_in_shards_its_tasks_wrote(
