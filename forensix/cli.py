@@ -509,9 +509,13 @@ def scan(
         ),
     ] = None,
     shard_size: Annotated[
-        int,
-        typer.Option(min=1, help="A sharded report (--out DIR/): inputs a shard, rounded up to whole batches."),
-    ] = DEFAULT_SHARD_SIZE,
+        int | None,
+        typer.Option(
+            min=1,
+            help=f"A sharded report (--out DIR/): inputs a shard, rounded up to whole batches [default: "
+            f"{DEFAULT_SHARD_SIZE}].",
+        ),
+    ] = None,
 ) -> None:
     """Score every image and write one row per input image (see docs/scan.md)."""
     import tempfile
@@ -522,8 +526,11 @@ def scan(
     from .scan_report import write_report
 
     with tempfile.TemporaryDirectory(prefix="forensix-") as spool, fatal_errors():
+        sharded = fmt == "shards" or (out_path is not None and is_sharded(out_path))
+        if shard_size is not None and not sharded:
+            raise Fatal("--shard-size: for a sharded report (--out DIR/)")
         if html is not None:
-            if fmt == "shards" or (out_path is not None and is_sharded(out_path)):
+            if sharded:
                 raise Fatal("--html makes its page from one report file, not a sharded report's folder")
             _check_page_path(html, Path(out_path) if out_path is not None else None)
         spec = _scan_spec(paths or [], from_list or [], from_list0 or [], Path(spool))
@@ -570,7 +577,7 @@ def scan(
             masks_all=masks_all,
             gpu_decode=gpu_decode,
             ray=ray,
-            shard_size=shard_size,
+            shard_size=shard_size or DEFAULT_SHARD_SIZE,
         )
     _print_summary(summary)
     if summary.interrupted:

@@ -26,7 +26,9 @@ detector's (else the detector's batch serves both).
 With ``ray`` (:class:`~forensix.ray_options.RayOptions`), the blocks are built by Ray tasks and
 scored by Ray actors, each running its copy of :class:`ScanModels` (:mod:`forensix.ray_engine`);
 they come back in input order with each image's :class:`ImageOutputs`, and this process makes
-the rows from them exactly as from its own batches (:meth:`Scanner._apply`).
+the rows from them exactly as from its own batches (:meth:`Scanner._apply`). For a sharded report
+(:meth:`Scanner.shards`), Ray tasks make and write the rows, with the same
+:class:`~forensix.stages.rows.RowMaker` this process uses.
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ from .inputs import InputItem, InputSpec, Limits, count_entries
 from .limits import DEFAULT_DECODE_TIMEOUT
 from .provenance import provenance
 from .ray_options import RayOptions, require_ray
-from .shards import ShardIndex, ShardLine
 from .stages.batches import Block
 from .stages.device_decode import decode_on_device
 from .stages.entries import input_entries
@@ -64,6 +65,7 @@ from .stages.scoring import BatchQueue
 if TYPE_CHECKING:
     from .attributor import Attributor
     from .localizer import Localizer
+    from .shards import ShardIndex, ShardLine
 
 PARITY_IMAGES = 8  # JPEGs scored both ways before the device decodes any (gpu_decode)
 PARITY_LOOK_AT = 1000  # inputs searched for them
@@ -366,7 +368,7 @@ class Scanner:
             raise ValueError("a sharded report is written by --engine ray, and resumed by its index")
         entries = partial(scan_entries, self.spec, o.limits, None)
         lines = written_shards(
-            entries, self._builder(), self.models, self.rows, o.ray, index.layout, index, o.mask_threads,
+            entries, self._builder(), self.models, self.rows, o.ray, index, o.mask_threads,
             self._worker_died,
         )  # fmt: skip
         try:

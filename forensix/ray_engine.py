@@ -60,7 +60,7 @@ from ray.data.datasource import Datasource, ReadTask
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .ray_options import SCORE_CPUS, Plan, RayOptions, require_ray
-from .shards import Layout, ShardIndex, ShardLine, names_digest, write_shard
+from .shards import ShardIndex, ShardLine, names_digest, write_shard
 from .stages.batches import Block, collate
 from .stages.loader import Numbered, build_alone, entry_blocks
 from .stages.records import ATTR, IMAGE, MASK, Entry, RecordBuilder
@@ -70,6 +70,7 @@ from .workers import disposable_worker, leave_interrupts_to_the_driver
 if TYPE_CHECKING:
     from .runner import Runner
 
+Name = tuple[str, str]  # an entry's (path, member)
 ONE_BLOCK_A_ROW = 1  # bytes: Ray Data's target block size, so each row (a forensix block) is a Ray block
 GIVE_UP = 4  # starts of one block's build (1 whole, then entry by entry) before its entries are error rows
 
@@ -165,28 +166,45 @@ class _EntryStream(Datasource):
         hears how many shards the stream has."""
         assert self.sharding is not None
         per, kept = self.sharding.shard_blocks, self.sharding.kept
-        counted = [0]  # blocks walked
+        walked = [0]  # blocks
 
-        def names(group: Iterator[Numbered]) -> Iterator[tuple[str, str]]:
+        def names(group: Iterator[Numbered]) -> Iterator[Name]:
             for numbered in group:
-                counted[0] += 1
+                walked[0] += 1
                 yield from ((e.path, e.member) for _, e in numbered)
 
         start = 0  # shards kept
         while start < len(kept):
-            before = counted[0]
+            before = walked[0]
             digest = names_digest(names(itertools.islice(blocks, per)))  # nothing held: a tar's members hold bytes
-            if counted[0] == before:
+            if walked[0] == before:
                 break  # the stream ends where a kept shard ends
             if digest != kept[start]:  # from this shard on, all is scanned: the walk again, to it
-                counted[0] = start * per
-                blocks = itertools.islice(entry_blocks(self.entries(), self.size, self.block_bytes), start * per, None)
+                close = getattr(blocks, "close", None)
+                if close is not None:
+                    close()  # the first walk's archives
+                blocks = self._walked_past(start, names)
+                walked[0] = start * per
                 break
             start += 1
         for numbered in blocks:
-            yield counted[0] // per, numbered
-            counted[0] += 1
-        require_ray().get(self.ledger.walked.remote(-(-counted[0] // per)))
+            yield walked[0] // per, numbered
+            walked[0] += 1
+        require_ray().get(self.ledger.walked.remote(-(-walked[0] // per)))
+
+    def _walked_past(
+        self, shards: int, names: Callable[[Iterator[Numbered]], Iterator[tuple[str, str]]]
+    ) -> Iterator[Numbered]:
+        """A new walk of the entries, past its first ``shards`` shards, which must be those the first walk kept."""
+        assert self.sharding is not None
+        per, kept = self.sharding.shard_blocks, self.sharding.kept
+        blocks = entry_blocks(self.entries(), self.size, self.block_bytes)
+        for shard in range(shards):
+            if names_digest(names(itertools.islice(blocks, per))) != kept[shard]:
+                raise RuntimeError(
+                    f"the inputs changed during the scan: shard {shard}'s names differ when walked again"
+                )
+        return blocks
 
     def estimate_inmemory_data_size(self) -> None:
         return None
@@ -381,7 +399,6 @@ def written_shards(
     models: Any,
     rows: RowMaker,
     options: RayOptions,
-    layout: Layout,
     index: ShardIndex,
     mask_threads: int,
     on_worker_death: Callable[[int], None],
@@ -391,7 +408,7 @@ def written_shards(
     The shards ``index`` holds whose inputs have the same names are skipped unread; the first line
     may be of a shard ``index`` holds (its inputs changed), and after the last, ``index.stream_shards``
     is how many shards the whole stream has (None if the scan stopped before)."""
-    kept = tuple(line.names for line in index.committed)
+    layout, kept = index.layout, tuple(line.names for line in index.committed)
     sharding = _Sharding(str(index.folder.resolve()), index.run, layout.shard_blocks, kept, mask_threads)
     with _scan(entries, build, models, options, layout.block_size, layout.block_bytes, rows, sharding) as scan:
         # Rows and shard files in CPU tasks, a shard a batch: Ray Data bundles the blocks in order.

@@ -118,7 +118,7 @@ def write_report(
         if path is None:
             raise ReportError("a sharded report is a folder: give its path")
         return _write_sharded(
-            spec, detector, path, resume, meta, scan_options, shard_size, localizer, attributor, progress, log
+            spec, detector, path, resume, meta, scan_options, shard_size, localizer, attributor, cache, progress, log
         )
     fmt = format_for(str(path) if path is not None else None, format)
     meta_path = _meta_path(path, meta)
@@ -177,6 +177,7 @@ def _write_sharded(
     shard_size: int,
     localizer: Localizer | None,
     attributor: Attributor | None,
+    cache: PredictionCache | None,
     progress: Callable[[ScanStats, Count], ProgressDisplay] | None,
     log: Callable[[str], None] | None,
 ) -> ScanSummary:
@@ -188,11 +189,11 @@ def _write_sharded(
     meta_path = folder / META if meta is True else _meta_path(None, meta)
     if options.masks_dir is not None:
         check_masks_dir(options.masks_dir)
-    index = ShardIndex.resumed(folder, layout) if resume else ShardIndex(folder, layout)
+    index = ShardIndex.resumed(folder, layout) if resume else ShardIndex.new(folder, layout)
     if index.committed:
         check_resumable(index.existing(), detector, options, folder, _recorded(meta_path))
     previous = index.rows
-    scanner = Scanner(spec, detector, options, localizer=localizer, attributor=attributor)
+    scanner = Scanner(spec, detector, options, localizer=localizer, attributor=attributor, cache=cache)
     index.start()
     if meta_path is not None:
         meta_path.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
@@ -337,12 +338,12 @@ def _commit_shards(
     SIGTERM stop with the index valid (shards written but not committed are not part of the report).
     Returns whether it was interrupted."""
     unwritten = None  # a shard the scan has written and counted that the index does not list yet
-    kept: int | None = None  # shards of the resumed report kept: known at the first new shard, or at the end
+    kept = False  # whether the resumed report's shards kept are known: at the first new shard, or at the end
     display = progress(scanner.stats, scanner.count_entries) if progress is not None else None
 
     def commit(line: ShardLine) -> None:
         nonlocal kept
-        if kept is None:
+        if not kept:
             kept = _keep(index, line.shard, scanner)
         index.commit(line)
 
@@ -357,9 +358,9 @@ def _commit_shards(
                     display.update()
             with held_interrupts():
                 assert index.stream_shards is not None
-                if kept is None:
+                if not kept:
                     kept = _keep(index, index.stream_shards, scanner)
-                index.finish(index.stream_shards)
+                index.finish()
     except KeyboardInterrupt:
         if unwritten is not None:
             commit(unwritten)
@@ -367,18 +368,19 @@ def _commit_shards(
     return False
 
 
-def _keep(index: ShardIndex, shards: int, scanner: Scanner) -> int:
+def _keep(index: ShardIndex, shards: int, scanner: Scanner) -> bool:
     """Keep the resumed report's first ``shards`` shards (the walk found their inputs unchanged), counted
-    as resumed; the rest are dropped, to be scanned again."""
+    as resumed; the rest are dropped, their inputs scanned again (those still there)."""
     dropped = index.keep(shards)
     scanner.stats.resumed += index.rows
     scanner.stats.entries += sum(line.entries for line in index.committed)
     if dropped:
         scanner.notices.append(
             f"the inputs of shards {dropped[0].shard} to {dropped[-1].shard} changed since they were scanned "
-            f"(other names, or in another order): their {sum(d.rows for d in dropped)} rows were scanned again"
+            f"(other names, or in another order): their {sum(d.rows for d in dropped)} rows were dropped, "
+            "and the inputs from there on scanned again"
         )
-    return shards
+    return True
 
 
 @contextmanager

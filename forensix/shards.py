@@ -39,7 +39,7 @@ INDEX = "index.jsonl"
 META = "meta.json"  # the scan's provenance (scan_report writes it)
 FORMAT = "forensix-shards"
 VERSION = 1
-_SHARD_FILE = re.compile(r"shard-\d{6,}-[0-9a-f]{8}\.jsonl(\.\d+\.tmp)?")
+_SHARD_FILE = re.compile(r"shard-\d{6,}-[0-9a-f]{8}\.jsonl(\.\d+\.tmp)?|index\.jsonl\.\d+\.tmp")
 
 
 @dataclass(frozen=True)
@@ -119,11 +119,27 @@ class ShardIndex:
         return self.folder / INDEX
 
     @classmethod
+    def new(cls, folder: Path, layout: Layout) -> ShardIndex:
+        """A new report in ``folder``: a new folder, an empty one, or one holding a sharded report
+        (which it replaces); nothing written yet."""
+        if folder.is_dir() and not (folder / INDEX).exists() and any(folder.iterdir()):
+            raise ReportError(
+                f"--out {folder}: the folder holds files and no forensix {INDEX}; "
+                "a sharded report goes into a new or empty folder"
+            )
+        return cls(folder, layout)
+
+    @classmethod
     def resumed(cls, folder: Path, layout: Layout) -> ShardIndex:
         """The report in ``folder`` to go on with (none there: a new one), checked; nothing written yet."""
         if not (folder / INDEX).exists():
-            return cls(folder, layout)
+            return cls.new(folder, layout)
         was, committed, _ = read_index(folder)
+        if was.block_bytes != layout.block_bytes:
+            raise ReportError(
+                f"{folder} was cut by a forensix whose blocks end at {was.block_bytes} bytes held, "
+                f"not {layout.block_bytes}: use a new --out"
+            )
         if was != layout:
             raise ReportError(
                 f"{folder} was cut in blocks of {was.block_size} inputs, {was.shard_blocks} blocks a shard "
@@ -176,14 +192,14 @@ class ShardIndex:
             self._rewrite()
         return dropped
 
-    def finish(self, stream_shards: int) -> None:
-        """The scan has walked every input, in ``stream_shards`` shards: the report is complete."""
-        self.keep(stream_shards)
+    def finish(self) -> None:
+        """The scan has walked every input, and every shard is committed: the report is complete."""
         self._append(json.dumps({"complete": True, "shards": len(self.committed), "rows": self.rows}))
         self.remove_unlisted()
 
     def remove_unlisted(self) -> None:
-        """Delete the shard files the index does not list: uncommitted or superseded, never part of the report."""
+        """Delete the shard files the index does not list (uncommitted or superseded, never part of the
+        report) and temporary files of an interrupted scan; nothing else."""
         listed = {line.file for line in self.committed}
         for entry in os.scandir(self.folder):
             if _SHARD_FILE.fullmatch(entry.name) and entry.name not in listed:
@@ -236,7 +252,7 @@ def read_index(folder: Path) -> tuple[Layout, list[ShardLine], bool]:
             if line.shard != len(committed):
                 raise ValueError(f"line {number} is shard {line.shard}, not {len(committed)}")
             committed.append(line)
-    except (ValueError, KeyError, TypeError, IndexError) as e:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         raise ReportError(f"{path}: not a forensix shard index ({e})") from None
     return layout, committed, complete
 

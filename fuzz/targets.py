@@ -21,9 +21,9 @@ from pathlib import Path
 
 from forensix.inputs import InputItem, InputSpec, Limits, iter_entries
 from forensix.models.config import get_config
-from forensix.pipeline import start_row
 from forensix.report import ReportWriter
 from forensix.stages.records import IMAGE, SKIP_NON_IMAGE, Record, RecordBuilder
+from forensix.stages.rows import start_row
 
 MAX_PIXELS = 4_000_000  # a fuzzed header may claim any size: what a scan would refuse is refused cheaply
 LIMITS = Limits(max_bytes=8 << 20, max_archive_bytes=64 << 20, max_ratio=200.0)

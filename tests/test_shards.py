@@ -66,7 +66,7 @@ def test_the_index_lists_the_shards_in_order_and_the_report_is_their_rows(tmp_pa
     index = three_shards(tmp_path)
     layout, committed, complete = read_index(tmp_path)
     assert layout == LAYOUT and [c.rows for c in committed] == [8, 8, 3] and not complete
-    index.finish(3)
+    index.finish()
     index.close()
     _, again, complete = read_index(tmp_path)
     assert complete and again == committed and again[0].stats == ScanStats(images=8, real=8)
@@ -95,6 +95,7 @@ def test_a_resume_removes_shard_files_never_committed_and_keeps_other_files(tmp_
     index.close()
     orphan = write_shard(tmp_path, 3, "ffffffff", rows_of(3, 2))[0]  # written, the driver stopped before committing
     (tmp_path / f"{orphan}.123.tmp").write_text("half")  # a task killed while writing
+    (tmp_path / f"{INDEX}.77.tmp").write_text("{")  # a driver killed while rewriting the index
     (tmp_path / "notes.txt").write_text("mine")
     resumed = ShardIndex.resumed(tmp_path, LAYOUT)
     resumed.start()
@@ -107,7 +108,7 @@ def test_keep_drops_the_shards_whose_inputs_changed(tmp_path):
     dropped = index.keep(1)
     assert [d.shard for d in dropped] == [1, 2] and index.rows == 8
     index.commit(written(tmp_path, index, 1, 2))
-    index.finish(2)
+    index.finish()
     index.close()
     _, committed, complete = read_index(tmp_path)
     assert complete and [c.rows for c in committed] == [8, 2]
@@ -134,6 +135,10 @@ def test_a_resume_refuses_another_layout_and_missing_or_changed_shard_files(tmp_
         ("", "no forensix-shards header"),
         ('{"format": "forensix-shards", "version": 9, "block_size": 4}\n', "version 9, this forensix reads 1"),
         ('{"format": "other"}\n', "no forensix-shards header"),
+        (
+            '{"format": "forensix-shards", "version": 1, "block_size": 4, "block_bytes": 9, "shard_blocks": 2}\n[1]\n',
+            "not a forensix shard index",
+        ),
     ],
 )
 def test_an_index_that_is_not_forensix_s_is_refused(tmp_path, text, says):
@@ -168,6 +173,18 @@ def test_a_folder_out_is_a_sharded_report(tmp_path):
     assert is_sharded(f"{tmp_path}/new/") and is_sharded(tmp_path) and not is_sharded(tmp_path / "r.jsonl")
 
 
+def test_a_new_sharded_report_replaces_one_but_never_a_folder_of_other_files(tmp_path):
+    three_shards(tmp_path / "old").close()
+    assert ShardIndex.new(tmp_path / "old", LAYOUT).committed == []
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(ReportError, match="holds files and no forensix index.jsonl"):
+        ShardIndex.new(tmp_path / "mine", LAYOUT)
+    with pytest.raises(ReportError, match="holds files and no forensix index.jsonl"):
+        ShardIndex.resumed(tmp_path / "mine", LAYOUT)
+    assert ShardIndex.new(tmp_path / "empty", LAYOUT).committed == []
+
+
 def test_a_sharded_report_needs_the_ray_engine(tmp_path, photos, small_input_weights, home):
     detector = forensix.load_detector(weights=small_input_weights, device="cpu")
     with pytest.raises(ReportError, match="a sharded report .* is written by --engine ray"):
@@ -177,6 +194,8 @@ def test_a_sharded_report_needs_the_ray_engine(tmp_path, photos, small_input_wei
     for args, says in [
         (["--out", f"{tmp_path}/out/"], "is written by --engine ray"),
         (["--out", f"{tmp_path}/out/", "--engine", "ray", "--html", tmp_path / "p.html"], "not a sharded report"),
+        (["--out", tmp_path / "r.jsonl", "--shard-size", "8"], "--shard-size: for a sharded report"),
+        (["--out", f"{tmp_path}/out/", "--engine", "ray", "--use-cache"], "does not take --use-cache"),
     ]:
         refused = runner.invoke(app, ["scan", str(photos), "--weights", small_input_weights, *args])
         assert refused.exit_code == 2 and says in refused.output, refused.output
