@@ -24,6 +24,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,11 +92,12 @@ def timed_scan(folder: Path, detector, out: Path | str, **options) -> dict:
 
 def driver_cpu_a_block(folder: Path, detector, out: str, options: RayOptions, images: int) -> float:
     """Milliseconds of the driver's CPU a block of a Ray scan: the difference between scans of the same
-    images in blocks of 32 and of 8 (what does not grow with the blocks, start-up, cancels out)."""
+    images in blocks (and batches) of 32 and of 8 (what does not grow with the blocks cancels out)."""
     cpu = {}
     for size in (32, 8):
         start = time.process_time()
-        forensix.write_report([str(folder)], detector, out, batch_size=size, ray=options, shard_size=256)
+        blocks = replace(options, block_size=size)
+        forensix.write_report([str(folder)], detector, out, batch_size=size, ray=blocks, shard_size=256)
         cpu[size] = time.process_time() - start
     return round(1000 * (cpu[8] - cpu[32]) / (images / 8 - images / 32), 1)
 

@@ -508,6 +508,14 @@ def scan(
             min=0.0, help="--engine ray: GPUs per scoring actor (0.5: two on a GPU; 0: CPU; default: 1 if it has GPUs)."
         ),
     ] = None,
+    ray_block: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="--engine ray: inputs a Ray block, built by one task and scored by one actor in batches of "
+            "--batch-size (default: 256; at least --batch-size).",
+        ),
+    ] = None,
     shard_size: Annotated[
         int | None,
         typer.Option(
@@ -536,7 +544,9 @@ def scan(
         spec = _scan_spec(paths or [], from_list or [], from_list0 or [], Path(spool))
         read_marks = _watermarks(watermarks)
         trust = _c2pa_trust(c2pa_trust)
-        ray = _ray_options(engine, ray_address, actors, gpus_per_actor, workers, device, precision, compile_model)
+        ray = _ray_options(
+            engine, ray_address, actors, gpus_per_actor, ray_block, workers, device, precision, compile_model
+        )
         # On Ray the models run in the actors; here they are only read (what they are, for the rows), on the CPU.
         here = device if ray is None else "cpu"
         localizer = _load_localizer(
@@ -605,6 +615,7 @@ def _ray_options(
     address: str | None,
     actors: int | None,
     gpus_per_actor: float | None,
+    block: int | None,
     workers: int | None,
     device: str,
     precision: str,
@@ -616,12 +627,18 @@ def _ray_options(
     if engine not in ("local", "ray"):
         raise Fatal(f"--engine must be local or ray, got {engine!r}")
     if engine == "local":
-        ray_only = (("--ray-address", address), ("--actors", actors), ("--gpus-per-actor", gpus_per_actor))
+        ray_only = (
+            ("--ray-address", address),
+            ("--actors", actors),
+            ("--gpus-per-actor", gpus_per_actor),
+            ("--ray-block", block),
+        )
         given = [name for name, v in ray_only if v is not None]
         if given:
             raise Fatal(f"{', '.join(given)}: for --engine ray")
         return None
-    return RayOptions(address, actors, gpus_per_actor, workers or None, device, precision, compile_model)
+    block = block or RayOptions.block_size
+    return RayOptions(address, actors, gpus_per_actor, workers or None, device, precision, compile_model, block)
 
 
 def _precision_here(precision: str, ray: RayOptions | None, spec: str | None, backend: str | None = None) -> str:

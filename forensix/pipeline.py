@@ -200,6 +200,11 @@ def scan_entries(spec: InputSpec, limits: Limits, done: ResumeIndex | None = Non
     return done.walk(entries) if done is not None else entries
 
 
+def _part(inputs: Any, at: int, size: int) -> Any:
+    """``size`` of the inputs (a tensor, a list, or None) from ``at``."""
+    return None if inputs is None else inputs[at : at + size]
+
+
 @dataclass
 class ScanModels:
     """The models a scan runs on each batch of images, wherever it runs them: the scan's process, or a
@@ -219,7 +224,14 @@ class ScanModels:
     ) -> list[ImageOutputs]:
         """Each image's outputs: the detector on ``batch``; the attributor on ``attr_inputs`` (its own
         preprocessing) or ``batch``; the localizer on the ``mask_inputs`` of the images that get masks
-        (finite scores, judged fake unless ``masks_all``)."""
+        (finite scores, judged fake unless ``masks_all``). More images than ``batch_size`` (a Ray
+        block) run in batches of that size."""
+        if len(batch) > self.batch_size:  # a Ray block: in model batches
+            return [
+                o
+                for at in range(0, len(batch), self.batch_size)
+                for o in self.run(*(_part(x, at, self.batch_size) for x in (batch, attr_inputs, mask_inputs)))
+            ]
         raw = self.detector.raw_logits(batch)
         outputs = [ImageOutputs(v) for v in raw.tolist()]
         if self.attributor is not None:
@@ -400,7 +412,7 @@ class Scanner:
         block_bytes = LoaderOptions().block_bytes
         expected = 0  # the next entry: Ray keeps the order, and this checks it keeps every block
         for scored in scored_blocks(
-            entries, self._builder(), self.models, o.ray, o.batch_size, block_bytes, self._worker_died
+            entries, self._builder(), self.models, o.ray, o.ray.block_for(o.batch_size), block_bytes, self._worker_died
         ):
             block = scored.block
             if block.records[0].index != expected:

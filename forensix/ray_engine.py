@@ -19,9 +19,11 @@ The stages are the local scan's (docs/architecture.md); only where they run chan
   and write its file; the driver gets only each shard's index line, in order, and commits it. On
   resume the read skips, unread, the shards whose inputs' names are unchanged (:class:`_EntryStream`).
 
-Every Ray block is one forensix block (``target_max_block_size`` of one byte: each row leaves as a
-block of its own), so the blocks spread over the actors one by one, as they do over DataLoader
-workers.
+Every Ray block is one forensix block of ``RayOptions.block_for(batch_size)`` inputs
+(``target_max_block_size`` of one byte: each row leaves as a block of its own), so the blocks spread
+over the actors one by one, as they do over DataLoader workers; an actor scores a block in model
+batches. Blocks are larger than a batch because the driver's Ray Data executor costs about the same
+for each block, whatever its size (docs/scale.md).
 
 Faults: Ray restarts a dead actor and retries its task (``max_restarts``/``max_task_retries``, Ray
 Data's defaults). A block whose build is retried, after a crash or a node's loss, is built entry by

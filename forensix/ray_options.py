@@ -26,6 +26,14 @@ class RayOptions:
     device: str = "auto"  # the scoring actors' device (auto: their GPU where they have one)
     precision: str = "fp32"
     compile: bool = False
+    block_size: int = 256  # inputs a Ray block (built by one task, scored by one actor in model batches)
+
+    def block_for(self, batch_size: int) -> int:
+        """Inputs a Ray block for model batches of ``batch_size``: at least one batch. Each block costs
+        the driver's Ray Data executor the same, whatever its size (docs/scale.md)."""
+        if self.block_size < 1:
+            raise ValueError(f"--ray-block must be at least 1, got {self.block_size}")
+        return max(batch_size, self.block_size)
 
 
 class RayMissing(ValueError):

@@ -185,7 +185,8 @@ def _write_sharded(
     shard in order (a resume keeps the shards whose inputs are unchanged)."""
     if options.ray is None:
         raise ReportError(f"--out {folder}: a sharded report (a folder) is written by --engine ray")
-    layout = Layout(options.batch_size, LoaderOptions().block_bytes, shard_size_blocks(shard_size, options.batch_size))
+    block = options.ray.block_for(options.batch_size)
+    layout = Layout(block, LoaderOptions().block_bytes, shard_size_blocks(shard_size, block))
     meta_path = folder / META if meta is True else _meta_path(None, meta)
     if options.masks_dir is not None:
         check_masks_dir(options.masks_dir)

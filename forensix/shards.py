@@ -143,8 +143,9 @@ class ShardIndex:
         if was != layout:
             raise ReportError(
                 f"{folder} was cut in blocks of {was.block_size} inputs, {was.shard_blocks} blocks a shard "
-                f"(now {layout.block_size} and {layout.shard_blocks}): pass --batch-size {was.block_size} "
-                f"--shard-size {was.block_size * was.shard_blocks} to resume it, or use a new --out"
+                f"(now {layout.block_size} and {layout.shard_blocks}): pass --ray-block {was.block_size} "
+                f"--shard-size {was.block_size * was.shard_blocks} (and a --batch-size of at most {was.block_size}) "
+                "to resume it, or use a new --out"
             )
         for line in committed:
             try:

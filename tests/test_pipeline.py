@@ -18,7 +18,7 @@ from forensix.cache import PredictionCache
 from forensix.detector import load_detector
 from forensix.imaging import decode_image
 from forensix.inputs import InputSpec, Limits
-from forensix.pipeline import ResumeIndex, Scanner, ScanOptions
+from forensix.pipeline import ResumeIndex, ScanModels, Scanner, ScanOptions
 from forensix.stages.batches import Block, ordered_blocks
 from forensix.stages.records import Record
 
@@ -604,3 +604,14 @@ def test_an_image_over_its_time_budget_is_an_error_row_and_the_scan_goes_on(tmp_
     assert slow["score"] is None and len(slow["sha256"]) == 64
     assert all(r["verdict"] in ("real", "fake") and r["score"] is not None for r in rows if r is not slow)
     assert scanner.stats.worker_deaths == 0 and scanner.provenance()["limits"]["decode_timeout"] == 0.2
+
+
+def test_scan_models_run_a_ray_block_in_model_batches(detector, monkeypatch):
+    images = torch.stack([detector.preprocess(random_image(40, 30, seed=i)) for i in range(10)])
+    sizes = []
+    raw_logits = detector.raw_logits
+    monkeypatch.setattr(detector, "raw_logits", lambda x: sizes.append(len(x)) or raw_logits(x))
+    got = [o.logit for o in ScanModels(detector, batch_size=4).run(images)]
+    assert sizes == [4, 4, 2]  # never more than a batch on the device at once
+    want = torch.cat([raw_logits(images[i : i + 4]) for i in range(0, 10, 4)]).tolist()
+    assert got == want and max(got) - min(got) > 1e-3

@@ -78,10 +78,11 @@ def local_report(inputs, detector, path: Path, **kw) -> list[dict]:
 
 
 def ray_scan(inputs, detector, **kw) -> Scanner:
-    return Scanner(inputs, detector, ScanOptions(batch_size=4, ray=RayOptions(), **kw))
+    return Scanner(inputs, detector, ScanOptions(batch_size=4, ray=RayOptions(block_size=4), **kw))
 
 
 NUMBERS = ("score", "source_score", "mask_fraction")
+RAY = RayOptions(block_size=4)  # blocks of one model batch: many blocks over the tests' few inputs
 
 
 def assert_same_rows(got: list[dict], want: list[dict], masks: tuple[Path, Path] | None = None) -> None:
@@ -102,7 +103,9 @@ def test_rows_are_the_local_engines_over_folders_archives_lists_and_hostile_file
     local_ray, inputs, detector, crashing_here
 ):
     want = local_rows(inputs, detector)
-    scanner = Scanner(inputs, detector, ScanOptions(batch_size=4, ray=RayOptions(actors=2, build_tasks=2)))
+    # Ray blocks of two model batches, over two actors and two record tasks
+    options = ScanOptions(batch_size=4, ray=RayOptions(actors=2, build_tasks=2, block_size=8))
+    scanner = Scanner(inputs, detector, options)
     got = list(scanner)
     by_name = {Path(r["path"]).name + r["member"]: r for r in got}
     assert by_name["bomb.png"]["error"] == CRASHED and by_name["bomb.png"]["sha256"]
@@ -125,7 +128,7 @@ def test_the_localizer_and_attributor_run_in_the_actors(local_ray, inputs, detec
     here, there = tmp_path / "masks-here", tmp_path / "masks-ray"
     models = dict(localizer=localizer, attributor=attributor)
     want = list(Scanner(inputs, detector, ScanOptions(workers=1, masks_dir=here, **options), **models))
-    scanner = Scanner(inputs, detector, ScanOptions(masks_dir=there, ray=RayOptions(), **options), **models)
+    scanner = Scanner(inputs, detector, ScanOptions(masks_dir=there, ray=RayOptions(block_size=4), **options), **models)
     got = list(scanner)
     assert scanner.stats.masks == sum(1 for r in want if r["mask"]) > 20
     assert {r["source"] for r in got if r["score"] is not None} <= {"real", "gen_a", "gen_b"}
@@ -195,9 +198,9 @@ def interrupt_at(rows: int):
 @pytest.mark.slow
 def test_an_interrupted_ray_scan_resumes_with_no_duplicate_or_gap(local_ray, inputs, detector, tmp_path, crashing_here):
     out = tmp_path / "report.jsonl"
-    first = forensix.write_report(inputs, detector, out, batch_size=4, ray=RayOptions(), progress=interrupt_at(9))
+    first = forensix.write_report(inputs, detector, out, batch_size=4, ray=RAY, progress=interrupt_at(9))
     assert first.interrupted and len(out.read_text().splitlines()) == 9
-    second = forensix.write_report(inputs, detector, out, resume=True, batch_size=4, ray=RayOptions())
+    second = forensix.write_report(inputs, detector, out, resume=True, batch_size=4, ray=RAY)
     assert not second.interrupted and second.previous_rows == 9 and second.stats.resumed == 9
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert_same_rows(got, local_rows(inputs, detector))
@@ -209,7 +212,7 @@ def test_a_local_report_resumes_on_ray(local_ray, inputs, detector, tmp_path, cr
     want = local_report(inputs, detector, out)
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:12]))  # a local scan stopped after 12 rows (its .meta.json stays)
-    resumed = forensix.write_report(inputs, detector, out, resume=True, batch_size=4, ray=RayOptions())
+    resumed = forensix.write_report(inputs, detector, out, resume=True, batch_size=4, ray=RAY)
     assert resumed.previous_rows == 12 and resumed.stats.resumed == 12
     assert_same_rows(read_rows(out), want)
 
@@ -227,7 +230,7 @@ def test_the_cli_scans_on_ray_and_its_options_are_checked(
     assert_same_rows(list(read_rows(out)), list(read_rows(tmp_path / "l.csv")))
     meta = json.loads(Path(f"{out}.meta.json").read_text())
     assert meta["engine"]["name"] == "ray" and meta["device"] == "ray actors: auto"
-    sharded = ["--engine", "ray", "--out", f"{tmp_path}/shards/", "--shard-size", "8"]
+    sharded = ["--engine", "ray", "--out", f"{tmp_path}/shards/", "--shard-size", "8", "--ray-block", "4"]
     done = runner.invoke(app, ["scan", photos, "--weights", small_input_weights, *sharded])
     assert done.exit_code == 0, done.output
     fields = ("path", "member", "verdict", "error")
@@ -236,6 +239,7 @@ def test_the_cli_scans_on_ray_and_its_options_are_checked(
     assert all(math.isclose(a["score"] or 0, b["score"] or 0, abs_tol=1e-6) for a, b in zip(got, want))
     for args, says in [
         (["--actors", "2"], "--actors: for --engine ray"),
+        (["--ray-block", "64"], "--ray-block: for --engine ray"),
         (["--engine", "spark"], "--engine must be local or ray"),
         (["--engine", "ray", "--use-cache"], "does not take --use-cache"),
         (["--engine", "ray", "--actors", "4"], "4 scoring actors take 4"),
@@ -303,7 +307,7 @@ def test_a_sharded_report_holds_the_local_rows_in_shards_its_tasks_wrote(
 ):
     want = local_report(inputs, detector, tmp_path / "local.jsonl")
     out = tmp_path / "shards"
-    ray_options = RayOptions(actors=2, build_tasks=2)
+    ray_options = RayOptions(actors=2, build_tasks=2, block_size=4)
     summary = forensix.write_report(inputs, detector, f"{out}/", batch_size=4, ray=ray_options, shard_size=8)
     assert summary.format == "shards" and summary.rows == len(want) and summary.stats.worker_deaths == 1
     layout, committed, complete = read_index(out)
@@ -325,7 +329,7 @@ def test_an_interrupted_sharded_scan_resumes_its_shards_and_rescans_what_changed
     local_ray, inputs, detector, tmp_path, crashing_here
 ):
     out = tmp_path / "shards"
-    options = dict(batch_size=4, ray=RayOptions(), shard_size=8)
+    options = dict(batch_size=4, ray=RAY, shard_size=8)
     first = forensix.write_report(inputs, detector, f"{out}/", progress=interrupt_at(16), **options)
     assert first.interrupted
     _, committed, complete = read_index(out)

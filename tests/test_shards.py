@@ -118,7 +118,7 @@ def test_keep_drops_the_shards_whose_inputs_changed(tmp_path):
 def test_a_resume_refuses_another_layout_and_missing_or_changed_shard_files(tmp_path):
     index = three_shards(tmp_path)
     index.close()
-    with pytest.raises(ReportError, match="pass --batch-size 4 --shard-size 8 to resume it"):
+    with pytest.raises(ReportError, match="pass --ray-block 4 --shard-size 8"):
         ShardIndex.resumed(tmp_path, Layout(8, 1 << 20, 2))
     second = tmp_path / read_index(tmp_path)[1][1].file
     second.write_bytes(second.read_bytes() + b"\n")
