@@ -520,8 +520,8 @@ def scan(
         int | None,
         typer.Option(
             min=1,
-            help=f"A sharded report (--out DIR/): inputs a shard, rounded up to whole batches [default: "
-            f"{DEFAULT_SHARD_SIZE}].",
+            help=f"A sharded report (--out DIR/): inputs a shard, rounded up to whole Ray blocks (default: "
+            f"{DEFAULT_SHARD_SIZE}).",
         ),
     ] = None,
 ) -> None:
