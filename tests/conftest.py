@@ -1,4 +1,5 @@
 import io
+import math
 import os
 import signal
 import sys
@@ -178,3 +179,20 @@ def mixed_inputs(root: Path) -> InputSpec:
     listed = root / "list.txt"
     listed.write_text(f"{photos / '01.jpg'}\n{photos / 'gone.png'}\n{photos / '03.jpg'}\n")
     return InputSpec.from_args([str(photos), str(root / "set.zip"), str(root / "set.tar.gz")], [str(listed)])
+
+
+NUMBERS = ("score", "source_score", "mask_fraction")  # compared to 1e-6 by assert_same_rows
+
+
+def assert_same_rows(got: list[dict], want: list[dict], masks: tuple[Path, Path] | None = None) -> None:
+    """Row for row: every field equal, numbers to 1e-6, mask files by their name in their own folder."""
+    assert [(r["path"], r["member"]) for r in got] == [(r["path"], r["member"]) for r in want]
+    for a, b in zip(got, want):
+        for key in NUMBERS:
+            x, y = a.pop(key), b.pop(key)
+            assert (x is None) == (y is None) and (x is None or math.isclose(x, y, abs_tol=1e-6)), (key, a, b)
+        if masks is not None:
+            for key in ("mask", "mask_map"):
+                if a.get(key) and b.get(key):
+                    a[key], b[key] = (str(Path(r[key]).relative_to(d)) for r, d in ((a, masks[0]), (b, masks[1])))
+        assert a == b

@@ -137,7 +137,12 @@ def test_resume_after_a_cut_report_gives_exactly_one_row_per_image(photos, tiny_
     first = read_rows(complete.decode(), fmt)
     resumed = read_rows(out.read_text(), fmt)
     assert sorted(r["path"] for r in resumed) == sorted(r["path"] for r in first)  # no gap, no duplicate
-    assert {r["path"]: r["score"] for r in resumed} == {r["path"]: r["score"] for r in first}
+
+    # The same scores, to the CPU's rounding: the images resumed go through the model in other batches.
+    def scores(rows):
+        return {r["path"]: float(r["score"]) if r["score"] not in ("", None) else -1.0 for r in rows}
+
+    assert scores(resumed) == pytest.approx(scores(first), abs=1e-6)
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])

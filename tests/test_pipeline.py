@@ -1,3 +1,4 @@
+import copy
 import io
 import json
 import math
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_spread, decoder_crashing_on, mixed_inputs, random_image, refused_jpeg
+from conftest import assert_same_rows, assert_spread, decoder_crashing_on, mixed_inputs, random_image, refused_jpeg
 from PIL import Image
 from test_timeouts import LIMIT_TEXT, slow_jpeg
 
@@ -468,7 +469,9 @@ def test_a_cached_scan_decodes_and_scores_only_what_is_new(tree, tiny_weights, t
     plain = list(Scanner(spec, detector, ScanOptions(batch_size=4)))
     first = list(Scanner(spec, detector, ScanOptions(batch_size=4), cache=cache))
     # one logit per distinct scored image: not the truncated JPEG; a/rgb.png and b/noext are the same bytes
-    assert first == plain and len(cache) == IMAGES_IN_TREE - 2
+    # (b/noext's score is a/rgb.png's, from another batch: equal to the CPU's rounding for another batch)
+    assert len(cache) == IMAGES_IN_TREE - 2
+    assert_same_rows(copy.deepcopy(first), copy.deepcopy(plain))
 
     decoded: list[int] = []
     real_decode = records.decode_image
@@ -476,7 +479,7 @@ def test_a_cached_scan_decodes_and_scores_only_what_is_new(tree, tiny_weights, t
     detector.backend.forward = OutOfMemoryAbove(detector.backend.module, limit=0)  # any forward pass would fail
     again = Scanner(spec, detector, ScanOptions(batch_size=4), cache=cache)
     rows = list(again)
-    assert rows == plain  # scores, notes, sizes: the same row, bit for bit
+    assert rows == first  # scores, notes, sizes: the same row, bit for bit
     assert again.stats.cached == IMAGES_IN_TREE - 1 and detector.backend.forward.calls == []
     assert len(decoded) == 1  # only the truncated JPEG, which has no cached logit, was decoded (and failed)
 
