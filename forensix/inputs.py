@@ -132,22 +132,38 @@ def is_archive(path: str) -> bool:
 
 
 # How a walk treats what it finds: folder files sniffed as listed; sniffed by their read (each file
-# opened once); or only counted, nothing read (a progress bar's total).
-SNIFF, READ, COUNT = "sniff", "read", "count"
+# opened once); or only counted, nothing read (a progress bar's total). DEFER is READ with no archive
+# opened: each is an ArchiveAt for an ArchiveLister.
+SNIFF, READ, COUNT, DEFER = "sniff", "read", "count", "defer"
 
 
 class _Uncountable(Exception):
     """A count that needs every byte read: a compressed tar's members are spread through its stream."""
 
 
-def _file_entry(path: str, limits: Limits, explicit: bool, how: str) -> Iterator[InputItem]:
+@dataclass(frozen=True)
+class ArchiveAt:
+    """An archive where a walk that opens none (``iter_entries(archives=...)``) has reached it: its
+    entries (:func:`archive_entries`) go in its place."""
+
+    path: str
+
+
+# What puts each archive's entries in its place in a walk (the stream, with an ArchiveAt for each archive).
+ArchiveLister = Callable[[Iterator["InputItem | ArchiveAt"], Limits], Iterator["InputItem"]]
+
+
+def _file_entry(path: str, limits: Limits, explicit: bool, how: str) -> Iterator[InputItem | ArchiveAt]:
     if is_archive(path):
-        yield from _archive_entries(path, limits, how)
+        if how == DEFER:
+            yield ArchiveAt(path)
+        else:
+            yield from _archive_entries(path, limits, how)
     elif explicit:
         yield file_entry(path, limits.max_bytes)
     elif how == COUNT:
         yield InputItem(path)
-    elif how == READ:
+    elif how in (READ, DEFER):
         yield InputItem(path, reader=partial(read_file, path, limits.max_bytes, sniff=True))
     elif _sniff_file(path):
         yield file_entry(path, limits.max_bytes)
@@ -155,7 +171,7 @@ def _file_entry(path: str, limits: Limits, explicit: bool, how: str) -> Iterator
         yield InputItem(path, skipped=True)
 
 
-def _walk(top: str, limits: Limits, seen: set[tuple[int, int]], how: str) -> Iterator[InputItem]:
+def _walk(top: str, limits: Limits, seen: set[tuple[int, int]], how: str) -> Iterator[InputItem | ArchiveAt]:
     """Depth-first, names sorted, without recursion (any depth); each folder is scanned once.
 
     ``seen`` holds the (device, inode) of every folder scanned so far in this input stream, so a
@@ -611,7 +627,9 @@ def _counted(path: str, members: Iterable[_Member]) -> Iterator[InputItem]:
     return (InputItem(path, member=m.name) for m in members)
 
 
-def iter_entries(paths: Iterable[str], limits: Limits | None = None, sniff: bool = True) -> Iterator[InputItem]:
+def iter_entries(
+    paths: Iterable[str], limits: Limits | None = None, sniff: bool = True, archives: ArchiveLister | None = None
+) -> Iterator[InputItem]:
     """The whole input stream, skipped non-images included, in a deterministic order.
 
     A path named explicitly always yields a row (an error row if it is no readable image);
@@ -619,8 +637,22 @@ def iter_entries(paths: Iterable[str], limits: Limits | None = None, sniff: bool
     are sniffed as they are listed (``skipped`` says which hold no image), or with ``sniff=False``
     only when read (the scan's way: nothing is opened while listing, and each file once): their
     ``read`` then raises :class:`NotAnImage` for a non-image.
+
+    With ``archives`` (``sniff=False`` only), the walk opens no archive: ``archives`` gets the stream
+    with an :class:`ArchiveAt` for each, and puts each one's :func:`archive_entries` in its place
+    (the Ray engine lists them in tasks of their own, several at once).
     """
-    return _entries(paths, limits or Limits(), SNIFF if sniff else READ)
+    limits = limits or Limits()
+    if archives is None:
+        return _entries(paths, limits, SNIFF if sniff else READ)  # type: ignore[return-value]
+    if sniff:
+        raise ValueError("archives listed elsewhere: a walk that sniffs nothing (sniff=False)")
+    return archives(_entries(paths, limits, DEFER), limits)
+
+
+def archive_entries(path: str, limits: Limits) -> Iterator[InputItem]:
+    """One archive's entries, as a walk gives them: its members (each sniffed), or a damaged archive's error entry."""
+    return _archive_entries(path, limits, READ)
 
 
 def count_entries(paths: Iterable[str], limits: Limits | None = None) -> int | None:
@@ -635,7 +667,7 @@ def count_entries(paths: Iterable[str], limits: Limits | None = None) -> int | N
         return None
 
 
-def _entries(paths: Iterable[str], limits: Limits, how: str) -> Iterator[InputItem]:
+def _entries(paths: Iterable[str], limits: Limits, how: str) -> Iterator[InputItem | ArchiveAt]:
     seen: set[tuple[int, int]] = set()
     for path in paths:
         if os.path.isdir(path):

@@ -50,7 +50,7 @@ from .cache import CLEAN, PredictionCache, model_key
 from .detector import Detector
 from .gpu_decode import check_parity, first_jpegs
 from .imaging import DEFAULT_MAX_PIXELS
-from .inputs import InputItem, InputSpec, Limits, count_entries
+from .inputs import ArchiveLister, InputItem, InputSpec, Limits, count_entries
 from .limits import DEFAULT_DECODE_TIMEOUT
 from .provenance import provenance
 from .ray_options import RayOptions, require_ray
@@ -194,9 +194,12 @@ def _find(sorted_keys: np.ndarray, k: np.uint64) -> int:
     return i if i < len(sorted_keys) and sorted_keys[i] == k else -1
 
 
-def scan_entries(spec: InputSpec, limits: Limits, done: ResumeIndex | None = None) -> Iterator[InputItem]:
-    """A scan's entries in input order; resuming, each counted against the report's names (:meth:`ResumeIndex.walk`)."""
-    entries = input_entries(spec, limits)
+def scan_entries(
+    spec: InputSpec, limits: Limits, done: ResumeIndex | None = None, archives: ArchiveLister | None = None
+) -> Iterator[InputItem]:
+    """A scan's entries in input order, its archives listed by ``archives`` if given; resuming, each
+    counted against the report's names (:meth:`ResumeIndex.walk`)."""
+    entries = input_entries(spec, limits, archives)
     return done.walk(entries) if done is not None else entries
 
 

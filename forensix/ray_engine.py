@@ -4,7 +4,9 @@ The stages are the local scan's (docs/architecture.md); only where they run chan
 
 - **entries**: one streaming read task, pinned to the driver's node (the paths are the driver's,
   relative ones from its working folder), walks the inputs once, in stream order, cut into the local
-  scan's blocks of detached entries (:func:`~forensix.stages.loader.entry_blocks`);
+  scan's blocks of detached entries (:func:`~forensix.stages.loader.entry_blocks`); each archive it
+  meets is listed (a compressed one decompressed) by a task of its own, several ahead of the walk,
+  anywhere in the cluster (:class:`_ListedInTasks`): a folder of shards is a distributed read;
 - **records**: CPU tasks run the scan's :class:`~forensix.stages.records.RecordBuilder` on each
   block and stack its inputs (:func:`~forensix.stages.batches.collate`);
 - **scoring**: a pool of actors, each holding its own copy of the scan's models on its own GPU (or
@@ -49,9 +51,10 @@ import itertools
 import logging
 import os
 import pickle
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -61,6 +64,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from .inputs import ArchiveAt, ArchiveLister, InputItem, Limits, archive_entries
 from .ray_options import SCORE_CPUS, Plan, RayOptions, require_ray
 from .shards import ShardIndex, ShardLine, names_digest, write_shard
 from .stages.batches import Block, collate
@@ -75,6 +79,7 @@ if TYPE_CHECKING:
 Name = tuple[str, str]  # an entry's (path, member)
 ONE_BLOCK_A_ROW = 1  # bytes: Ray Data's target block size, so each row (a forensix block) is a Ray block
 GIVE_UP = 4  # starts of one block's build (1 whole, then entry by entry) before its entries are error rows
+LOOK_AHEAD = 4096  # items of the walk held ahead, at most, to start the listing of the archives that come next
 
 
 @contextmanager
@@ -130,22 +135,23 @@ class ScoredBlock:
 
 
 class _EntryStream(Datasource):
-    """The read: ``entries()`` walked once in one read task, in blocks of ``size`` entries (fewer past
-    ``block_bytes``), each block a Ray block of its own as soon as it is cut, with its shard's number
-    (:class:`_Sharding`; 0 when the report is one file). Relative paths are the driver's: the task
-    works in the driver's folder (``cwd``)."""
+    """The read: ``entries()`` walked once in one read task (its archives listed by ``archives``), in
+    blocks of ``size`` entries (fewer past ``block_bytes``), each block a Ray block of its own as soon
+    as it is cut, with its shard's number (:class:`_Sharding`; 0 when the report is one file).
+    Relative paths are the driver's: the task works in the driver's folder (``cwd``)."""
 
     def __init__(
         self,
-        entries: Callable[[], Iterator[Entry]],
+        entries: Callable[..., Iterator[Entry]],
         size: int,
         block_bytes: int,
         cwd: str,
         ledger: Any,
         sharding: _Sharding | None,
+        archives: ArchiveLister,
     ) -> None:
         self.entries, self.size, self.block_bytes, self.cwd = entries, size, block_bytes, cwd
-        self.ledger, self.sharding = ledger, sharding
+        self.ledger, self.sharding, self.archives = ledger, sharding, archives
 
     def get_read_tasks(self, parallelism: int, **kwargs: Any) -> list[ReadTask]:
         meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
@@ -155,7 +161,7 @@ class _EntryStream(Datasource):
         import pyarrow
 
         os.chdir(self.cwd)
-        blocks = entry_blocks(self.entries(), self.size, self.block_bytes)
+        blocks = entry_blocks(self.entries(archives=self.archives), self.size, self.block_bytes)
         tagged = ((0, numbered) for numbered in blocks)
         if self.sharding is not None:
             tagged = self._shards(blocks)
@@ -200,7 +206,7 @@ class _EntryStream(Datasource):
         """A new walk of the entries, past its first ``shards`` shards, which must be those the first walk kept."""
         assert self.sharding is not None
         per, kept = self.sharding.shard_blocks, self.sharding.kept
-        blocks = entry_blocks(self.entries(), self.size, self.block_bytes)
+        blocks = entry_blocks(self.entries(archives=self.archives), self.size, self.block_bytes)
         for shard in range(shards):
             if names_digest(names(itertools.islice(blocks, per))) != kept[shard]:
                 raise RuntimeError(
@@ -210,6 +216,85 @@ class _EntryStream(Datasource):
 
     def estimate_inmemory_data_size(self) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class _ListedInTasks:
+    """Where the walk meets an archive (:data:`~forensix.inputs.ArchiveLister`): it is listed, and a
+    compressed one decompressed (its members' bytes travel with them), by a Ray task of its own,
+    anywhere in the cluster, up to ``at_once`` of them ahead of the walk; each one's entries come
+    back in chunks of a block, in order, and go in its place. So the read task on the driver's node
+    only lists folders and joins the archives' entries, and a folder of shards is read by the cluster.
+
+    A listing that dies (its process or node) is started again, ``GIVE_UP`` times in all (Ray's
+    retries; the entries already back are not repeated), then the archive's entries end with an
+    error entry, as a damaged archive's do.
+    """
+
+    at_once: int
+    cwd: str
+    size: int
+    block_bytes: int
+
+    def __call__(self, walk: Iterator[InputItem | ArchiveAt], limits: Limits) -> Iterator[InputItem]:
+        ray = require_ray()
+        listing = ray.remote(_archive_chunks).options(
+            num_cpus=1, max_retries=GIVE_UP - 1, _generator_backpressure_num_objects=2
+        )
+        ahead: deque[InputItem | tuple[str, Any]] = deque()  # entries, and archives being listed
+        listed = 0
+
+        def look_ahead() -> None:
+            nonlocal listed
+            while listed < self.at_once and len(ahead) < LOOK_AHEAD:
+                item = next(walk, None)
+                if item is None:
+                    return
+                if isinstance(item, ArchiveAt):
+                    args = (item.path, limits, self.cwd, self.size, self.block_bytes)
+                    ahead.append((item.path, listing.remote(*args)))
+                    listed += 1
+                else:
+                    ahead.append(item)
+
+        try:
+            look_ahead()
+            while ahead:
+                item = ahead.popleft()
+                if isinstance(item, InputItem):
+                    yield item
+                else:
+                    listed -= 1
+                    look_ahead()  # the next archives' listings start before this one's entries are taken
+                    yield from _listed(ray, *item)
+                look_ahead()
+        finally:  # stopped early: the listings started ahead are not needed
+            for item in ahead:
+                if not isinstance(item, InputItem):
+                    with suppress(Exception):  # at best: they end with this task, their owner, anyway
+                        ray.cancel(item[1])
+
+
+def _archive_chunks(path: str, limits: Limits, cwd: str, size: int, block_bytes: int) -> Iterator[list[InputItem]]:
+    """A Ray task: one archive's entries, detached (readable anywhere), in chunks of ``size`` entries
+    (fewer past ``block_bytes``)."""
+    leave_interrupts_to_the_driver()
+    os.chdir(cwd)  # relative paths are the driver's
+    for numbered in entry_blocks(archive_entries(path, limits), size, block_bytes):
+        yield [entry for _, entry in numbered]
+
+
+def _listed(ray: ModuleType, path: str, chunks: Any) -> Iterator[InputItem]:
+    """The entries of one archive's listing task (``chunks``, its generator of chunks); if it died every
+    time, an error entry after those that came back. What the listing raised is raised here."""
+    try:
+        for ref in chunks:
+            yield from ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        raise e.as_instanceof_cause() from None  # a bug, not the archive's: the scan stops, as a local one would
+    except ray.exceptions.RayError as e:
+        why = f"listing it was lost {GIVE_UP} times (its process or node died: {type(e).__name__})"
+        yield InputItem(path, member="", error=f"cannot read archive: {why}")
 
 
 class _Ledger:
@@ -375,7 +460,7 @@ def opened(models: Any, device: str, precision: str, compile: bool) -> Any:
 
 
 def scored_blocks(
-    entries: Callable[[], Iterator[Entry]],
+    entries: Callable[..., Iterator[Entry]],
     build: RecordBuilder,
     models: Any,
     options: RayOptions,
@@ -383,10 +468,11 @@ def scored_blocks(
     block_bytes: int,
     on_worker_death: Callable[[int], None],
 ) -> Iterator[ScoredBlock]:
-    """Every entry of ``entries()`` built by ``build`` and its images run through ``models`` (a
+    """Every entry of ``entries(archives=...)`` built by ``build`` and its images run through ``models`` (a
     :class:`forensix.pipeline.ScanModels`) on Ray, as blocks in input order.
 
-    ``entries`` is called once, in the read task on this node, and must pickle (with what it walks).
+    ``entries(archives=...)`` is called once, in the read task on this node, and must pickle (with what
+    it walks); it hands the archives it meets to ``archives`` (:func:`~forensix.inputs.iter_entries`).
     ``on_worker_death(n)`` is told, at the end, how many blocks had to be built again.
     """
     with _scan(entries, build, models, options, block_size, block_bytes) as scan:
@@ -396,7 +482,7 @@ def scored_blocks(
 
 
 def written_shards(
-    entries: Callable[[], Iterator[Entry]],
+    entries: Callable[..., Iterator[Entry]],
     build: RecordBuilder,
     models: Any,
     rows: RowMaker,
@@ -440,7 +526,7 @@ class _Running:
 
 @contextmanager
 def _scan(
-    entries: Callable[[], Iterator[Entry]],
+    entries: Callable[..., Iterator[Entry]],
     build: RecordBuilder,
     models: Any,
     options: RayOptions,
@@ -465,7 +551,8 @@ def _scan(
         if rows is not None:
             refs["rows"] = ray.put(rows)
         shipped = _Shipped(refs, os.getcwd(), sharding)
-        source = _EntryStream(entries, block_size, block_bytes, os.getcwd(), ledger, sharding)
+        archives = _ListedInTasks(plan.list_tasks, os.getcwd(), block_size, block_bytes)
+        source = _EntryStream(entries, block_size, block_bytes, os.getcwd(), ledger, sharding, archives)
         # On the driver's node (its paths), taking no CPU from the others.
         ds = ray.data.read_datasource(source, override_num_blocks=1, num_cpus=0, scheduling_strategy=pinned)
         # max_retries: a build lost with its process is always retried (then entry by entry). Being the

@@ -13,6 +13,9 @@ from types import ModuleType
 
 SCORE_CPUS = 1.0  # each scoring actor's CPU: it feeds its device
 DEFAULT_SHARD_SIZE = 4096  # a sharded report's inputs a shard (forensix.shards), rounded up to whole blocks
+# Archives in the inputs listed (a compressed one decompressed) by tasks of their own, this many at once:
+# one for each CPUS_A_LIST_TASK CPUs of the cluster, from MIN_ to MAX_LIST_TASKS.
+MIN_LIST_TASKS, MAX_LIST_TASKS, CPUS_A_LIST_TASK = 2, 16, 8
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Plan:
     device: str = "cpu"
     write_tasks: int = 0  # a sharded report's writers (forensix.shards)
     write_cpus: float = 1.0  # each writer's; 0 on a cluster with no CPU to spare (the writers share the builders')
+    list_tasks: int = MIN_LIST_TASKS  # archives listed at once, ahead of the walk (forensix.ray_engine)
 
     @classmethod
     def on(cls, resources: dict[str, float], options: RayOptions, shards: bool = False, masks: bool = False) -> Plan:
@@ -93,7 +97,8 @@ class Plan:
                 build = max(1, left - writers)
             if build + writers > left:
                 write_cpus = 0.0
-        return cls(actors, per_actor, build, device, writers, write_cpus)
+        listing = min(MAX_LIST_TASKS, max(MIN_LIST_TASKS, math.floor(cpus) // CPUS_A_LIST_TASK))
+        return cls(actors, per_actor, build, device, writers, write_cpus, listing)
 
 
 def is_sharded(out: str | os.PathLike[str]) -> bool:

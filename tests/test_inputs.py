@@ -24,11 +24,13 @@ import pytest
 from PIL import Image
 
 from forensix.inputs import (
+    ArchiveAt,
     InputItem,
     InputSpec,
     InputStats,
     Limits,
     NotAnImage,
+    archive_entries,
     count_entries,
     is_archive,
     iter_entries,
@@ -362,6 +364,42 @@ def test_archives_inside_folders_are_opened(tmp_path):
         ("sub/pics.tar.gz", "in/2.png", "", False),
         ("sub/pics.zip", "in/1.png", "", False),
     ]
+
+
+def test_a_walk_that_opens_no_archive_hands_each_to_its_lister_in_its_place(tmp_path):
+    root = tmp_path / "root"
+    write(root / "a.png", image_bytes(seed=1))
+    make_archive(root / "b.tar.gz", {"in/1.png": image_bytes(seed=2), "in/t.txt": b"text"})
+    write(root / "c" / "d.jpg", b"not an image")
+    make_archive(root / "c" / "e.zip", {"2.png": image_bytes(seed=3)})
+    (root / "f.tar").write_bytes(b"no tar at all")
+    met = []
+
+    def lister(walk, limits):  # what the Ray engine does in tasks, here in turn
+        for item in walk:
+            if isinstance(item, ArchiveAt):
+                met.append(os.path.relpath(item.path, root))
+                yield from archive_entries(item.path, limits)
+            else:
+                yield item
+
+    def read(items):
+        return [(*s, _read_or_why(i)) for s, i in zip(summary(items, root), items)]
+
+    here = list(iter_entries([str(root)], sniff=False))
+    handed = list(iter_entries([str(root)], sniff=False, archives=lister))
+    assert read(handed) == read(here)
+    assert len(here) == 6 and [e.member for e in here if e.path.endswith("b.tar.gz")] == ["in/1.png", "in/t.txt"]
+    assert met == ["b.tar.gz", "c/e.zip", "f.tar"]
+    with pytest.raises(ValueError, match="sniff=False"):
+        iter_entries([str(root)], archives=lister)
+
+
+def _read_or_why(item: InputItem) -> bytes | str:
+    try:
+        return item.read()
+    except Exception as e:
+        return type(e).__name__
 
 
 def test_is_archive_goes_by_name():

@@ -9,15 +9,19 @@ attributor, a killed actor, an interrupted scan resumed and the driver's memory 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
 import signal
+import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import decoder_crashing_on, mixed_inputs, random_image
+from conftest import assert_same_rows, decoder_crashing_on, mixed_inputs, png_bytes, random_image
+from ray_hooks import LISTER_CRASH_MARK
 from tiny_models import tiny_attributor_file, tiny_localizer_file
 from typer.testing import CliRunner
 
@@ -81,22 +85,7 @@ def ray_scan(inputs, detector, **kw) -> Scanner:
     return Scanner(inputs, detector, ScanOptions(batch_size=4, ray=RayOptions(block_size=4), **kw))
 
 
-NUMBERS = ("score", "source_score", "mask_fraction")
 RAY = RayOptions(block_size=4)  # blocks of one model batch: many blocks over the tests' few inputs
-
-
-def assert_same_rows(got: list[dict], want: list[dict], masks: tuple[Path, Path] | None = None) -> None:
-    """Row for row: every field equal, numbers to 1e-6, mask files by their name in their own folder."""
-    assert [(r["path"], r["member"]) for r in got] == [(r["path"], r["member"]) for r in want]
-    for a, b in zip(got, want):
-        for key in NUMBERS:
-            x, y = a.pop(key), b.pop(key)
-            assert (x is None) == (y is None) and (x is None or math.isclose(x, y, abs_tol=1e-6)), (key, a, b)
-        if masks is not None:
-            for key in ("mask", "mask_map"):
-                if a.get(key) and b.get(key):
-                    a[key], b[key] = (str(Path(r[key]).relative_to(d)) for r, d in ((a, masks[0]), (b, masks[1])))
-        assert a == b
 
 
 def test_rows_are_the_local_engines_over_folders_archives_lists_and_hostile_files(
@@ -118,6 +107,44 @@ def test_rows_are_the_local_engines_over_folders_archives_lists_and_hostile_file
     assert scanner.stats.worker_deaths == 1 and scanner.stats.skipped_non_images == 3
     assert any("no row is lost" in n for n in scanner.notices)
     assert_same_rows(got, want)
+
+
+def shard_folder(folder: Path) -> list[Path]:
+    """A folder of input shards (plain, gzip and xz tars, a zip, a damaged tar.gz, one whose listing
+    crashes its process), each of a few images and a text file; its files in walk order."""
+    folder.mkdir()
+    kinds = ["w", "w:gz", "zip", "w:gz", "w:xz", "w"]
+    for k, kind in enumerate(kinds):
+        name = f"{k:03d}" + ("-" + LISTER_CRASH_MARK if k == 3 else "")
+        members = {f"s{k}/{i}.png": png_bytes(random_image(30 + 3 * i, 20 + k, seed=10 * k + i)) for i in range(5)}
+        members[f"s{k}/notes.txt"] = b"not an image"
+        if kind == "zip":
+            with zipfile.ZipFile(folder / f"{name}.zip", "w") as z:
+                for member, data in members.items():
+                    z.writestr(member, data)
+            continue
+        with tarfile.open(folder / f"{name}.tar{kind[2:] and '.' + kind[2:]}", kind) as t:
+            for member, data in members.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    (folder / "006.tar.gz").write_bytes(b"not a tar at all")
+    return sorted(folder.iterdir())
+
+
+def test_a_folder_of_shards_is_listed_by_tasks_and_a_listing_that_dies_is_an_error_row(local_ray, detector, tmp_path):
+    files = shard_folder(tmp_path / "shards")
+    crasher = next(str(f) for f in files if LISTER_CRASH_MARK in f.name)
+    want = local_rows(InputSpec.from_args([str(f) for f in files if str(f) != crasher]), detector)
+    got = list(ray_scan(InputSpec.from_args([str(tmp_path / "shards")]), detector))
+    lost = [r for r in got if r["path"] == crasher]
+    assert [(r["member"], r["verdict"]) for r in lost] == [("", "error")]
+    assert (
+        lost[0]["error"]
+        == "cannot read archive: listing it was lost 4 times (its process or node died: WorkerCrashedError)"
+    )
+    assert len(want) == 5 * 5 + 1 and sum(r["verdict"] == "error" for r in want) == 1  # the damaged tar.gz
+    assert_same_rows([r for r in got if r["path"] != crasher], want)
 
 
 @pytest.mark.slow
@@ -262,6 +289,8 @@ def test_the_plan_fits_the_cluster():
     assert Plan.on({"CPU": 16, "GPU": 4}, RayOptions(), shards=True, masks=True) == Plan(4, 1.0, 6, "auto", 6, 1.0)
     assert Plan.on({"CPU": 2}, RayOptions(), shards=True) == Plan(1, 0.0, 1, "cpu", 1, 0.0)
     assert Plan.on({"CPU": 8}, RayOptions(build_tasks=7), shards=True) == Plan(1, 0.0, 7, "cpu", 1, 0.0)
+    # Archives listed at once, ahead of the walk: one for each 8 CPUs, 2 to 16
+    assert [Plan.on({"CPU": cpus}, RayOptions()).list_tasks for cpus in (4, 40, 1000)] == [2, 5, 16]
     for options, says in [
         (RayOptions(device="cuda"), "--device cuda on Ray needs --gpus-per-actor"),
         (RayOptions(precision="fp16"), "--precision fp16 needs GPUs"),

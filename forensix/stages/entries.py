@@ -9,16 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from ..datasets import Sample
-from ..inputs import InputItem, InputSpec, Limits, file_entry, iter_entries
+from ..inputs import ArchiveLister, InputItem, InputSpec, Limits, file_entry, iter_entries
 
 
-def input_entries(spec: InputSpec, limits: Limits) -> Iterator[InputItem]:
+def input_entries(spec: InputSpec, limits: Limits, archives: ArchiveLister | None = None) -> Iterator[InputItem]:
     """The scan's entries: files, folders, archive members, lists, in order (:func:`~forensix.inputs.iter_entries`).
 
     A folder's files are sniffed when read, not while listing: each is opened once, by the worker
-    that reads it, and the listing opens nothing.
+    that reads it, and the listing opens nothing. ``archives`` lists the archives, elsewhere.
     """
-    return iter_entries(spec.paths(), limits, sniff=False)
+    return iter_entries(spec.paths(), limits, sniff=False, archives=archives)
 
 
 def sample_entries(samples: Sequence[Sample], max_bytes: int) -> Iterator[InputItem]:
