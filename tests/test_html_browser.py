@@ -97,14 +97,23 @@ class Tab:
         self.page.goto(path.as_uri() + fragment)
         self.page.wait_for_selector("body[data-ready]")
 
+    def shown(self) -> None:
+        """Wait until the page shows its address: setting the hash renders only at its hashchange, a task later."""
+        self.page.wait_for_function("() => document.body.dataset.shown === location.hash")
+
     def texts(self, selector: str) -> list[str]:
+        self.shown()
         return self.page.eval_on_selector_all(selector, "els => els.map(e => e.textContent)")
 
     def scores(self) -> list[float]:
         return [float(t) for t in self.texts("#cards .card .score") if t != "no score"]
 
+    def text(self, selector: str) -> str:
+        self.shown()
+        return self.page.text_content(selector)
+
     def status(self) -> str:
-        return self.page.text_content("#status")
+        return self.text("#status")
 
     def close(self) -> None:
         self.context.close()
@@ -188,7 +197,7 @@ def test_a_hostile_name_notes_and_metadata_show_as_text_and_request_nothing(tab)
     assert t.texts("#cards .card .name") == [str(Path(t.page.url.split("#")[0][7:]).parent / "g1" / f"{HOSTILE}.png")]
     t.page.click("#cards .card a.open")
     t.page.wait_for_selector("#detail:not([hidden])")
-    assert t.page.text_content("#detail-name").endswith(f"{HOSTILE}.png")
+    assert t.text("#detail-name").endswith(f"{HOSTILE}.png")
     remote = tab("#open=8")
     assert f"Camera: {REMOTE}" in remote.texts("#detail-fields dd")
     c2pa = tab("#open=10")
@@ -211,7 +220,7 @@ def test_the_keyboard_opens_steps_through_and_closes_the_detail_view(tab):
     assert t.page.evaluate("document.activeElement.closest('.card').dataset.index") == "1"
     t.page.keyboard.press("Enter")
     t.page.wait_for_selector("#detail:not([hidden])")
-    assert t.page.text_content("#detail-name").endswith("/g1/img1.png") and "open=1" in t.page.url
+    assert t.text("#detail-name").endswith("/g1/img1.png") and "open=1" in t.page.url
     # the image at full preview size, and its mask overlay beside it
     t.page.wait_for_function("document.getElementById('detail-mask-img').naturalWidth > 0")
     assert t.page.evaluate(
@@ -223,7 +232,7 @@ def test_the_keyboard_opens_steps_through_and_closes_the_detail_view(tab):
     t.page.keyboard.press("m")
     assert t.page.is_visible("#detail-mask-figure")
     t.page.keyboard.press("ArrowRight")
-    assert t.page.text_content("#detail-name").endswith("/g2/img2.png") and not t.page.is_visible("#detail-mask")
+    assert t.text("#detail-name").endswith("/g2/img2.png") and not t.page.is_visible("#detail-mask")
     fields = dict(zip(t.texts("#detail-fields dt"), t.texts("#detail-fields dd")))
     assert fields["score, P(fake)"] == f"{score_of(2):.3f}" and fields["size"] == "64×48" and fields["sha256"]
     t.page.keyboard.press("Escape")
@@ -237,7 +246,7 @@ def test_the_keyboard_opens_steps_through_and_closes_the_detail_view(tab):
 def test_an_image_with_no_picture_says_why(tab):
     t = tab("#open=20")
     why = "cannot read: No such file or directory"
-    assert t.page.text_content("#detail-missing") == f"no picture: {why}"
+    assert t.text("#detail-missing") == f"no picture: {why}"
     card = t.page.query_selector("#cards .card[data-index='20'] .nopicture")
     assert card is not None and card.text_content() == why
 

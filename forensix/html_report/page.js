@@ -165,6 +165,8 @@
     $("next").disabled = page >= pages;
     showDetail(s, list);
     document.body.dataset.ready = "1";
+    // The address now shown: a hash change renders a task later (hashchange), and a test waits for it.
+    document.body.dataset.shown = location.hash;
   }
 
   let opener = null;
