@@ -51,6 +51,7 @@ import itertools
 import logging
 import os
 import pickle
+import platform
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,7 +79,7 @@ if TYPE_CHECKING:
 
 Name = tuple[str, str]  # an entry's (path, member)
 ONE_BLOCK_A_ROW = 1  # bytes: Ray Data's target block size, so each row (a forensix block) is a Ray block
-GIVE_UP = 4  # starts of one block's build (1 whole, then entry by entry) before its entries are error rows
+GIVE_UP = 4  # starts of one block's build (1 whole, then entry by entry), or of an archive's listing, before error rows
 LOOK_AHEAD = 4096  # items of the walk held ahead, at most, to start the listing of the archives that come next
 
 
@@ -222,13 +223,17 @@ class _EntryStream(Datasource):
 class _ListedInTasks:
     """Where the walk meets an archive (:data:`~forensix.inputs.ArchiveLister`): it is listed, and a
     compressed one decompressed (its members' bytes travel with them), by a Ray task of its own,
-    anywhere in the cluster, up to ``at_once`` of them ahead of the walk; each one's entries come
+    anywhere in the cluster, ``at_once`` at a time, started ahead of the walk; each one's entries come
     back in chunks of a block, in order, and go in its place. So the read task on the driver's node
-    only lists folders and joins the archives' entries, and a folder of shards is read by the cluster.
+    lists only folders, and joins the archives' entries (a compressed member's bytes pass through it).
 
-    A listing that dies (its process or node) is started again, ``GIVE_UP`` times in all (Ray's
-    retries; the entries already back are not repeated), then the archive's entries end with an
-    error entry, as a damaged archive's do.
+    The tasks take no CPU of the plan's: one paused until its entries are taken (Ray's backpressure:
+    two chunks ahead) would hold it from the record tasks, which the read waits for. A listing that
+    dies (its process or node) is started again, ``GIVE_UP`` times in all (Ray's retries; the entries
+    already back are not repeated), then the archive's entries end with an error entry, as a damaged
+    archive's do. (Were the read task's own process lost, Ray would walk again and skip the blocks
+    already taken by their number: a listing lost in one walk and not in the other would shift the
+    entries after it. The read runs on the driver's node, whose loss ends the scan anyway.)
     """
 
     at_once: int
@@ -239,21 +244,19 @@ class _ListedInTasks:
     def __call__(self, walk: Iterator[InputItem | ArchiveAt], limits: Limits) -> Iterator[InputItem]:
         ray = require_ray()
         listing = ray.remote(_archive_chunks).options(
-            num_cpus=1, max_retries=GIVE_UP - 1, _generator_backpressure_num_objects=2
+            num_cpus=0, scheduling_strategy="SPREAD", max_retries=GIVE_UP - 1, _generator_backpressure_num_objects=2
         )
-        ahead: deque[InputItem | tuple[str, Any]] = deque()  # entries, and archives being listed
-        listed = 0
+        ahead: deque[InputItem | tuple[str, Any]] = deque()  # entries, and archives whose listing has started
+        running: list[Any] = []  # the listings started and not yet taken whole
 
         def look_ahead() -> None:
-            nonlocal listed
-            while listed < self.at_once and len(ahead) < LOOK_AHEAD:
+            while len(running) < self.at_once and len(ahead) < LOOK_AHEAD:
                 item = next(walk, None)
                 if item is None:
                     return
                 if isinstance(item, ArchiveAt):
-                    args = (item.path, limits, self.cwd, self.size, self.block_bytes)
-                    ahead.append((item.path, listing.remote(*args)))
-                    listed += 1
+                    running.append(listing.remote(item.path, limits, self.cwd, self.size, self.block_bytes))
+                    ahead.append((item.path, running[-1]))
                 else:
                     ahead.append(item)
 
@@ -264,15 +267,13 @@ class _ListedInTasks:
                 if isinstance(item, InputItem):
                     yield item
                 else:
-                    listed -= 1
-                    look_ahead()  # the next archives' listings start before this one's entries are taken
                     yield from _listed(ray, *item)
+                    running.remove(item[1])
                 look_ahead()
-        finally:  # stopped early: the listings started ahead are not needed
-            for item in ahead:
-                if not isinstance(item, InputItem):
-                    with suppress(Exception):  # at best: they end with this task, their owner, anyway
-                        ray.cancel(item[1])
+        finally:  # stopped early: no listing still running is needed (force: they ignore SIGINT, the driver's)
+            for chunks in running:
+                with suppress(Exception):  # one that has just ended cannot be cancelled
+                    ray.cancel(chunks, force=True)
 
 
 def _archive_chunks(path: str, limits: Limits, cwd: str, size: int, block_bytes: int) -> Iterator[list[InputItem]]:
@@ -280,6 +281,11 @@ def _archive_chunks(path: str, limits: Limits, cwd: str, size: int, block_bytes:
     (fewer past ``block_bytes``)."""
     leave_interrupts_to_the_driver()
     os.chdir(cwd)  # relative paths are the driver's
+    if not os.path.lexists(path):  # the walk found it on the driver's node: this node does not share it
+        raise FileNotFoundError(
+            f"{path}: an archive the scan's walk found is not on node {platform.node()}; on Ray, put the "
+            "inputs on storage every node mounts at the same path (docs/scale.md)"
+        )
     for numbered in entry_blocks(archive_entries(path, limits), size, block_bytes):
         yield [entry for _, entry in numbered]
 
@@ -291,9 +297,9 @@ def _listed(ray: ModuleType, path: str, chunks: Any) -> Iterator[InputItem]:
         for ref in chunks:
             yield from ray.get(ref)
     except ray.exceptions.RayTaskError as e:
-        raise e.as_instanceof_cause() from None  # a bug, not the archive's: the scan stops, as a local one would
+        raise e.as_instanceof_cause() from None  # not the archive's (damage is an entry): the scan stops
     except ray.exceptions.RayError as e:
-        why = f"listing it was lost {GIVE_UP} times (its process or node died: {type(e).__name__})"
+        why = f"the task listing it was lost, each time it was started ({type(e).__name__}: its process or node died)"
         yield InputItem(path, member="", error=f"cannot read archive: {why}")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_same_rows, decoder_crashing_on, mixed_inputs, png_bytes, random_image
-from ray_hooks import LISTER_CRASH_MARK
+from ray_hooks import LISTER_CRASH_MARK, ONCE_CRASH_MARK
 from tiny_models import tiny_attributor_file, tiny_localizer_file
 from typer.testing import CliRunner
 
@@ -111,11 +111,12 @@ def test_rows_are_the_local_engines_over_folders_archives_lists_and_hostile_file
 
 def shard_folder(folder: Path) -> list[Path]:
     """A folder of input shards (plain, gzip and xz tars, a zip, a damaged tar.gz, one whose listing
-    crashes its process), each of a few images and a text file; its files in walk order."""
+    crashes its process every time, one whose listing crashes once, midway), each of a few images and a
+    text file; its files in walk order."""
     folder.mkdir()
     kinds = ["w", "w:gz", "zip", "w:gz", "w:xz", "w"]
     for k, kind in enumerate(kinds):
-        name = f"{k:03d}" + ("-" + LISTER_CRASH_MARK if k == 3 else "")
+        name = f"{k:03d}" + {1: "-" + ONCE_CRASH_MARK, 3: "-" + LISTER_CRASH_MARK}.get(k, "")
         members = {f"s{k}/{i}.png": png_bytes(random_image(30 + 3 * i, 20 + k, seed=10 * k + i)) for i in range(5)}
         members[f"s{k}/notes.txt"] = b"not an image"
         if kind == "zip":
@@ -139,9 +140,9 @@ def test_a_folder_of_shards_is_listed_by_tasks_and_a_listing_that_dies_is_an_err
     got = list(ray_scan(InputSpec.from_args([str(tmp_path / "shards")]), detector))
     lost = [r for r in got if r["path"] == crasher]
     assert [(r["member"], r["verdict"]) for r in lost] == [("", "error")]
-    assert (
-        lost[0]["error"]
-        == "cannot read archive: listing it was lost 4 times (its process or node died: WorkerCrashedError)"
+    assert lost[0]["error"] == (
+        "cannot read archive: the task listing it was lost, each time it was started "
+        "(WorkerCrashedError: its process or node died)"
     )
     assert len(want) == 5 * 5 + 1 and sum(r["verdict"] == "error" for r in want) == 1  # the damaged tar.gz
     assert_same_rows([r for r in got if r["path"] != crasher], want)
