@@ -9,6 +9,8 @@
   and the report writer, JSON Lines and CSV), the rate past which more GPUs give nothing; and the
   driver's CPU time a block in a Ray scan (Ray Data's executor included), writing one report file
   or a sharded report (``--out DIR/``: the rows made and written by Ray tasks).
+- **A folder of shards**: the same images in gzipped tars of 100, scanned on Ray with one actor: each
+  shard listed and decompressed by a task of its own, against the plain folder's figure.
 - ``--gpus 1,2,4``, on a machine with GPUs: the full-size DeeCLIP (ViT-L/14, random weights) on
   1 → N GPUs, one actor each.
 
@@ -22,6 +24,7 @@ import argparse
 import io
 import json
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import replace
@@ -55,6 +58,17 @@ def crops(folder: Path, count: int) -> Path:
         x, y = int(rng.integers(0, 640 - w)), int(rng.integers(0, 427 - h))
         samples[i % 2].crop((x, y, x + w, y + h)).save(folder / f"{i:05d}.jpg", quality=90)
     return folder
+
+
+def tar_shards(folder: Path, shards: Path, per: int) -> Path:
+    """The images of ``folder`` packed in order into gzipped tars of ``per`` images: a folder of input shards."""
+    shards.mkdir()
+    files = sorted(folder.iterdir())
+    for start in range(0, len(files), per):
+        with tarfile.open(shards / f"{start // per:05d}.tar.gz", "w:gz") as tar:
+            for file in files[start : start + per]:
+                tar.add(file, arcname=file.name)
+    return shards
 
 
 class FirstRow:
@@ -141,7 +155,11 @@ def main() -> None:
                 figures[f"ray, {actors} CPU actor(s)"] = timed_scan(
                     folder, detector, work / f"ray{actors}.jsonl", batch_size=32, ray=options
                 )
-                if actors == 1:
+                if actors == 1:  # the same images in tar.gz shards of 100: each listed by a task of its own
+                    shards = tar_shards(folder, work / "shards", 100)
+                    figures["ray, 1 CPU actor, tar.gz shards of 100"] = timed_scan(
+                        shards, detector, work / "shards.jsonl", batch_size=32, ray=options
+                    )
                     figures["driver CPU ms a block"] = {
                         name: driver_cpu_a_block(folder, detector, out, options, args.images)
                         for name, out in (("report file", f"{work}/b.jsonl"), ("sharded report", f"{work}/b/"))
