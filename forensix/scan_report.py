@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from .inputs import InputSpec
 from .interrupts import held_interrupts, interrupt_gate
 from .pipeline import ResumeIndex, Scanner, ScanOptions, ScanStats
-from .ray_options import DEFAULT_SHARD_SIZE, is_sharded
+from .ray_options import DEFAULT_SHARD_SIZE, Plan, is_sharded
 from .report import COLUMNS, ExistingReport, ReportError, ReportWriter, format_for, open_for_resume, read_report
 from .shards import META, Layout, ShardIndex, ShardLine, shard_size_blocks
 from .stages.loader import LoaderOptions
@@ -133,28 +133,29 @@ def write_report(
             check_resumable(existing, detector, scan_options, path, _recorded(meta_path))
     done = ResumeIndex.from_rows(existing.keys) if existing.rows else None
     scanner = Scanner(spec, detector, scan_options, done, localizer=localizer, attributor=attributor, cache=cache)
-    # The sidecar first: a --meta path that cannot be written must fail before the report is touched
-    # (opening the report for writing would already have emptied it).
-    if meta_path is not None:
-        meta_path.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
-    added: tuple[str, ...] = ()
-    if resume and path is not None:
-        stream, continued = open_for_resume(path, fmt, existing)
-        if existing.rows:
-            added = tuple(c for c in COLUMNS if c not in existing.columns)
-            upgraded = f" (written by an older forensix: added the columns {', '.join(added)})" if added else ""
-            if log is not None:
-                log(f"resuming {path}: {existing.rows} rows already there{upgraded}")
-    elif path is not None:
-        stream, continued = open(path, "w", newline="", encoding="utf-8"), None
-    else:
-        stream, continued = out, None  # the caller's stream, left open
-    try:
-        started = time.perf_counter()
-        interrupted = _write_rows(scanner, ReportWriter(stream, fmt, continued), progress)
-    finally:
-        if path is not None:
-            stream.close()
+    with _engine_ready(scan_options):
+        # The sidecar first: a --meta path that cannot be written must fail before the report is touched
+        # (opening the report for writing would already have emptied it).
+        if meta_path is not None:
+            meta_path.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
+        added: tuple[str, ...] = ()
+        if resume and path is not None:
+            stream, continued = open_for_resume(path, fmt, existing)
+            if existing.rows:
+                added = tuple(c for c in COLUMNS if c not in existing.columns)
+                upgraded = f" (written by an older forensix: added the columns {', '.join(added)})" if added else ""
+                if log is not None:
+                    log(f"resuming {path}: {existing.rows} rows already there{upgraded}")
+        elif path is not None:
+            stream, continued = open(path, "w", newline="", encoding="utf-8"), None
+        else:
+            stream, continued = out, None  # the caller's stream, left open
+        try:
+            started = time.perf_counter()
+            interrupted = _write_rows(scanner, ReportWriter(stream, fmt, continued), progress)
+        finally:
+            if path is not None:
+                stream.close()
     return ScanSummary(
         scanner.stats,
         interrupted,
@@ -165,6 +166,21 @@ def write_report(
         added,
         scanner.notices,
     )
+
+
+@contextmanager
+def _engine_ready(options: ScanOptions) -> Iterator[None]:
+    """For ``--engine ray``: connected to the cluster (a local Ray started, if none is named) and the plan
+    checked against it, before the report or its sidecar is touched: a cluster that cannot be reached, or
+    that cannot hold the plan, leaves an earlier report as it was and makes no new one."""
+    if options.ray is None:
+        yield
+        return
+    from .ray_engine import connected
+
+    with connected(options.ray.address) as ray:
+        Plan.on(ray.cluster_resources(), options.ray)  # what it raises, the scan would raise an instant later
+        yield
 
 
 def _write_sharded(
@@ -195,16 +211,17 @@ def _write_sharded(
         check_resumable(index.existing(), detector, options, folder, _recorded(meta_path))
     previous = index.rows
     scanner = Scanner(spec, detector, options, localizer=localizer, attributor=attributor, cache=cache)
-    index.start()
-    if meta_path is not None:
-        meta_path.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
-    if previous and log is not None:
-        log(f"resuming {folder}: {previous} rows in {len(index.committed)} shards already there")
-    started = time.perf_counter()
-    try:
-        interrupted = _commit_shards(scanner, index, progress)
-    finally:
-        index.close()
+    with _engine_ready(options):
+        index.start()
+        if meta_path is not None:
+            meta_path.write_text(json.dumps(scanner.provenance(), indent=2) + "\n", encoding="utf-8")
+        if previous and log is not None:
+            log(f"resuming {folder}: {previous} rows in {len(index.committed)} shards already there")
+        started = time.perf_counter()
+        try:
+            interrupted = _commit_shards(scanner, index, progress)
+        finally:
+            index.close()
     return ScanSummary(
         scanner.stats, interrupted, time.perf_counter() - started, SHARDS, meta_path, previous,
         notices=scanner.notices,

@@ -302,6 +302,20 @@ def test_the_plan_fits_the_cluster():
             Plan.on({"CPU": 8, "GPU": 2}, options) if options.actors == 3 else Plan.on({"CPU": 8}, options)
 
 
+def test_a_plan_the_cluster_cannot_hold_touches_no_report(local_ray, inputs, detector, tmp_path):
+    """Refused before any file is opened: an earlier report, resumed, keeps every byte; a new one is not made."""
+    too_many = RayOptions(actors=8, block_size=4)  # the tests' Ray has 4 CPUs
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text('{"path": "a.png", "member": ""}\n')
+    meta = tmp_path / "kept.jsonl.meta.json"
+    meta.write_text("{}\n")
+    for out, resume in [(kept, True), (tmp_path / "new.csv", False), (f"{tmp_path}/shards/", False)]:
+        with pytest.raises(ValueError, match="8 scoring actors take 8 and building records needs one more"):
+            forensix.write_report(inputs, detector, str(out), resume=resume, batch_size=4, ray=too_many)
+    assert kept.read_text() == '{"path": "a.png", "member": ""}\n' and meta.read_text() == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.jsonl", "kept.jsonl.meta.json"]
+
+
 def test_without_ray_the_engine_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)
     with pytest.raises(RayMissing, match=r"pip install 'forensix\[ray\]'"):
